@@ -1,0 +1,67 @@
+//! `master:`, the settings of the master itself.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{duration, RestartConfig};
+
+/// `master:`. Every key has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MasterConfig {
+    /// Default time a worker's start may take (default `30s`).
+    #[serde(with = "duration")]
+    pub start_timeout: Duration,
+    /// Default time a worker's stop may take (default `30s`).
+    #[serde(with = "duration")]
+    pub stop_timeout: Duration,
+    /// `error`, `warn`, `info` (default), `debug` or `trace`; `RUST_LOG` overrides it.
+    pub log_level: LogLevel,
+    /// Threads of the runtime that runs module code (default: the number of cores, at most 4).
+    pub module_threads: Option<usize>,
+    /// Restart policy for workers that have no `restart:` of their own.
+    pub restart: RestartConfig,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(30),
+            log_level: LogLevel::Info,
+            module_threads: None,
+            restart: RestartConfig::default(),
+        }
+    }
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Lifecycle events (default).
+    #[default]
+    Info,
+    /// More detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The name `tracing` filters use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The YAML configuration: serde types (the reference for every key), loading with errors that
+//! name the file, line and field, and validation that reports every problem at once.
+
+pub mod duration;
+mod master;
+mod validate;
+mod worker;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use master::{LogLevel, MasterConfig};
+pub use validate::{validate_config, validate_worker, ValidationIssue, WorkerKind, WorkerSpec};
+pub use worker::{
+    BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProcessType, RestartConfig,
+    RestartPolicy, WorkerConfig, WorkerType,
+};
+
+use crate::error::ConfigError;
+
+/// A whole config file: `master:` settings and the `workers:` list.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HsuConfig {
+    /// Settings of the master itself.
+    pub master: MasterConfig,
+    /// The workers, started in this order and stopped in reverse.
+    pub workers: Vec<WorkerConfig>,
+}
+
+impl HsuConfig {
+    /// Reads and parses `path` (shape only; call [`validate_config`] next).
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`] naming the file, line and field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses YAML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] naming the origin, line and field.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            line: e.location().map(|l| l.line()),
+            column: e.location().map(|l| l.column()),
+            message: e.to_string(),
+        })
+    }
+
+    /// Parses and validates in one go: what `hsu check` and `hsu run` do.
+    /// `factory_known` answers whether a native module factory name is registered.
+    ///
+    /// # Errors
+    /// The parse error, or every validation problem at once.
+    pub fn load_validated(
+        path: &Path,
+        factory_known: &dyn Fn(&str) -> bool,
+    ) -> Result<(Self, Vec<WorkerSpec>), ConfigError> {
+        let config = Self::load(path)?;
+        let specs =
+            validate_config(&config, factory_known).map_err(|issues| ConfigError::Invalid {
+                path: Some(PathBuf::from(path)),
+                issues,
+            })?;
+        Ok((config, specs))
+    }
+}

@@ -1,0 +1,263 @@
+//! `workers:` entries, as written in YAML. One flat struct, as in the seeds, so that serde can
+//! name the line of every mistake; [`super::validate`] then checks the type-specific rules and
+//! turns it into a [`crate::WorkerSpec`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// One worker. `id` and `type` are required; which other keys apply depends on `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Unique name, 1–64 characters from `[A-Za-z0-9._-]`.
+    pub id: String,
+    /// `module` (runs inside the master) or `process` (an OS process).
+    #[serde(rename = "type")]
+    pub worker_type: WorkerType,
+    /// Modules only: `native` (default; a factory compiled into the master) or `plugin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_type: Option<ModuleType>,
+    /// Modules only: the registered factory name (native) or library path (plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_name: Option<String>,
+    /// Processes only: `managed` (default), `integrated` or `unmanaged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_type: Option<ProcessType>,
+    /// Free-form settings handed to the module's `initialize` (or to the process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_yaml::Value>,
+    /// `name` or `name:version` of an installed package providing the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Processes only: what to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<ExecutionConfig>,
+    /// Supervision; absent means the master's `restart:` default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartConfig>,
+    /// Health polling; absent means the defaults of [`HealthCheckConfig`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+    /// How long `start` may take (default: the master's `start_timeout`, 30s).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_timeout: Option<Duration>,
+    /// How long `stop` may take (default: the master's `stop_timeout`, 30s).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stop_timeout: Option<Duration>,
+}
+
+impl WorkerConfig {
+    /// A native module worker with no `config:`: the usual start for embedding code.
+    pub fn native(id: &str, module_name: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            worker_type: WorkerType::Module,
+            module_type: Some(ModuleType::Native),
+            module_name: Some(module_name.to_string()),
+            process_type: None,
+            config: None,
+            package: None,
+            execution: None,
+            restart: None,
+            health_check: None,
+            start_timeout: None,
+            stop_timeout: None,
+        }
+    }
+
+    /// Parses one worker from YAML text (handy in tests and embedding code).
+    ///
+    /// # Errors
+    /// The YAML error, naming the field and line.
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    /// Sets `config:` from YAML text.
+    ///
+    /// # Panics
+    /// If `yaml` is not valid YAML: meant for literals in code.
+    pub fn with_config(mut self, yaml: &str) -> Self {
+        self.config = Some(serde_yaml::from_str(yaml).expect("valid YAML literal"));
+        self
+    }
+
+    /// Sets `restart:` from YAML text.
+    ///
+    /// # Panics
+    /// If `yaml` is not a valid `restart:` section: meant for literals in code.
+    pub fn with_restart(mut self, yaml: &str) -> Self {
+        self.restart = Some(serde_yaml::from_str(yaml).expect("valid restart: literal"));
+        self
+    }
+
+    /// Sets `health_check:` from YAML text.
+    ///
+    /// # Panics
+    /// If `yaml` is not a valid `health_check:` section: meant for literals in code.
+    pub fn with_health_check(mut self, yaml: &str) -> Self {
+        self.health_check = Some(serde_yaml::from_str(yaml).expect("valid health_check: literal"));
+        self
+    }
+}
+
+/// Where a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerType {
+    /// An OS process.
+    Process,
+    /// In the master's own process.
+    Module,
+}
+
+/// How a module's code gets into the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModuleType {
+    /// Compiled in; created by a factory registered under `module_name`.
+    #[default]
+    Native,
+    /// A shared library loaded at run time from `module_name`.
+    Plugin,
+}
+
+/// How the master relates to a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessType {
+    /// Spawned and supervised by the master.
+    #[default]
+    Managed,
+    /// Spawned, and speaks HSU's gRPC control/health protocol.
+    Integrated,
+    /// Already running; attached by PID and watched.
+    Unmanaged,
+}
+
+/// `execution:` of a process worker.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// The program to run (required).
+    pub executable_path: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: the master's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<PathBuf>,
+}
+
+/// `restart:`. Every key has a default, so `restart: {}` equals the defaults below.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartConfig {
+    /// `never`, `on_failure` (default) or `always`.
+    pub policy: RestartPolicy,
+    /// Automatic restarts allowed within `window` (default 5). One more failure opens the
+    /// circuit: the worker stays failed until started by hand.
+    pub max_restarts: u32,
+    /// The sliding window for `max_restarts` (default `60s`).
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Delay before each automatic restart.
+    pub backoff: BackoffConfig,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            policy: RestartPolicy::OnFailure,
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+/// When a worker is restarted automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Never: a failed worker stays failed.
+    Never,
+    /// After a failed start, a failing task or panic, failed health checks, or a non-zero exit.
+    #[default]
+    OnFailure,
+    /// As `on_failure`, and also after a process exits with status 0.
+    Always,
+}
+
+/// `restart.backoff:`: exponential delay, `initial * multiplier^n` capped at `max`, each delay
+/// varied by up to ±`jitter` (a fraction) so that many workers do not restart in lockstep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First delay (default `1s`; `0s` restarts at once).
+    #[serde(with = "duration")]
+    pub initial: Duration,
+    /// Largest delay (default `30s`).
+    #[serde(with = "duration")]
+    pub max: Duration,
+    /// Growth per restart within the window (default 2.0; at least 1.0).
+    pub multiplier: f64,
+    /// Random variation as a fraction of the delay, 0.0–1.0 (default 0.1).
+    pub jitter: f64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.1,
+        }
+    }
+}
+
+/// `health_check:`. For modules the probe is the module's `is_healthy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Poll at all (default true).
+    pub enabled: bool,
+    /// Time between polls (default `10s`).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// A poll that takes longer counts as failed (default `5s`).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Failed polls in a row that fail the worker (default 3).
+    pub failure_threshold: u32,
+    /// Wait after the worker is running before the first poll (default `0s`).
+    #[serde(with = "duration")]
+    pub initial_delay: Duration,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            failure_threshold: 3,
+            initial_delay: Duration::ZERO,
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! One `thiserror` enum per layer. Every variant carries the worker id (or the file and field)
+//! so that a message read out of context still says what it is about.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hsu_module::ModuleError;
+
+use crate::config::ValidationIssue;
+use crate::state::{Lifecycle, WorkerState};
+use crate::WorkerId;
+
+/// The broad class of an error, for code that reacts to errors (an API mapping them to status
+/// codes, a test asserting what went wrong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is wrong (config, id, message fields).
+    Validation,
+    /// The thing exists already.
+    Conflict,
+    /// No such worker or factory.
+    NotFound,
+    /// The request does not fit the worker's current state.
+    InvalidState,
+    /// A call took longer than its limit.
+    Timeout,
+    /// The module's code returned an error.
+    ModuleFailed,
+    /// The module's code panicked.
+    Panicked,
+    /// An actor is gone (the master is shutting down).
+    Unavailable,
+    /// Valid, but not something this build can do.
+    Unsupported,
+}
+
+/// Loading or validating a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config `{}`", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not have the expected shape. `message` names the field; line and column
+    /// are 1-based.
+    #[error("{}{}: {message}", path.display(), match (line, column) { (Some(l), Some(c)) => format!(":{l}:{c}"), _ => String::new() })]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Line of the problem.
+        line: Option<usize>,
+        /// Column of the problem.
+        column: Option<usize>,
+        /// serde's description, naming the field.
+        message: String,
+    },
+    /// The YAML parsed, but breaks rules (each issue names its worker and field).
+    #[error("{}", Invalid(path.as_ref(), issues))]
+    Invalid {
+        /// The file, if any.
+        path: Option<PathBuf>,
+        /// Every problem found.
+        issues: Vec<ValidationIssue>,
+    },
+}
+
+struct Invalid<'a>(Option<&'a PathBuf>, &'a [ValidationIssue]);
+
+impl fmt::Display for Invalid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "{}: ", p.display())?,
+            None => {}
+        }
+        write!(f, "{} problem(s):", self.1.len())?;
+        for issue in self.1 {
+            write!(f, "\n  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a worker actor was doing when an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Creating the module instance with its factory.
+    Create,
+    /// `initialize`.
+    Initialize,
+    /// `start`.
+    Start,
+    /// `stop`.
+    Stop,
+    /// `is_healthy` or a probe.
+    HealthCheck,
+    /// A task the module spawned.
+    Task,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Create => "create",
+            Self::Initialize => "initialize",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::HealthCheck => "health check",
+            Self::Task => "task",
+        })
+    }
+}
+
+/// An error from one worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The state machine refused the request.
+    #[error("worker `{id}`: cannot {event} while {from}")]
+    InvalidState {
+        /// The worker.
+        id: WorkerId,
+        /// Its state.
+        from: WorkerState,
+        /// What was asked.
+        event: Lifecycle,
+    },
+    /// A module call or probe ran over its limit; it was cancelled.
+    #[error("worker `{id}`: {op} timed out after {after:?}")]
+    Timeout {
+        /// The worker.
+        id: WorkerId,
+        /// The call.
+        op: Operation,
+        /// The limit.
+        after: Duration,
+    },
+    /// The module returned an error.
+    #[error("worker `{id}`: {op} failed: {source}")]
+    ModuleFailed {
+        /// The worker.
+        id: WorkerId,
+        /// The call.
+        op: Operation,
+        /// The module's error.
+        #[source]
+        source: ModuleError,
+    },
+    /// The module panicked; the panic was contained.
+    #[error("worker `{id}`: panicked in {op}: {message}")]
+    Panicked {
+        /// The worker.
+        id: WorkerId,
+        /// The call.
+        op: Operation,
+        /// The panic payload.
+        message: String,
+    },
+    /// The call was cancelled because the worker stopped meanwhile.
+    #[error("worker `{id}`: {op} was cancelled")]
+    Cancelled {
+        /// The worker.
+        id: WorkerId,
+        /// The call.
+        op: Operation,
+    },
+}
+
+impl WorkerError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidState { .. } => ErrorKind::InvalidState,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::ModuleFailed { .. } => ErrorKind::ModuleFailed,
+            Self::Panicked { .. } => ErrorKind::Panicked,
+            Self::Cancelled { .. } => ErrorKind::Unavailable,
+        }
+    }
+
+    /// The worker it concerns.
+    pub fn worker(&self) -> &WorkerId {
+        match self {
+            Self::InvalidState { id, .. }
+            | Self::Timeout { id, .. }
+            | Self::ModuleFailed { id, .. }
+            | Self::Panicked { id, .. }
+            | Self::Cancelled { id, .. } => id,
+        }
+    }
+}
+
+/// An error answered by the master.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The worker config is invalid; each issue names the field.
+    #[error("worker `{id}`: invalid config: {}", issues.iter().map(|i| format!("`{}`: {}", i.field, i.message)).collect::<Vec<_>>().join("; "))]
+    Validation {
+        /// The id as given (it may itself be the problem).
+        id: String,
+        /// Every problem found.
+        issues: Vec<ValidationIssue>,
+    },
+    /// A worker with this id exists already.
+    #[error("worker `{id}` already exists")]
+    Conflict {
+        /// The id.
+        id: WorkerId,
+    },
+    /// No worker with this id.
+    #[error("no worker `{id}`")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// `module_name` names no registered factory.
+    #[error("worker `{id}`: no native module factory named `{name}` (registered: {})", if registered.is_empty() { "none".to_string() } else { registered.join(", ") })]
+    UnknownFactory {
+        /// The worker.
+        id: WorkerId,
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        registered: Vec<String>,
+    },
+    /// A factory of this name is registered already.
+    #[error("a native module factory named `{name}` is already registered")]
+    FactoryConflict {
+        /// The name.
+        name: String,
+    },
+    /// Valid config, but not something this build runs.
+    #[error("worker `{id}`: {what} is not supported by this version of hsu")]
+    Unsupported {
+        /// The worker.
+        id: WorkerId,
+        /// What.
+        what: String,
+    },
+    /// The master is shutting down and takes no new work.
+    #[error("worker `{id}`: the master is shutting down")]
+    ShuttingDown {
+        /// The worker the request named.
+        id: String,
+    },
+    /// The worker's actor did not answer (it is gone).
+    #[error("worker `{id}` did not answer")]
+    Mailbox {
+        /// The worker.
+        id: WorkerId,
+        /// Why.
+        #[source]
+        source: actix::MailboxError,
+    },
+    /// The worker reported an error.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+impl MasterError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Validation { .. } => ErrorKind::Validation,
+            Self::Conflict { .. } | Self::FactoryConflict { .. } => ErrorKind::Conflict,
+            Self::NotFound { .. } | Self::UnknownFactory { .. } => ErrorKind::NotFound,
+            Self::Unsupported { .. } => ErrorKind::Unsupported,
+            Self::ShuttingDown { .. } | Self::Mailbox { .. } => ErrorKind::Unavailable,
+            Self::Worker(e) => e.kind(),
+        }
+    }
+}
+
+/// The message of `error` followed by its sources: `a: b: c`, each said once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}

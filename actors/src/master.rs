@@ -1,0 +1,747 @@
+//! `MasterActor`: owns the worker table, routes lifecycle requests to worker actors, forwards
+//! state changes to subscribers, and applies each worker's restart policy.
+//!
+//! Why an actor: the worker table and the restart timers are shared state that embedding code,
+//! the CLI, the health actor and every worker touch; one mailbox orders all of it without locks.
+//! Handlers that wait for a worker (`AddWorker`, `StartWorker`, …) return a `ResponseActFuture`,
+//! so other messages are answered while they wait; one slow worker never stalls the master.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::config::{
+    validate_worker, MasterConfig, ModuleType, WorkerConfig, WorkerKind, WorkerSpec,
+};
+use crate::error::{error_chain, MasterError};
+use crate::health::{HealthActor, HealthReport, Probe, UnwatchHealth, WatchHealth};
+use crate::module_worker::{ModuleWorkerActor, ModuleWorkerSetup};
+use crate::registry::{GetFactory, ListFactories, RegisterNativeModuleFactory, RegistryActor};
+use crate::restart::{jitter_sample, Decision, RestartTracker, Trigger};
+use crate::runtime::ModuleRuntime;
+use crate::state::WorkerState;
+use crate::worker::{
+    HealthStatus, WorkerAddr, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+};
+use crate::WorkerId;
+
+/// Adds a worker from its config: validates it, creates its actor and (for modules) the
+/// instance, and calls `initialize`. The worker is then `idle`; send [`StartWorker`] to run it.
+///
+/// # Errors
+/// `Validation` naming the field, `Conflict` for a taken id, `UnknownFactory`, or the
+/// `initialize` failure (the worker is not added then).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<WorkerId, MasterError>")]
+pub struct AddWorker(pub WorkerConfig);
+
+/// Stops (if running) and removes a worker.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct RemoveWorker(pub String);
+
+/// Starts a worker; replies when it runs. A manual start also closes an open restart circuit.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct StartWorker(pub String);
+
+/// Stops a worker on purpose; replies when it is stopped. Never triggers a restart, and cancels
+/// a pending one.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct StopWorker(pub String);
+
+/// Stops a worker if it runs, then starts it. With `force`, a stop that fails or times out
+/// does not prevent the start (the old run's tasks are aborted); without it, the error is
+/// returned and no start is made.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct RestartWorker {
+    /// The worker.
+    pub id: String,
+    /// Start even if the stop fails.
+    pub force: bool,
+}
+
+/// State and diagnostics of one worker.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<WorkerDiagnostics, MasterError>")]
+pub struct GetWorkerState(pub String);
+
+/// A summary line for every worker, in the order they were added.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<WorkerSummary>")]
+pub struct GetAllWorkerStates;
+
+/// Stops every worker in reverse order of addition, then removes them. Later requests to add
+/// workers are refused. Replies when all are stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "ShutdownReport")]
+pub struct Shutdown;
+
+/// Subscribes to every [`WorkerStateChanged`] from now on. The stream is unbounded (no event is
+/// dropped) and ends when the master stops; drop the receiver to unsubscribe.
+#[derive(Debug, Message)]
+#[rtype(result = "mpsc::UnboundedReceiver<WorkerStateChanged>")]
+pub struct Subscribe;
+
+/// Names of the registered native module factories.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, MasterError>")]
+pub struct ListModuleFactories;
+
+/// One line of [`GetAllWorkerStates`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerSummary {
+    /// The worker.
+    pub id: WorkerId,
+    /// Deployment kind.
+    pub kind: WorkerKindName,
+    /// Current state.
+    pub state: WorkerState,
+    /// Restarts made.
+    pub restart_count: u32,
+    /// Restart budget used up.
+    pub circuit_open: bool,
+    /// Latest health result.
+    pub health: HealthStatus,
+    /// Latest error.
+    pub last_error: Option<String>,
+}
+
+/// What [`Shutdown`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShutdownReport {
+    /// Workers stopped and removed.
+    pub stopped: Vec<WorkerId>,
+    /// Workers whose stop failed (they were removed anyway), with the error.
+    pub errors: Vec<(WorkerId, String)>,
+}
+
+/// One row of the worker table.
+struct Entry {
+    addr: WorkerAddr,
+    spec: WorkerSpec,
+    kind: WorkerKindName,
+    /// Last state reported by the worker.
+    state: WorkerState,
+    last_error: Option<String>,
+    restarts: RestartTracker,
+    /// Restarts asked for by hand (`RestartWorker`).
+    manual_restarts: u32,
+    /// The timer of a scheduled automatic restart.
+    pending_restart: Option<SpawnHandle>,
+    /// Bumped by every manual request, so a timer scheduled before it does nothing.
+    epoch: u64,
+    /// The last request was a stop: failures and exits are not restarted.
+    stop_requested: bool,
+    health: HealthStatus,
+    consecutive_health_failures: u32,
+    last_health_check: Option<SystemTime>,
+}
+
+/// The master. Create it with [`MasterActor::launch`] inside a running actix system.
+pub struct MasterActor {
+    config: MasterConfig,
+    registry: Addr<RegistryActor>,
+    health: Addr<HealthActor>,
+    runtime: ModuleRuntime,
+    workers: HashMap<WorkerId, Entry>,
+    /// Ids in order of addition (shutdown goes backwards).
+    order: Vec<WorkerId>,
+    /// Ids between validation and insertion, so two concurrent adds of one id conflict.
+    adding: HashSet<WorkerId>,
+    subscribers: Vec<mpsc::UnboundedSender<WorkerStateChanged>>,
+    shutting_down: bool,
+}
+
+impl MasterActor {
+    /// Starts a master, its registry and health actors, and the module runtime, on the
+    /// current arbiter.
+    ///
+    /// # Errors
+    /// When the module runtime's threads cannot be created.
+    ///
+    /// # Panics
+    /// Outside a running actix system.
+    pub fn launch(config: MasterConfig) -> std::io::Result<Addr<MasterActor>> {
+        let threads = config
+            .module_threads
+            .unwrap_or_else(ModuleRuntime::default_threads);
+        let runtime = ModuleRuntime::new(threads)?;
+        let registry = RegistryActor::default().start();
+        Ok(MasterActor::create(move |ctx| {
+            let health = HealthActor::new(ctx.address().recipient()).start();
+            MasterActor {
+                config,
+                registry,
+                health,
+                runtime,
+                workers: HashMap::new(),
+                order: Vec::new(),
+                adding: HashSet::new(),
+                subscribers: Vec::new(),
+                shutting_down: false,
+            }
+        }))
+    }
+
+    fn entry(&mut self, id: &str) -> Result<&mut Entry, MasterError> {
+        self.workers
+            .get_mut(id)
+            .ok_or_else(|| MasterError::NotFound { id: id.to_string() })
+    }
+
+    /// Forgets any scheduled restart of `id` and marks what the user asked for last.
+    fn manual_request(
+        &mut self,
+        id: &str,
+        stop: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<WorkerAddr, MasterError> {
+        let entry = self.entry(id)?;
+        entry.epoch += 1;
+        entry.stop_requested = stop;
+        let pending = entry.pending_restart.take();
+        let addr = entry.addr.clone();
+        if !stop {
+            entry.restarts.reset();
+        }
+        if let Some(handle) = pending {
+            ctx.cancel_future(handle);
+        }
+        Ok(addr)
+    }
+
+    /// Applies the restart policy after a trigger.
+    fn supervise(&mut self, id: &WorkerId, trigger: Trigger, ctx: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        let restart = &entry.spec.restart;
+        match entry
+            .restarts
+            .decide(restart, trigger, Instant::now(), jitter_sample())
+        {
+            Decision::Leave => {
+                tracing::info!(worker = %id, policy = ?restart.policy, "not restarting: policy");
+            }
+            Decision::Restart { delay, attempt } => {
+                tracing::info!(
+                    worker = %id,
+                    delay = ?delay,
+                    attempt,
+                    max_restarts = restart.max_restarts,
+                    "restarting"
+                );
+                entry.epoch += 1;
+                let epoch = entry.epoch;
+                let id = id.clone();
+                entry.pending_restart =
+                    Some(ctx.run_later(delay, move |act, ctx| act.restart_now(id, epoch, ctx)));
+            }
+            Decision::GiveUp { restarts } => {
+                let text = format!(
+                    "restart limit reached ({restarts} restarts within {}): circuit open, not restarting until started by hand",
+                    crate::config::duration::format(restart.window)
+                );
+                tracing::error!(worker = %id, "{text}");
+                entry.last_error = Some(match entry.last_error.take() {
+                    Some(e) => format!("{e}; {text}"),
+                    None => text,
+                });
+            }
+        }
+    }
+
+    fn restart_now(&mut self, id: WorkerId, epoch: u64, ctx: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if entry.epoch != epoch || entry.stop_requested || self.shutting_down {
+            return;
+        }
+        entry.pending_restart = None;
+        let addr = entry.addr.clone();
+        ctx.spawn(
+            async move { addr.start().await }
+                .into_actor(self)
+                .map(move |result, _, _| match result {
+                    // A failed start is reported as a state change and supervised again.
+                    Ok(Ok(())) | Ok(Err(_)) => {}
+                    Err(e) => tracing::warn!(worker = %id, error = %e, "worker did not answer the restart"),
+                }),
+        );
+    }
+}
+
+impl Actor for MasterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Many workers report at once; do_send never blocks, and requests should not wait
+        // behind a small default mailbox.
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Handler<RegisterNativeModuleFactory> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: RegisterNativeModuleFactory, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        let name = msg.name.clone();
+        Box::pin(async move {
+            registry
+                .send(msg)
+                .await
+                .map_err(|_| MasterError::ShuttingDown { id: name })?
+        })
+    }
+}
+
+impl Handler<ListModuleFactories> for MasterActor {
+    type Result = ResponseFuture<Result<Vec<String>, MasterError>>;
+
+    fn handle(&mut self, _: ListModuleFactories, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            registry
+                .send(ListFactories)
+                .await
+                .map_err(|_| MasterError::ShuttingDown { id: String::new() })
+        })
+    }
+}
+
+impl Handler<AddWorker> for MasterActor {
+    type Result = ResponseActFuture<Self, Result<WorkerId, MasterError>>;
+
+    /// Waits for the registry and then the worker's `initialize`; other messages are answered
+    /// meanwhile. The id is reserved from the start, so a concurrent add of it conflicts.
+    fn handle(&mut self, msg: AddWorker, _: &mut Context<Self>) -> Self::Result {
+        let config = msg.0;
+        if self.shutting_down {
+            return Box::pin(fut::ready(Err(MasterError::ShuttingDown { id: config.id })));
+        }
+        let spec = match validate_worker(&config, &self.config) {
+            Ok(spec) => spec,
+            Err(issues) => {
+                return Box::pin(fut::ready(Err(MasterError::Validation {
+                    id: config.id,
+                    issues,
+                })))
+            }
+        };
+        let id = spec.id.clone();
+        if self.workers.contains_key(&id) || self.adding.contains(&id) {
+            return Box::pin(fut::ready(Err(MasterError::Conflict { id })));
+        }
+        let (module_type, module_name, module_config) = match &spec.kind {
+            WorkerKind::Module {
+                module_type: ModuleType::Native,
+                module_name,
+                config,
+            } => (ModuleType::Native, module_name.clone(), config.clone()),
+            WorkerKind::Module {
+                module_type: ModuleType::Plugin,
+                ..
+            } => {
+                return Box::pin(fut::ready(Err(MasterError::Unsupported {
+                    id,
+                    what: "a plugin module".into(),
+                })))
+            }
+            WorkerKind::Process { .. } => {
+                return Box::pin(fut::ready(Err(MasterError::Unsupported {
+                    id,
+                    what: "a process worker".into(),
+                })))
+            }
+        };
+        self.adding.insert(id.clone());
+        let registry = self.registry.clone();
+        let name = module_name.clone();
+        let id2 = id.clone();
+        let lookup = async move {
+            match registry.send(GetFactory(name.clone())).await {
+                Ok(Ok(factory)) => Ok(factory),
+                Ok(Err(registered)) => Err(MasterError::UnknownFactory {
+                    id: id2,
+                    name,
+                    registered,
+                }),
+                Err(_) => Err(MasterError::ShuttingDown {
+                    id: id2.to_string(),
+                }),
+            }
+        };
+        Box::pin(lookup.into_actor(self).then(move |factory, act, ctx| {
+            let factory = match factory {
+                Ok(f) => f,
+                Err(e) => {
+                    act.adding.remove(&id);
+                    return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>;
+                }
+            };
+            let setup = ModuleWorkerSetup {
+                id: id.clone(),
+                module_type,
+                module_name,
+                factory,
+                config: module_config,
+                runtime: act.runtime.clone(),
+                events: ctx.address().recipient(),
+                start_timeout: spec.start_timeout,
+                stop_timeout: spec.stop_timeout,
+            };
+            let addr = WorkerAddr::Module(ModuleWorkerActor::new(setup).start());
+            let initializing = {
+                let addr = addr.clone();
+                async move { addr.initialize().await }
+            };
+            Box::pin(initializing.into_actor(act).map(move |result, act, _| {
+                act.adding.remove(&id);
+                let failure = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(MasterError::Worker(e)),
+                    Err(source) => Some(MasterError::Mailbox { id: id.clone(), source }),
+                };
+                if let Some(e) = failure {
+                    tracing::warn!(worker = %id, error = %error_chain(&e), "worker not added");
+                    let addr = addr.clone();
+                    actix::spawn(async move {
+                        let _ = addr.terminate().await;
+                    });
+                    return Err(e);
+                }
+                if act.shutting_down {
+                    actix::spawn(async move {
+                        let _ = addr.terminate().await;
+                    });
+                    return Err(MasterError::ShuttingDown { id: id.to_string() });
+                }
+                tracing::info!(worker = %id, kind = ?WorkerKindName::from(module_type), "worker added");
+                act.order.push(id.clone());
+                act.workers.insert(
+                    id.clone(),
+                    Entry {
+                        addr,
+                        kind: WorkerKindName::from(module_type),
+                        spec,
+                        state: WorkerState::Idle,
+                        last_error: None,
+                        restarts: RestartTracker::default(),
+                        manual_restarts: 0,
+                        pending_restart: None,
+                        epoch: 0,
+                        stop_requested: false,
+                        health: HealthStatus::Unknown,
+                        consecutive_health_failures: 0,
+                        last_health_check: None,
+                    },
+                );
+                Ok(id)
+            }))
+        }))
+    }
+}
+
+impl Handler<RemoveWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: RemoveWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = match self.manual_request(&msg.0, true, ctx) {
+            Ok(addr) => addr,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let id = self.workers.remove(msg.0.as_str()).map(|e| e.spec.id);
+        self.order.retain(|w| w.as_str() != msg.0);
+        if let Some(id) = &id {
+            self.health.do_send(UnwatchHealth(id.clone()));
+            tracing::info!(worker = %id, "worker removed");
+        }
+        Box::pin(async move {
+            match addr.terminate().await {
+                Ok(result) => result.map_err(MasterError::from),
+                // Already gone: removed all the same.
+                Err(_) => Ok(()),
+            }
+        })
+    }
+}
+
+impl Handler<StartWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: StartWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.manual_request(&msg.0, false, ctx);
+        let id = msg.0;
+        Box::pin(async move {
+            let addr = addr?;
+            forward(&id, addr.start().await)
+        })
+    }
+}
+
+impl Handler<StopWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: StopWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.manual_request(&msg.0, true, ctx);
+        let id = msg.0;
+        Box::pin(async move {
+            let addr = addr?;
+            forward(&id, addr.stop().await)
+        })
+    }
+}
+
+impl Handler<RestartWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: RestartWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.manual_request(&msg.id, false, ctx);
+        let running = self
+            .workers
+            .get(msg.id.as_str())
+            .map(|e| matches!(e.state, WorkerState::Running | WorkerState::Starting));
+        if let Some(entry) = self.workers.get_mut(msg.id.as_str()) {
+            entry.manual_restarts += 1;
+        }
+        let RestartWorker { id, force } = msg;
+        Box::pin(async move {
+            let addr = addr?;
+            if running == Some(true) {
+                if let Err(e) = forward(&id, addr.stop().await) {
+                    if !force {
+                        return Err(e);
+                    }
+                    tracing::warn!(worker = %id, error = %error_chain(&e), "stop failed; starting anyway (force)");
+                }
+            }
+            forward(&id, addr.start().await)
+        })
+    }
+}
+
+impl Handler<GetWorkerState> for MasterActor {
+    type Result = ResponseFuture<Result<WorkerDiagnostics, MasterError>>;
+
+    fn handle(&mut self, msg: GetWorkerState, _: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.workers.get(msg.0.as_str()) else {
+            return Box::pin(async move { Err(MasterError::NotFound { id: msg.0 }) });
+        };
+        let addr = entry.addr.clone();
+        let id = entry.spec.id.clone();
+        let restart_count = entry.restarts.total + entry.manual_restarts;
+        let circuit_open = entry.restarts.circuit_open;
+        let health = entry.health;
+        let failures = entry.consecutive_health_failures;
+        let checked = entry.last_health_check;
+        let last_error = entry.last_error.clone();
+        Box::pin(async move {
+            let mut d = addr
+                .diagnostics()
+                .await
+                .map_err(|source| MasterError::Mailbox { id, source })?;
+            d.restart_count = restart_count;
+            d.circuit_open = circuit_open;
+            d.health = health;
+            d.consecutive_health_failures = failures;
+            d.last_health_check = checked.or(d.last_health_check);
+            if last_error.is_some() {
+                d.last_error = last_error;
+            }
+            Ok(d)
+        })
+    }
+}
+
+impl Handler<GetAllWorkerStates> for MasterActor {
+    type Result = MessageResult<GetAllWorkerStates>;
+
+    fn handle(&mut self, _: GetAllWorkerStates, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.order
+                .iter()
+                .filter_map(|id| self.workers.get(id))
+                .map(|e| WorkerSummary {
+                    id: e.spec.id.clone(),
+                    kind: e.kind,
+                    state: e.state,
+                    restart_count: e.restarts.total + e.manual_restarts,
+                    circuit_open: e.restarts.circuit_open,
+                    health: e.health,
+                    last_error: e.last_error.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<Shutdown> for MasterActor {
+    type Result = ResponseActFuture<Self, ShutdownReport>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let mut targets = Vec::new();
+        for id in self.order.iter().rev() {
+            if let Some(entry) = self.workers.get_mut(id) {
+                entry.stop_requested = true;
+                if let Some(h) = entry.pending_restart.take() {
+                    ctx.cancel_future(h);
+                }
+                targets.push((id.clone(), entry.addr.clone()));
+            }
+        }
+        tracing::info!(workers = targets.len(), "shutting down");
+        let stopping = async move {
+            let mut report = ShutdownReport::default();
+            for (id, addr) in targets {
+                match addr.terminate().await {
+                    Ok(Ok(())) | Err(_) => report.stopped.push(id),
+                    Ok(Err(e)) => report.errors.push((id, error_chain(&e))),
+                }
+            }
+            report
+        };
+        Box::pin(stopping.into_actor(self).map(|report, act, _| {
+            for id in report
+                .stopped
+                .iter()
+                .chain(report.errors.iter().map(|(id, _)| id))
+            {
+                act.workers.remove(id);
+                act.health.do_send(UnwatchHealth(id.clone()));
+            }
+            act.order.retain(|id| act.workers.contains_key(id));
+            tracing::info!(
+                stopped = report.stopped.len(),
+                failed = report.errors.len(),
+                "shutdown complete"
+            );
+            report
+        }))
+    }
+}
+
+impl Handler<Subscribe> for MasterActor {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, _: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers.push(tx);
+        MessageResult(rx)
+    }
+}
+
+impl Handler<WorkerStateChanged> for MasterActor {
+    type Result = ();
+
+    /// Records the new state, starts or stops health polling, applies the restart policy,
+    /// then forwards the event (so a subscriber that sees it can already read the decision).
+    fn handle(&mut self, event: WorkerStateChanged, ctx: &mut Context<Self>) {
+        let mut trigger = None;
+        if let Some(entry) = self.workers.get_mut(&event.id) {
+            entry.state = event.to;
+            if event.reason.is_some() {
+                entry.last_error = event.reason.clone();
+            }
+            if event.from == WorkerState::Running {
+                self.health.do_send(UnwatchHealth(event.id.clone()));
+            }
+            if event.to == WorkerState::Running {
+                entry.health = HealthStatus::Unknown;
+                entry.consecutive_health_failures = 0;
+                if entry.spec.health_check.enabled {
+                    self.health.do_send(WatchHealth {
+                        id: event.id.clone(),
+                        probe: Probe::Worker(entry.addr.health_recipient()),
+                        config: entry.spec.health_check.clone(),
+                    });
+                }
+            }
+            let on_purpose =
+                entry.stop_requested || self.shutting_down || event.from == WorkerState::Stopping;
+            if !on_purpose {
+                if event.to.is_failed() {
+                    trigger = Some(Trigger::Failure);
+                } else if event.to == WorkerState::Stopped {
+                    trigger = Some(Trigger::CleanExit);
+                }
+            }
+        }
+        if let Some(trigger) = trigger {
+            self.supervise(&event.id, trigger, ctx);
+            if let Some(entry) = self.workers.get(&event.id) {
+                if entry.restarts.circuit_open && event.to.is_failed() {
+                    let mut event = event;
+                    event.reason = entry.last_error.clone();
+                    return self.publish(event);
+                }
+            }
+        }
+        self.publish(event);
+    }
+}
+
+impl Handler<HealthReport> for MasterActor {
+    type Result = ();
+
+    /// Records the result; at `failure_threshold` failures in a row, fails the worker (which
+    /// then goes through the restart policy like any failure).
+    fn handle(&mut self, report: HealthReport, _: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(&report.id) else {
+            return;
+        };
+        entry.health = if report.healthy {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        };
+        entry.consecutive_health_failures = report.consecutive_failures;
+        entry.last_health_check = Some(report.at);
+        if !report.healthy {
+            tracing::warn!(
+                worker = %report.id,
+                failures = report.consecutive_failures,
+                threshold = report.failure_threshold,
+                error = report.error.as_deref().unwrap_or(""),
+                "health check failed"
+            );
+        }
+        if report.consecutive_failures >= report.failure_threshold
+            && entry.state == WorkerState::Running
+        {
+            self.health.do_send(UnwatchHealth(report.id.clone()));
+            entry.addr.fail(format!(
+                "health check failed {} times in a row: {}",
+                report.consecutive_failures,
+                report.error.unwrap_or_default()
+            ));
+        }
+    }
+}
+
+impl MasterActor {
+    fn publish(&mut self, event: WorkerStateChanged) {
+        self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    }
+}
+
+/// Maps a worker's reply (or its absence) to the master's error.
+fn forward<T>(
+    id: &str,
+    reply: Result<Result<T, crate::error::WorkerError>, MailboxError>,
+) -> Result<T, MasterError> {
+    match reply {
+        Ok(result) => result.map_err(MasterError::from),
+        Err(source) => Err(match WorkerId::new(id) {
+            Ok(id) => MasterError::Mailbox { id, source },
+            Err(_) => MasterError::NotFound { id: id.to_string() },
+        }),
+    }
+}

@@ -1,0 +1,110 @@
+//! The module author's side of hsu: one trait, [`WorkerModule`], that a service implements once.
+//!
+//! The master's YAML then decides where the service runs: compiled into the master as a
+//! `native` module (created by a registered [`ModuleFactory`]), loaded as a `plugin`, or in a
+//! process of its own. This crate is deliberately light (no actix, no runtime) so that plugin
+//! libraries and worker binaries can depend on it cheaply.
+//!
+//! ```
+//! use hsu_module::{async_trait, ModuleConfig, ModuleContext, ModuleError, ModuleInfo, WorkerModule};
+//!
+//! #[derive(Default)]
+//! struct Hello { greeting: String }
+//!
+//! #[async_trait]
+//! impl WorkerModule for Hello {
+//!     async fn initialize(&mut self, _ctx: &ModuleContext, config: &ModuleConfig) -> Result<(), ModuleError> {
+//!         self.greeting = config.get_or("greeting", "hello".to_string())?;
+//!         Ok(())
+//!     }
+//!     async fn start(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError> {
+//!         let greeting = self.greeting.clone();
+//!         let cancel = ctx.cancellation();
+//!         // A long-running task: the master watches it; an error or panic fails the worker.
+//!         ctx.spawn("greeter", async move {
+//!             cancel.cancelled().await;
+//!             tracing::info!(%greeting, "stopping");
+//!             Ok(())
+//!         });
+//!         Ok(())
+//!     }
+//!     async fn stop(&mut self, _ctx: &ModuleContext) -> Result<(), ModuleError> { Ok(()) }
+//!     async fn is_healthy(&self) -> bool { true }
+//!     fn info(&self) -> ModuleInfo { ModuleInfo::new("hello", "0.1.0") }
+//! }
+//! ```
+#![warn(missing_docs)]
+
+mod context;
+mod error;
+mod info;
+
+pub use async_trait::async_trait;
+pub use context::{ModuleConfig, ModuleContext, TaskFuture, TaskSpawner};
+pub use error::ModuleError;
+pub use info::ModuleInfo;
+pub use tokio_util::sync::CancellationToken;
+
+use std::sync::Arc;
+
+/// A service that the master can run. Write it once; the config chooses the deployment.
+///
+/// The master calls, in order: [`initialize`](Self::initialize) once when the worker is added,
+/// then any number of [`start`](Self::start)/[`stop`](Self::stop) pairs, and
+/// [`is_healthy`](Self::is_healthy) while the worker runs. Every call runs on the master's
+/// module runtime (a multi-threaded tokio runtime, never the master's own thread), under a
+/// timeout and behind `catch_unwind`: a panic or a hang fails this worker only.
+///
+/// Long-running work belongs in tasks started with [`ModuleContext::spawn`], not in `start`:
+/// `start` should return once the service is ready.
+#[async_trait]
+pub trait WorkerModule: Send + Sync + 'static {
+    /// Reads the worker's `config:` section. An error here makes `AddWorker` fail.
+    async fn initialize(
+        &mut self,
+        ctx: &ModuleContext,
+        config: &ModuleConfig,
+    ) -> Result<(), ModuleError>;
+
+    /// Starts serving. Returns when the service is ready; spawn its long-running work with
+    /// [`ModuleContext::spawn`]. An error puts the worker in `failed_start`.
+    async fn start(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError>;
+
+    /// Stops serving. The context's cancellation token is already cancelled when this runs;
+    /// tasks still running after `stop` returns are awaited until the stop timeout, then aborted.
+    async fn stop(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError>;
+
+    /// Polled by the master's health actor while the worker runs. `false` for
+    /// `failure_threshold` polls in a row fails the worker (and may restart it).
+    async fn is_healthy(&self) -> bool;
+
+    /// Static facts about the module, shown in diagnostics.
+    fn info(&self) -> ModuleInfo;
+}
+
+/// Creates a fresh, uninitialised module instance. Registered under a name with the master;
+/// each worker (and each restart after a failure) gets its own instance, so several workers of
+/// one factory with different `config:` coexist.
+#[derive(Clone)]
+pub struct ModuleFactory(Arc<dyn Fn() -> Box<dyn WorkerModule> + Send + Sync>);
+
+impl ModuleFactory {
+    /// Wraps a constructor, for instance `ModuleFactory::new(|| Box::new(MyModule::default()))`.
+    pub fn new<F>(make: F) -> Self
+    where
+        F: Fn() -> Box<dyn WorkerModule> + Send + Sync + 'static,
+    {
+        Self(Arc::new(make))
+    }
+
+    /// Builds one new instance.
+    pub fn create(&self) -> Box<dyn WorkerModule> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ModuleFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModuleFactory")
+    }
+}

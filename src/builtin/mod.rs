@@ -1,0 +1,34 @@
+//! Native modules that ship with `hsu`, so a new user sees real services at once: `echo`, a
+//! small HTTP service on 127.0.0.1, and `ticker`, which logs on an interval. They are also
+//! examples of writing a [`WorkerModule`](hsu_module::WorkerModule).
+
+mod echo;
+mod ticker;
+
+pub use echo::EchoModule;
+pub use ticker::TickerModule;
+
+use actix::Addr;
+use hsu_actors::{MasterActor, MasterError, RegisterNativeModuleFactory};
+
+/// Names under which [`register`] installs the built-in factories.
+pub const NAMES: [&str; 2] = ["echo", "ticker"];
+
+/// Registers the built-in modules with `master` under [`NAMES`].
+///
+/// # Errors
+/// If a name is already taken, or the master is gone.
+pub async fn register(master: &Addr<MasterActor>) -> Result<(), MasterError> {
+    let factories = [
+        RegisterNativeModuleFactory::new("echo", || Box::new(EchoModule::default())),
+        RegisterNativeModuleFactory::new("ticker", || Box::new(TickerModule::default())),
+    ];
+    for msg in factories {
+        let name = msg.name.clone();
+        master
+            .send(msg)
+            .await
+            .map_err(|_| MasterError::ShuttingDown { id: name })??;
+    }
+    Ok(())
+}

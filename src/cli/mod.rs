@@ -1,0 +1,33 @@
+//! One file per subcommand.
+
+pub mod check;
+pub mod run;
+
+use std::path::Path;
+
+use hsu::{ConfigError, HsuConfig, WorkerSpec};
+
+/// Loads and validates a config file (or the embedded default when `path` is `None`) against
+/// the built-in module names: the factories `hsu run` can create.
+pub fn load(path: Option<&Path>) -> Result<(HsuConfig, Vec<WorkerSpec>), ConfigError> {
+    let known = |name: &str| hsu::builtin::NAMES.contains(&name);
+    match path {
+        Some(path) => HsuConfig::load_validated(path, &known),
+        None => {
+            let origin = Path::new("<embedded default config>");
+            let config = HsuConfig::parse(hsu::DEFAULT_CONFIG, origin)?;
+            let specs = hsu::config::validate_config(&config, &known).map_err(|issues| {
+                ConfigError::Invalid {
+                    path: Some(origin.into()),
+                    issues,
+                }
+            })?;
+            Ok((config, specs))
+        }
+    }
+}
+
+/// Prints `error: …` with the whole cause chain.
+pub fn print_error(error: &dyn std::error::Error) {
+    eprintln!("error: {}", hsu::error::error_chain(error));
+}

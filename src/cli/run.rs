@@ -1,0 +1,91 @@
+//! `hsu run [CONFIG]`: starts a master, adds and starts every worker, and on Ctrl-C or SIGTERM
+//! stops them all (in reverse order) and exits 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hsu::{AddWorker, MasterActor, Shutdown, StartWorker};
+
+/// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
+/// a bad config.
+pub fn main(path: Option<PathBuf>) -> ExitCode {
+    let (config, _) = match super::load(path.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            super::print_error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.master.log_level.as_str());
+    let source = path
+        .as_ref()
+        .map_or("the embedded default config".to_string(), |p| {
+            p.display().to_string()
+        });
+    let system = actix_rt::System::new();
+    let result = system.block_on(async move {
+        let master = MasterActor::launch(config.master.clone())?;
+        hsu::builtin::register(&master).await?;
+        let mut added = Vec::new();
+        for worker in config.workers {
+            let id = worker.id.clone();
+            match master.send(AddWorker(worker)).await? {
+                Ok(id) => added.push(id),
+                Err(e) => tracing::error!(worker = %id, error = %hsu::error::error_chain(&e), "worker not added"),
+            }
+        }
+        let starts = added.iter().map(|id| {
+            let master = master.clone();
+            let id = id.clone();
+            async move {
+                if let Ok(Err(e)) = master.send(StartWorker(id.to_string())).await {
+                    tracing::error!(worker = %id, error = %hsu::error::error_chain(&e), "start failed");
+                }
+            }
+        });
+        futures::future::join_all(starts).await;
+        tracing::info!(workers = added.len(), "hsu running {source}; Ctrl-C or SIGTERM stops it");
+        let signal = wait_for_signal().await?;
+        tracing::info!(signal, "stopping all workers");
+        let report = master.send(Shutdown).await?;
+        for (id, error) in &report.errors {
+            tracing::warn!(worker = %id, %error, "stop failed");
+        }
+        tracing::info!(stopped = report.stopped.len(), "all workers stopped; bye");
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            super::print_error(e.as_ref());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}
+
+fn init_tracing(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
