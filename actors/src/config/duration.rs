@@ -48,9 +48,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => return Err(format!(
+            "" => {
+                return Err(format!(
                 "invalid duration {text:?}: missing unit (write \"{number}s\" or \"{number}ms\")"
-            )),
+            ))
+            }
             other => {
                 return Err(format!(
                     "invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)"
