@@ -1,0 +1,600 @@
+//! Native module workers through the master: lifecycle, isolation, supervision, health.
+
+mod support;
+
+use std::time::Duration;
+
+use hsu::{
+    AddWorker, ErrorKind, GetAllWorkerStates, GetWorkerState, RemoveWorker, RestartWorker,
+    Shutdown, StartWorker, StopWorker, WorkerConfig, WorkerState,
+};
+use support::{test_worker, Calls};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+#[actix_rt::test]
+async fn start_stop_restart_go_through_the_state_machine() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    master.send(AddWorker(test_worker("svc", "{}"))).await??;
+    let d = master.send(GetWorkerState("svc".into())).await??;
+    assert_eq!(d.state, WorkerState::Idle);
+    assert_eq!(Calls::get(&calls.initializes), 1);
+
+    master.send(StartWorker("svc".into())).await??;
+    let d = master.send(GetWorkerState("svc".into())).await??;
+    assert_eq!(d.state, WorkerState::Running);
+    assert_eq!(d.kind, hsu::worker::WorkerKindName::Native);
+    assert_eq!(d.pid, None, "modules have no pid");
+    assert_eq!(d.executable_path, "in-proc-module:test");
+    let module = d.module.expect("module diagnostics");
+    assert_eq!(module.info.name, "test");
+    assert_eq!(module.info.version, "0.0.1");
+    assert!(module.loaded_at.is_some());
+    assert!(d.started_at.is_some() && d.uptime.is_some());
+
+    master
+        .send(RestartWorker {
+            id: "svc".into(),
+            force: false,
+        })
+        .await??;
+    assert_eq!(Calls::get(&calls.stops), 1);
+    assert_eq!(Calls::get(&calls.starts), 2);
+    let d = master.send(GetWorkerState("svc".into())).await??;
+    assert_eq!(d.state, WorkerState::Running);
+    assert_eq!(d.restart_count, 1);
+
+    master.send(StopWorker("svc".into())).await??;
+    assert_eq!(
+        Calls::get(&calls.live_tasks),
+        0,
+        "the module's task ended with the stop"
+    );
+    let d = master.send(GetWorkerState("svc".into())).await??;
+    assert_eq!((d.state, d.uptime), (WorkerState::Stopped, None));
+
+    // A clean stop keeps the instance: the next start does not initialize again.
+    master.send(StartWorker("svc".into())).await??;
+    assert_eq!(Calls::get(&calls.initializes), 1);
+    master.send(StopWorker("svc".into())).await??;
+
+    let expected = [
+        "idle -> starting",
+        "starting -> running",
+        "running -> stopping",
+        "stopping -> stopped",
+        "stopped -> starting",
+        "starting -> running",
+        "running -> stopping",
+        "stopping -> stopped",
+        "stopped -> starting",
+        "starting -> running",
+        "running -> stopping",
+        "stopping -> stopped",
+    ];
+    for want in expected {
+        let e = watch.until_where(|_| true).await;
+        assert_eq!(format!("{} -> {}", e.from, e.to), want);
+    }
+    // Invalid transitions are errors, not overwrites.
+    let err = master.send(StopWorker("svc".into())).await?.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidState);
+    assert!(
+        err.to_string().contains("`svc`") && err.to_string().contains("stopped"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn two_instances_of_one_factory_serve_with_their_own_config() -> TestResult {
+    let (master, _watch, _) = support::master().await;
+    for id in ["echo-a", "echo-b"] {
+        let config = WorkerConfig::native(id, "echo").with_config("{host: 127.0.0.1, port: 0}");
+        master.send(AddWorker(config)).await??;
+        master.send(StartWorker(id.into())).await??;
+    }
+    let mut addresses = Vec::new();
+    for id in ["echo-a", "echo-b"] {
+        let d = master.send(GetWorkerState(id.into())).await??;
+        let endpoint = d.module.unwrap().info.endpoints[0].clone();
+        let address = endpoint.trim_start_matches("http://").to_string();
+        let response = support::http(&address, "POST", "/greet", "hi").await?;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.contains(&format!("echo from {id}: POST /greet\nhi")),
+            "{response}"
+        );
+        addresses.push(address);
+    }
+    assert_ne!(addresses[0], addresses[1]);
+    master.send(StopWorker("echo-a".into())).await??;
+    assert!(
+        support::http(&addresses[0], "GET", "/", "").await.is_err(),
+        "a stopped echo closes its port"
+    );
+    assert!(support::http(&addresses[1], "GET", "/health", "")
+        .await?
+        .ends_with("ok\n"));
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn failing_initialize_rejects_add_worker() -> TestResult {
+    let (master, _watch, _) = support::master().await;
+    let err = master
+        .send(AddWorker(test_worker(
+            "bad-init",
+            "{fail_initialize: true}",
+        )))
+        .await?
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ModuleFailed);
+    let text = hsu::error::error_chain(&err);
+    assert!(
+        text.contains("`bad-init`")
+            && text.contains("initialize")
+            && text.contains("scripted initialize failure"),
+        "{text}"
+    );
+    let missing = master
+        .send(GetWorkerState("bad-init".into()))
+        .await?
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    // The id is free again.
+    master
+        .send(AddWorker(test_worker("bad-init", "{}")))
+        .await??;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn panic_in_start_gives_failed_start_and_the_master_keeps_answering() -> TestResult {
+    let (master, _watch, _) = support::master().await;
+    master
+        .send(AddWorker(test_worker("healthy", "{}")))
+        .await??;
+    master.send(StartWorker("healthy".into())).await??;
+    let config = test_worker("panicky", "{start: panic}").with_restart("{policy: never}");
+    master.send(AddWorker(config)).await??;
+    let err = master
+        .send(StartWorker("panicky".into()))
+        .await?
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    let d = master.send(GetWorkerState("panicky".into())).await??;
+    assert_eq!(d.state, WorkerState::FailedStart);
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("scripted panic in start"),
+        "{:?}",
+        d.last_error
+    );
+    let all = master.send(GetAllWorkerStates).await?;
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all[0].state,
+        WorkerState::Running,
+        "the other worker is untouched"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn panics_in_stop_and_is_healthy_fail_only_that_worker() -> TestResult {
+    let (master, mut watch, _) = support::master().await;
+    master
+        .send(AddWorker(test_worker("bad-stop", "{stop: panic}")))
+        .await??;
+    master.send(StartWorker("bad-stop".into())).await??;
+    let err = master
+        .send(StopWorker("bad-stop".into()))
+        .await?
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    let d = master.send(GetWorkerState("bad-stop".into())).await??;
+    assert_eq!(d.state, WorkerState::Failed);
+    assert!(d.last_error.unwrap().contains("scripted panic in stop"));
+
+    let config = test_worker("bad-health", "{healthy: panic}")
+        .with_restart("{policy: never}")
+        .with_health_check("{interval: 10ms, failure_threshold: 5}");
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("bad-health".into())).await??;
+    let failed = watch.until("bad-health", WorkerState::Failed).await;
+    assert!(failed
+        .reason
+        .unwrap()
+        .contains("scripted panic in is_healthy"));
+    // Still serving requests.
+    master.send(StartWorker("bad-stop".into())).await??;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn hanging_start_times_out_while_state_queries_are_answered() -> TestResult {
+    let (master, mut watch, _) = support::master().await;
+    let mut config = test_worker("hang", "{start: hang}").with_restart("{policy: never}");
+    config.start_timeout = Some(Duration::from_millis(300));
+    master.send(AddWorker(config)).await??;
+    let starting = master.send(StartWorker("hang".into()));
+    let pending = actix_rt::spawn(starting);
+    watch.until("hang", WorkerState::Starting).await;
+    // The start hangs, yet the master and the worker answer.
+    let d = master.send(GetWorkerState("hang".into())).await??;
+    assert_eq!(d.state, WorkerState::Starting);
+    let err = pending.await??.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("`hang`: start timed out"), "{err}");
+    let d = master.send(GetWorkerState("hang".into())).await??;
+    assert_eq!(d.state, WorkerState::FailedStart);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_blocking_module_does_not_stall_the_master() -> TestResult {
+    let (master, mut watch, _) = support::master().await;
+    master
+        .send(AddWorker(test_worker(
+            "blocker",
+            "{start: block, block_ms: 1500}",
+        )))
+        .await??;
+    let pending = actix_rt::spawn(master.send(StartWorker("blocker".into())));
+    watch.until("blocker", WorkerState::Starting).await;
+    // While its thread is blocked, other workers are added, started and stopped.
+    master.send(AddWorker(test_worker("other", "{}"))).await??;
+    master.send(StartWorker("other".into())).await??;
+    assert_eq!(
+        master.send(GetWorkerState("blocker".into())).await??.state,
+        WorkerState::Starting
+    );
+    master.send(StopWorker("other".into())).await??;
+    pending.await???;
+    assert_eq!(
+        master.send(GetWorkerState("blocker".into())).await??.state,
+        WorkerState::Running
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn start_failures_restart_with_backoff_until_max_restarts_then_circuit_opens() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    let config = test_worker("crashy", "{start: error}").with_restart(
+        "{policy: on_failure, max_restarts: 2, window: 60s, backoff: {initial: 20ms, max: 100ms, multiplier: 2.0, jitter: 0.0}}",
+    );
+    master.send(AddWorker(config)).await??;
+    assert!(master.send(StartWorker("crashy".into())).await?.is_err());
+    for _ in 0..3 {
+        watch.until("crashy", WorkerState::FailedStart).await;
+    }
+    let d = master.send(GetWorkerState("crashy".into())).await??;
+    assert!(d.circuit_open, "{d:?}");
+    assert_eq!(d.state, WorkerState::FailedStart);
+    assert!(
+        d.last_error.as_deref().unwrap().contains("circuit open"),
+        "{:?}",
+        d.last_error
+    );
+    assert_eq!(Calls::get(&calls.starts), 3, "one start and two restarts");
+    assert_eq!(d.restart_count, 2);
+    // Each failed start made a fresh instance (create + initialize).
+    assert_eq!(Calls::get(&calls.creates), 3);
+
+    // A manual start closes the circuit and grants a fresh budget.
+    assert!(master.send(StartWorker("crashy".into())).await?.is_err());
+    watch.until("crashy", WorkerState::FailedStart).await;
+    assert!(
+        !master
+            .send(GetWorkerState("crashy".into()))
+            .await??
+            .circuit_open
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_failing_start_recovers_when_a_restart_succeeds() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    master
+        .send(AddWorker(test_worker("flaky", "{fail_first_starts: 2}")))
+        .await??;
+    assert!(master.send(StartWorker("flaky".into())).await?.is_err());
+    watch.until("flaky", WorkerState::Running).await;
+    assert_eq!(Calls::get(&calls.starts), 3);
+    let d = master.send(GetWorkerState("flaky".into())).await??;
+    assert_eq!(
+        (d.state, d.restart_count, d.circuit_open),
+        (WorkerState::Running, 2, false)
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn task_error_and_task_panic_fail_the_worker_and_restart_it() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    for (id, task) in [("task-err", "error"), ("task-panic", "panic")] {
+        let config = test_worker(id, &format!("{{task: {task}, task_after_ms: 10}}")).with_restart(
+            "{policy: on_failure, max_restarts: 1, window: 60s, backoff: {initial: 0s, max: 0s}}",
+        );
+        master.send(AddWorker(config)).await??;
+        master.send(StartWorker(id.into())).await??;
+        let failed = watch.until(id, WorkerState::Failed).await;
+        let reason = failed.reason.unwrap();
+        let want = if task == "error" {
+            "scripted task failure"
+        } else {
+            "scripted panic in task"
+        };
+        assert!(
+            reason.contains(want) && reason.contains("task `scripted`"),
+            "{reason}"
+        );
+        watch.until(id, WorkerState::Running).await;
+        // The restarted run fails again and the budget (1) is spent.
+        watch.until(id, WorkerState::Failed).await;
+        let d = master.send(GetWorkerState(id.into())).await??;
+        assert!(d.circuit_open);
+    }
+    assert_eq!(Calls::get(&calls.starts), 4);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn an_unhealthy_module_is_restarted_after_the_threshold() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    let config = test_worker("sick", "{healthy: 'false', unhealthy_starts: 1}")
+        .with_health_check("{interval: 10ms, timeout: 1s, failure_threshold: 3}");
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("sick".into())).await??;
+    let failed = watch.until("sick", WorkerState::Failed).await;
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("health check failed 3 times in a row"),
+        "{failed:?}"
+    );
+    assert!(Calls::get(&calls.health_checks) >= 3);
+    watch.until("sick", WorkerState::Running).await;
+    // The second run is healthy: wait for a passing probe to be recorded.
+    let checks = Calls::get(&calls.health_checks);
+    while Calls::get(&calls.health_checks) < checks + 2 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let d = master.send(GetWorkerState("sick".into())).await??;
+    assert_eq!(d.state, WorkerState::Running);
+    assert_eq!(d.health, hsu::worker::HealthStatus::Healthy);
+    assert_eq!(d.restart_count, 1);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_stop_on_purpose_is_never_restarted() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    let always = "{policy: always, max_restarts: 5, window: 60s, backoff: {initial: 0s, max: 0s}}";
+    master
+        .send(AddWorker(
+            test_worker("keep-down", "{}").with_restart(always),
+        ))
+        .await??;
+    master.send(StartWorker("keep-down".into())).await??;
+    master.send(StopWorker("keep-down".into())).await??;
+
+    // A pending restart is cancelled by a stop, too.
+    let slow = "{policy: on_failure, max_restarts: 5, window: 60s, backoff: {initial: 300ms, max: 300ms, jitter: 0.0}}";
+    let config = test_worker("pending", "{task: error, task_after_ms: 0}").with_restart(slow);
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("pending".into())).await??;
+    watch.until("pending", WorkerState::Failed).await;
+    master.send(StopWorker("pending".into())).await??;
+
+    // Canary: fails after both stops, with a longer backoff; once it has been restarted,
+    // any restart of the stopped workers would have happened before.
+    let canary = "{policy: on_failure, max_restarts: 5, window: 60s, backoff: {initial: 600ms, max: 600ms, jitter: 0.0}}";
+    master
+        .send(AddWorker(
+            test_worker("canary", "{task: error, task_after_ms: 0}").with_restart(canary),
+        ))
+        .await??;
+    master.send(StartWorker("canary".into())).await??;
+    watch.until("canary", WorkerState::Failed).await;
+    watch.until("canary", WorkerState::Running).await;
+
+    assert_eq!(
+        master
+            .send(GetWorkerState("keep-down".into()))
+            .await??
+            .state,
+        WorkerState::Stopped
+    );
+    assert_eq!(
+        master.send(GetWorkerState("pending".into())).await??.state,
+        WorkerState::Stopped
+    );
+    assert_eq!(watch.count("keep-down", WorkerState::Starting), 1);
+    assert_eq!(watch.count("pending", WorkerState::Starting), 1);
+    assert_eq!(
+        Calls::get(&calls.starts),
+        4,
+        "keep-down 1, pending 1, canary 2"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn tasks_that_ignore_cancellation_are_aborted_at_the_stop_timeout() -> TestResult {
+    let (master, _watch, calls) = support::master().await;
+    let mut config = test_worker("stubborn", "{task: ignore_cancel}");
+    config.stop_timeout = Some(Duration::from_millis(200));
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("stubborn".into())).await??;
+    assert_eq!(Calls::get(&calls.live_tasks), 1);
+    master.send(StopWorker("stubborn".into())).await??;
+    // Abort drops the task's future on the runtime; wait for the drop to land.
+    while Calls::get(&calls.live_tasks) != 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        master.send(GetWorkerState("stubborn".into())).await??.state,
+        WorkerState::Stopped
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_hanging_stop_times_out_and_force_restart_still_starts() -> TestResult {
+    let (master, _watch, calls) = support::master().await;
+    let mut config = test_worker("slow-stop", "{stop: hang}");
+    config.stop_timeout = Some(Duration::from_millis(200));
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("slow-stop".into())).await??;
+    let err = master
+        .send(RestartWorker {
+            id: "slow-stop".into(),
+            force: false,
+        })
+        .await?
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(
+        master
+            .send(GetWorkerState("slow-stop".into()))
+            .await??
+            .state,
+        WorkerState::Failed
+    );
+    master.send(StartWorker("slow-stop".into())).await??;
+    master
+        .send(RestartWorker {
+            id: "slow-stop".into(),
+            force: true,
+        })
+        .await??;
+    assert_eq!(
+        master
+            .send(GetWorkerState("slow-stop".into()))
+            .await??
+            .state,
+        WorkerState::Running
+    );
+    assert_eq!(Calls::get(&calls.starts), 3);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn unknown_ids_are_not_found_for_every_request() -> TestResult {
+    let (master, _watch, _) = support::master().await;
+    let errors = [
+        master
+            .send(GetWorkerState("ghost".into()))
+            .await?
+            .unwrap_err(),
+        master.send(StartWorker("ghost".into())).await?.unwrap_err(),
+        master.send(StopWorker("ghost".into())).await?.unwrap_err(),
+        master
+            .send(RestartWorker {
+                id: "ghost".into(),
+                force: true,
+            })
+            .await?
+            .unwrap_err(),
+        master
+            .send(RemoveWorker("ghost".into()))
+            .await?
+            .unwrap_err(),
+    ];
+    for e in errors {
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.to_string(), "no worker `ghost`");
+    }
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn add_worker_refuses_bad_ids_duplicates_and_unknown_factories() -> TestResult {
+    let (master, _watch, _) = support::master().await;
+    master.send(AddWorker(test_worker("one", "{}"))).await??;
+    let dup = master
+        .send(AddWorker(test_worker("one", "{}")))
+        .await?
+        .unwrap_err();
+    assert_eq!(dup.kind(), ErrorKind::Conflict);
+    assert_eq!(dup.to_string(), "worker `one` already exists");
+
+    let bad = master
+        .send(AddWorker(test_worker("no spaces", "{}")))
+        .await?
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Validation);
+    assert!(bad.to_string().contains("`id`"), "{bad}");
+
+    let unknown = master
+        .send(AddWorker(WorkerConfig::native("x", "nope")))
+        .await?
+        .unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::NotFound);
+    assert!(
+        unknown
+            .to_string()
+            .contains("no native module factory named `nope`"),
+        "{unknown}"
+    );
+    assert!(
+        unknown.to_string().contains("echo, test, ticker"),
+        "{unknown}"
+    );
+
+    let process =
+        WorkerConfig::from_yaml("{id: p, type: process, execution: {executable_path: /bin/true}}")?;
+    let unsupported = master.send(AddWorker(process)).await?.unwrap_err();
+    assert_eq!(unsupported.kind(), ErrorKind::Unsupported);
+    assert_eq!(master.send(GetAllWorkerStates).await?.len(), 1);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn remove_stops_a_running_worker() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    master.send(AddWorker(test_worker("gone", "{}"))).await??;
+    master.send(StartWorker("gone".into())).await??;
+    master.send(RemoveWorker("gone".into())).await??;
+    watch.until("gone", WorkerState::Terminating).await;
+    assert_eq!(Calls::get(&calls.stops), 1);
+    assert_eq!(Calls::get(&calls.live_tasks), 0);
+    assert!(master.send(GetAllWorkerStates).await?.is_empty());
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn shutdown_stops_everything_in_reverse_order() -> TestResult {
+    let (master, mut watch, calls) = support::master().await;
+    for id in ["first", "second", "third"] {
+        master.send(AddWorker(test_worker(id, "{}"))).await??;
+        master.send(StartWorker(id.into())).await??;
+    }
+    let report = master.send(Shutdown).await?;
+    assert_eq!(report.errors, vec![]);
+    let order: Vec<String> = report.stopped.iter().map(|id| id.to_string()).collect();
+    assert_eq!(order, ["third", "second", "first"]);
+    let mut stopping = Vec::new();
+    while stopping.len() < 3 {
+        let e = watch.until_where(|e| e.to == WorkerState::Stopping).await;
+        stopping.push(e.id.to_string());
+    }
+    assert_eq!(stopping, ["third", "second", "first"]);
+    assert_eq!(Calls::get(&calls.live_tasks), 0);
+    let refused = master
+        .send(AddWorker(test_worker("late", "{}")))
+        .await?
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unavailable);
+    Ok(())
+}
