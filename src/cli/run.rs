@@ -24,6 +24,8 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         });
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
+        // Installed first, so a signal during start-up also stops gracefully.
+        let signal = wait_for_signal()?;
         let master = MasterActor::launch(config.master.clone())?;
         hsu::builtin::register(&master).await?;
         let mut added = Vec::new();
@@ -45,7 +47,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         });
         futures::future::join_all(starts).await;
         tracing::info!(workers = added.len(), "hsu running {source}; Ctrl-C or SIGTERM stops it");
-        let signal = wait_for_signal().await?;
+        let signal = signal.await?;
         tracing::info!(signal, "stopping all workers");
         let report = master.send(Shutdown).await?;
         for (id, error) in &report.errors {
@@ -63,21 +65,27 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn wait_for_signal() -> std::io::Result<&'static str> {
+/// Registers the handlers now; the returned future resolves at the first SIGTERM or SIGINT.
+fn wait_for_signal(
+) -> std::io::Result<impl std::future::Future<Output = std::io::Result<&'static str>>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
-        }
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => Ok("SIGTERM"),
+                _ = int.recv() => Ok("SIGINT"),
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await?;
-        Ok("Ctrl-C")
+        Ok(async move {
+            tokio::signal::ctrl_c().await?;
+            Ok("Ctrl-C")
+        })
     }
 }
 

@@ -1,0 +1,244 @@
+//! The `hsu` binary: `run` with real signals and a real HTTP request, `check` on every example.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const HSU: &str = env!("CARGO_BIN_EXE_hsu");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `hsu`, killed if the test panics, and its stderr lines as they come.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(HSU)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hsu starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `text`; returns it.
+    fn wait_for(&mut self, text: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(DEADLINE) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {text:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the exit; returns the status and the rest of stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.lines.iter().collect();
+        self.seen.extend(rest);
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file in the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("hsu-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn run_serves_the_configured_workers_and_sigterm_stops_them_with_exit_0() {
+    let config = TempFile::new(
+        "run.yaml",
+        "workers:
+  - {id: web, type: module, module_name: echo, config: {port: 0}}
+  - {id: tick, type: module, module_name: ticker, config: {interval: 50ms, message: beat}}
+",
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    let line = hsu.wait_for("echo listening on http://");
+    let address = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    hsu.wait_for("beat");
+    let response = http_get(&address, "/from-test");
+    assert!(
+        response.contains("echo from web: GET /from-test"),
+        "{response}"
+    );
+    hsu.signal("TERM");
+    let (status, stderr) = hsu.finish();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("all workers stopped"), "{stderr}");
+    // Reverse order: tick (added last) stops first.
+    let stopping = |id: &str| {
+        stderr
+            .lines()
+            .position(|l| l.contains(&format!("id={id}")) && l.contains("to=stopping"))
+            .unwrap_or_else(|| panic!("{id} never stopping:\n{stderr}"))
+    };
+    assert!(stopping("tick") < stopping("web"), "{stderr}");
+    assert!(
+        TcpStream::connect(&address).is_err(),
+        "the port is closed after exit"
+    );
+}
+
+#[test]
+fn run_without_config_runs_the_embedded_demo_and_ctrl_c_stops_it() {
+    let mut hsu = Running::start(&["run"]);
+    hsu.wait_for("hsu running the embedded default config");
+    hsu.signal("INT");
+    let (status, stderr) = hsu.finish();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("signal=\"SIGINT\""), "{stderr}");
+}
+
+#[test]
+fn run_refuses_an_invalid_config_with_exit_2() {
+    let config = TempFile::new(
+        "invalid.yaml",
+        "workers:\n  - {id: a, type: module, module_name: nope}\n",
+    );
+    let output = Command::new(HSU)
+        .args(["run", config.path()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("worker `a`: `module_name`: no native module factory named `nope`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_every_example_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let output = Command::new(HSU)
+        .arg("check")
+        .args(&files)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        files.len()
+    );
+}
+
+#[test]
+fn check_reports_the_line_and_field_of_a_mistake() {
+    let config = TempFile::new(
+        "typo.yaml",
+        "workers:\n  - id: a\n    type: module\n    module_name: echo\n    health_check:\n      intervall: 5s\n",
+    );
+    let output = Command::new(HSU)
+        .args(["check", config.path()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:6:", config.path())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `intervall`"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let output = Command::new(HSU).arg("frobnicate").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("usage:"));
+}
