@@ -74,9 +74,8 @@ struct Invalid<'a>(Option<&'a PathBuf>, &'a [ValidationIssue]);
 
 impl fmt::Display for Invalid<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(p) => write!(f, "{}: ", p.display())?,
-            None => {}
+        if let Some(p) = self.0 {
+            write!(f, "{}: ", p.display())?;
         }
         write!(f, "{} problem(s):", self.1.len())?;
         for issue in self.1 {

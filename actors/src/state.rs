@@ -141,7 +141,7 @@ pub struct InvalidTransition {
 
 #[cfg(test)]
 mod tests {
-    use super::{Lifecycle::*, WorkerState::*, *};
+    use super::{Lifecycle::*, WorkerState::*};
 
     #[test]
     fn a_normal_life() {
