@@ -552,8 +552,9 @@ async fn add_worker_refuses_bad_ids_duplicates_and_unknown_factories() -> TestRe
         "{unknown}"
     );
 
-    let process =
-        WorkerConfig::from_yaml("{id: p, type: process, execution: {executable_path: /bin/true}}")?;
+    let process = WorkerConfig::from_yaml(
+        "{id: p, type: module, module_type: plugin, module_name: ./libnope.so}",
+    )?;
     let unsupported = master.send(AddWorker(process)).await?.unwrap_err();
     assert_eq!(unsupported.kind(), ErrorKind::Unsupported);
     assert_eq!(master.send(GetAllWorkerStates).await?.len(), 1);

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     Unavailable,
     /// Valid, but not something this build can do.
     Unsupported,
+    /// The OS refused (spawn, file, signal).
+    Io,
 }
 
 /// Loading or validating a config file.
@@ -159,6 +161,44 @@ pub enum WorkerError {
         /// The panic payload.
         message: String,
     },
+    /// The process could not be spawned.
+    #[error("worker `{id}`: cannot start `{path}`: {source}")]
+    Spawn {
+        /// The worker.
+        id: WorkerId,
+        /// The executable.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An unmanaged worker could not attach to its process.
+    #[error("worker `{id}`: {reason}")]
+    Attach {
+        /// The worker.
+        id: WorkerId,
+        /// What is wrong (PID, pid file).
+        reason: String,
+    },
+    /// A file the worker needs (log, run file) could not be written.
+    #[error("worker `{id}`: cannot {what}: {source}")]
+    Io {
+        /// The worker.
+        id: WorkerId,
+        /// What it was doing.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An integrated worker never answered its control protocol.
+    #[error("worker `{id}`: not ready: {reason}")]
+    NotReady {
+        /// The worker.
+        id: WorkerId,
+        /// Why.
+        reason: String,
+    },
     /// The call was cancelled because the worker stopped meanwhile.
     #[error("worker `{id}`: {op} was cancelled")]
     Cancelled {
@@ -178,6 +218,9 @@ impl WorkerError {
             Self::ModuleFailed { .. } => ErrorKind::ModuleFailed,
             Self::Panicked { .. } => ErrorKind::Panicked,
             Self::Cancelled { .. } => ErrorKind::Unavailable,
+            Self::Spawn { .. } | Self::Io { .. } => ErrorKind::Io,
+            Self::Attach { .. } => ErrorKind::Validation,
+            Self::NotReady { .. } => ErrorKind::Timeout,
         }
     }
 
@@ -188,7 +231,11 @@ impl WorkerError {
             | Self::Timeout { id, .. }
             | Self::ModuleFailed { id, .. }
             | Self::Panicked { id, .. }
-            | Self::Cancelled { id, .. } => id,
+            | Self::Cancelled { id, .. }
+            | Self::Spawn { id, .. }
+            | Self::Attach { id, .. }
+            | Self::Io { id, .. }
+            | Self::NotReady { id, .. } => id,
         }
     }
 }

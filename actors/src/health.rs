@@ -5,20 +5,43 @@
 //! worker's. A probe that times out counts as failed, never as passed.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, ProbeType};
 use crate::error::error_chain;
+use crate::runtime::WorkerRuntime;
 use crate::worker::CheckHealth;
 use crate::WorkerId;
 
 /// How a worker's health is probed.
 #[derive(Clone)]
 pub enum Probe {
-    /// Ask the worker actor (modules: `is_healthy`).
-    Worker(Recipient<CheckHealth>),
+    /// Ask the worker actor (`module`, `process`, `ping`, `grpc_health`).
+    Worker(Recipient<CheckHealth>, ProbeType),
+    /// GET a URL; a 2xx status passes.
+    Http(String),
+    /// Connect to `host:port`.
+    Tcp(String),
+    /// Run a command; exit status 0 passes.
+    Exec(Vec<String>),
+}
+
+impl Probe {
+    /// The probe `config` asks for, given the worker's own kind of probe and its address.
+    pub fn from_config(
+        config: &HealthCheckConfig,
+        default: ProbeType,
+        worker: Recipient<CheckHealth>,
+    ) -> Self {
+        match config.probe.unwrap_or(default) {
+            ProbeType::Http => Self::Http(config.url.clone().unwrap_or_default()),
+            ProbeType::Tcp => Self::Tcp(config.address.clone().unwrap_or_default()),
+            ProbeType::Exec => Self::Exec(config.command.clone()),
+            other => Self::Worker(worker, other),
+        }
+    }
 }
 
 /// Starts polling `id` (sent by the master when the worker becomes running). Replaces an
@@ -71,15 +94,18 @@ pub struct HealthActor {
     next_token: u64,
     /// Where results go: the master.
     reports: Recipient<HealthReport>,
+    /// Where network and exec probes run, off the actors' thread.
+    runtime: WorkerRuntime,
 }
 
 impl HealthActor {
-    /// A health actor reporting to `reports`.
-    pub fn new(reports: Recipient<HealthReport>) -> Self {
+    /// A health actor reporting to `reports`, running probes on `runtime`.
+    pub fn new(reports: Recipient<HealthReport>, runtime: WorkerRuntime) -> Self {
         Self {
             watched: HashMap::new(),
             next_token: 0,
             reports,
+            runtime,
         }
     }
 
@@ -88,20 +114,32 @@ impl HealthActor {
             return;
         };
         let timeout = watch.config.timeout;
-        let probing = match &watch.probe {
-            Probe::Worker(worker) => {
-                let sent = worker.send(CheckHealth { timeout });
-                async move {
+        let probe = &watch.probe;
+        let probing: futures::future::BoxFuture<'static, Result<(), String>> = match probe {
+            Probe::Worker(worker, probe) => {
+                let sent = worker.send(CheckHealth {
+                    probe: *probe,
+                    timeout,
+                });
+                let probe = *probe;
+                Box::pin(async move {
                     // The worker enforces `timeout`; ours is a backstop if its mailbox is stuck.
                     match tokio::time::timeout(timeout * 2, sent).await {
                         Err(_) => Err(format!("no answer within {timeout:?}")),
                         Ok(Err(e)) => Err(format!("worker did not answer: {e}")),
                         Ok(Ok(Err(e))) => Err(error_chain(&e)),
-                        Ok(Ok(Ok(false))) => Err("is_healthy returned false".to_string()),
+                        Ok(Ok(Ok(false))) => Err(match probe {
+                            ProbeType::Module => "is_healthy returned false".to_string(),
+                            ProbeType::Process => "process is not alive".to_string(),
+                            other => format!("{other:?} probe failed"),
+                        }),
                         Ok(Ok(Ok(true))) => Ok(()),
                     }
-                }
+                })
             }
+            Probe::Http(url) => self.off_thread(timeout, probe_http(url.clone())),
+            Probe::Tcp(address) => self.off_thread(timeout, probe_tcp(address.clone())),
+            Probe::Exec(command) => self.off_thread(timeout, probe_exec(command.clone())),
         };
         ctx.spawn(probing.into_actor(self).map(move |result, act, ctx| {
             let Some(watch) = act.watched.get_mut(&id).filter(|w| w.token == token) else {
@@ -122,6 +160,99 @@ impl HealthActor {
             let interval = watch.config.interval;
             ctx.run_later(interval, move |act, ctx| act.probe(id, token, ctx));
         }));
+    }
+}
+
+impl HealthActor {
+    /// Runs `probe` on the worker runtime with `timeout`; a timeout is a failure.
+    fn off_thread(
+        &self,
+        timeout: Duration,
+        probe: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        let task = self.runtime.handle().spawn(probe);
+        Box::pin(async move {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(timeout, task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => Err(format!("probe task failed: {e}")),
+                Err(_) => {
+                    // Dropping the probe kills an exec probe's child (kill_on_drop).
+                    abort.abort();
+                    Err(format!("timed out after {timeout:?}"))
+                }
+            }
+        })
+    }
+}
+
+/// `GET url`; passes on a 2xx status. A tiny HTTP/1.1 client: probes need no more.
+async fn probe_http(url: String) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http:// URL: {url}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: hsu-health\r\nconnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("cannot send request: {e}"))?;
+    let mut head = [0u8; 64];
+    let mut len = 0;
+    while len < 12 {
+        let n = stream
+            .read(&mut head[len..])
+            .await
+            .map_err(|e| format!("cannot read response: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let status_line = String::from_utf8_lossy(&head[..len]);
+    let code = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("not an HTTP response: {status_line:?}"))?;
+    if (200..300).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("GET {url} answered {code}"))
+    }
+}
+
+/// Connects to `address`.
+async fn probe_tcp(address: String) -> Result<(), String> {
+    tokio::net::TcpStream::connect(&address)
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot connect to {address}: {e}"))
+}
+
+/// Runs `command`; passes on exit status 0.
+async fn probe_exec(command: Vec<String>) -> Result<(), String> {
+    let (program, args) = command.split_first().ok_or("empty command")?;
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program}` {status}"))
     }
 }
 

@@ -10,6 +10,8 @@ pub mod health;
 mod id;
 pub mod master;
 pub mod module_worker;
+pub mod process;
+pub mod process_worker;
 pub mod registry;
 pub mod restart;
 pub mod runtime;

@@ -13,14 +13,15 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::config::{
-    validate_worker, MasterConfig, ModuleType, WorkerConfig, WorkerKind, WorkerSpec,
+    validate_worker, MasterConfig, ModuleType, ProcessType, WorkerConfig, WorkerKind, WorkerSpec,
 };
 use crate::error::{error_chain, MasterError};
 use crate::health::{HealthActor, HealthReport, Probe, UnwatchHealth, WatchHealth};
 use crate::module_worker::{ModuleWorkerActor, ModuleWorkerSetup};
+use crate::process_worker::{ProcessWorkerActor, ProcessWorkerSetup};
 use crate::registry::{GetFactory, ListFactories, RegisterNativeModuleFactory, RegistryActor};
 use crate::restart::{jitter_sample, Decision, RestartTracker, Trigger};
-use crate::runtime::ModuleRuntime;
+use crate::runtime::WorkerRuntime;
 use crate::state::WorkerState;
 use crate::worker::{
     HealthStatus, WorkerAddr, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
@@ -147,7 +148,7 @@ pub struct MasterActor {
     config: MasterConfig,
     registry: Addr<RegistryActor>,
     health: Addr<HealthActor>,
-    runtime: ModuleRuntime,
+    runtime: WorkerRuntime,
     workers: HashMap<WorkerId, Entry>,
     /// Ids in order of addition (shutdown goes backwards).
     order: Vec<WorkerId>,
@@ -158,22 +159,22 @@ pub struct MasterActor {
 }
 
 impl MasterActor {
-    /// Starts a master, its registry and health actors, and the module runtime, on the
+    /// Starts a master, its registry and health actors, and the worker runtime, on the
     /// current arbiter.
     ///
     /// # Errors
-    /// When the module runtime's threads cannot be created.
+    /// When the worker runtime's threads cannot be created.
     ///
     /// # Panics
     /// Outside a running actix system.
     pub fn launch(config: MasterConfig) -> std::io::Result<Addr<MasterActor>> {
         let threads = config
             .module_threads
-            .unwrap_or_else(ModuleRuntime::default_threads);
-        let runtime = ModuleRuntime::new(threads)?;
+            .unwrap_or_else(WorkerRuntime::default_threads);
+        let runtime = WorkerRuntime::new(threads)?;
         let registry = RegistryActor::default().start();
         Ok(MasterActor::create(move |ctx| {
-            let health = HealthActor::new(ctx.address().recipient()).start();
+            let health = HealthActor::new(ctx.address().recipient(), runtime.clone()).start();
             MasterActor {
                 config,
                 registry,
@@ -192,6 +193,58 @@ impl MasterActor {
         self.workers
             .get_mut(id)
             .ok_or_else(|| MasterError::NotFound { id: id.to_string() })
+    }
+
+    /// Starts the actor for a validated worker (`factory` for native modules).
+    fn create_worker(
+        &self,
+        spec: &WorkerSpec,
+        factory: Option<hsu_module::ModuleFactory>,
+        ctx: &mut Context<Self>,
+    ) -> (WorkerAddr, WorkerKindName) {
+        let events = ctx.address().recipient();
+        match (&spec.kind, factory) {
+            (
+                WorkerKind::Module {
+                    module_type,
+                    module_name,
+                    config,
+                },
+                Some(factory),
+            ) => {
+                let setup = ModuleWorkerSetup {
+                    id: spec.id.clone(),
+                    module_type: *module_type,
+                    module_name: module_name.clone(),
+                    factory,
+                    config: config.clone(),
+                    runtime: self.runtime.clone(),
+                    events,
+                    start_timeout: spec.start_timeout,
+                    stop_timeout: spec.stop_timeout,
+                };
+                (
+                    WorkerAddr::Module(ModuleWorkerActor::new(setup).start()),
+                    WorkerKindName::from(*module_type),
+                )
+            }
+            (WorkerKind::Process(process), _) => {
+                let setup = ProcessWorkerSetup {
+                    id: spec.id.clone(),
+                    spec: (**process).clone(),
+                    runtime: self.runtime.clone(),
+                    events,
+                    logs: self.config.logs.clone(),
+                    run_directory: self.config.run_directory.clone(),
+                    start_timeout: spec.start_timeout,
+                };
+                (
+                    WorkerAddr::Process(ProcessWorkerActor::new(setup).start()),
+                    WorkerKindName::from(process.process_type),
+                )
+            }
+            (WorkerKind::Module { .. }, None) => unreachable!("native modules are looked up first"),
+        }
     }
 
     /// Forgets any scheduled restart of `id` and marks what the user asked for last.
@@ -339,12 +392,7 @@ impl Handler<AddWorker> for MasterActor {
         if self.workers.contains_key(&id) || self.adding.contains(&id) {
             return Box::pin(fut::ready(Err(MasterError::Conflict { id })));
         }
-        let (module_type, module_name, module_config) = match &spec.kind {
-            WorkerKind::Module {
-                module_type: ModuleType::Native,
-                module_name,
-                config,
-            } => (ModuleType::Native, module_name.clone(), config.clone()),
+        match &spec.kind {
             WorkerKind::Module {
                 module_type: ModuleType::Plugin,
                 ..
@@ -354,29 +402,34 @@ impl Handler<AddWorker> for MasterActor {
                     what: "a plugin module".into(),
                 })))
             }
-            WorkerKind::Process { .. } => {
+            WorkerKind::Process(p) if p.process_type == ProcessType::Integrated => {
                 return Box::pin(fut::ready(Err(MasterError::Unsupported {
                     id,
-                    what: "a process worker".into(),
+                    what: "an integrated process worker".into(),
                 })))
             }
-        };
+            _ => {}
+        }
         self.adding.insert(id.clone());
-        let registry = self.registry.clone();
-        let name = module_name.clone();
-        let id2 = id.clone();
-        let lookup = async move {
-            match registry.send(GetFactory(name.clone())).await {
-                Ok(Ok(factory)) => Ok(factory),
-                Ok(Err(registered)) => Err(MasterError::UnknownFactory {
-                    id: id2,
-                    name,
-                    registered,
-                }),
-                Err(_) => Err(MasterError::ShuttingDown {
-                    id: id2.to_string(),
-                }),
+        // Native modules need their factory from the registry; processes need nothing.
+        let lookup = match &spec.kind {
+            WorkerKind::Module { module_name, .. } => {
+                let registry = self.registry.clone();
+                let name = module_name.clone();
+                let id = id.clone();
+                futures::future::Either::Left(async move {
+                    match registry.send(GetFactory(name.clone())).await {
+                        Ok(Ok(factory)) => Ok(Some(factory)),
+                        Ok(Err(registered)) => Err(MasterError::UnknownFactory {
+                            id,
+                            name,
+                            registered,
+                        }),
+                        Err(_) => Err(MasterError::ShuttingDown { id: id.to_string() }),
+                    }
+                })
             }
+            WorkerKind::Process(_) => futures::future::Either::Right(async { Ok(None) }),
         };
         Box::pin(lookup.into_actor(self).then(move |factory, act, ctx| {
             let factory = match factory {
@@ -386,18 +439,7 @@ impl Handler<AddWorker> for MasterActor {
                     return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>;
                 }
             };
-            let setup = ModuleWorkerSetup {
-                id: id.clone(),
-                module_type,
-                module_name,
-                factory,
-                config: module_config,
-                runtime: act.runtime.clone(),
-                events: ctx.address().recipient(),
-                start_timeout: spec.start_timeout,
-                stop_timeout: spec.stop_timeout,
-            };
-            let addr = WorkerAddr::Module(ModuleWorkerActor::new(setup).start());
+            let (addr, kind) = act.create_worker(&spec, factory, ctx);
             let initializing = {
                 let addr = addr.clone();
                 async move { addr.initialize().await }
@@ -407,7 +449,10 @@ impl Handler<AddWorker> for MasterActor {
                 let failure = match result {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(MasterError::Worker(e)),
-                    Err(source) => Some(MasterError::Mailbox { id: id.clone(), source }),
+                    Err(source) => Some(MasterError::Mailbox {
+                        id: id.clone(),
+                        source,
+                    }),
                 };
                 if let Some(e) = failure {
                     tracing::warn!(worker = %id, error = %error_chain(&e), "worker not added");
@@ -423,13 +468,13 @@ impl Handler<AddWorker> for MasterActor {
                     });
                     return Err(MasterError::ShuttingDown { id: id.to_string() });
                 }
-                tracing::info!(worker = %id, kind = ?WorkerKindName::from(module_type), "worker added");
+                tracing::info!(worker = %id, ?kind, "worker added");
                 act.order.push(id.clone());
                 act.workers.insert(
                     id.clone(),
                     Entry {
                         addr,
-                        kind: WorkerKindName::from(module_type),
+                        kind,
                         spec,
                         state: WorkerState::Idle,
                         last_error: None,
@@ -659,7 +704,11 @@ impl Handler<WorkerStateChanged> for MasterActor {
                 if entry.spec.health_check.enabled {
                     self.health.do_send(WatchHealth {
                         id: event.id.clone(),
-                        probe: Probe::Worker(entry.addr.health_recipient()),
+                        probe: Probe::from_config(
+                            &entry.spec.health_check,
+                            entry.spec.kind.default_probe(),
+                            entry.addr.health_recipient(),
+                        ),
                         config: entry.spec.health_check.clone(),
                     });
                 }

@@ -6,7 +6,7 @@
 //! initialize, start, stop) that must not overlap, while state queries must be answered at
 //! once. Start, stop, failure clean-up and terminate each take an operation lock, so they run
 //! one after another; diagnostics and health probes do not take it and are answered meanwhile.
-//! All module code runs on the [`ModuleRuntime`], never on this actor's thread.
+//! All module code runs on the [`WorkerRuntime`], never on this actor's thread.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::ModuleType;
 use crate::error::{error_chain, Operation, WorkerError};
-use crate::runtime::{panic_message, ModuleRuntime};
+use crate::runtime::{panic_message, WorkerRuntime};
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
     CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, ModuleDiagnostics, Start, Stop,
@@ -33,7 +33,7 @@ use crate::WorkerId;
 
 type SharedModule = Arc<AsyncMutex<Box<dyn WorkerModule>>>;
 
-/// Event: a task the module spawned has ended. Sent by the task's wrapper on the module runtime.
+/// Event: a task the module spawned has ended. Sent by the task's wrapper on the worker runtime.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct TaskEnded {
@@ -56,7 +56,7 @@ pub struct ModuleWorkerSetup {
     /// The `config:` section.
     pub config: ModuleConfig,
     /// Where module code runs.
-    pub runtime: ModuleRuntime,
+    pub runtime: WorkerRuntime,
     /// Where state changes go (the master, or a test).
     pub events: Recipient<WorkerStateChanged>,
     /// Limit of create + initialize + start.
@@ -341,6 +341,9 @@ impl Handler<GetDiagnostics> for ModuleWorkerActor {
                 loaded_at: self.loaded_at,
                 last_health_check: self.last_health_check,
             }),
+            last_exit: None,
+            resources: None,
+            log_file: None,
         })
     }
 }
@@ -424,6 +427,7 @@ impl ModuleWorkerActor {
             from,
             to,
             reason,
+            pid: None,
             at: SystemTime::now(),
         });
         Ok(())
@@ -453,7 +457,7 @@ impl ModuleWorkerActor {
         }
     }
 
-    /// Creates an instance with the factory and initialises it, both on the module runtime.
+    /// Creates an instance with the factory and initialises it, both on the worker runtime.
     fn load(
         &self,
         ctx: ModuleContext,
@@ -565,8 +569,8 @@ struct Loaded {
     loaded_at: SystemTime,
 }
 
-/// Drops a module instance on the module runtime: its `Drop` is module code too.
-fn drop_on_runtime(runtime: &ModuleRuntime, module: SharedModule) {
+/// Drops a module instance on the worker runtime: its `Drop` is module code too.
+fn drop_on_runtime(runtime: &WorkerRuntime, module: SharedModule) {
     runtime.handle().spawn(async move { drop(module) });
 }
 
@@ -614,10 +618,10 @@ impl TaskSet {
     }
 }
 
-/// The host side of [`ModuleContext::spawn`]: runs a module task on the module runtime behind
+/// The host side of [`ModuleContext::spawn`]: runs a module task on the worker runtime behind
 /// `catch_unwind` and tells the worker how it ended.
 struct HostSpawner {
-    runtime: ModuleRuntime,
+    runtime: WorkerRuntime,
     worker: Recipient<TaskEnded>,
     generation: u64,
     tasks: Arc<TaskSet>,

@@ -1,6 +1,7 @@
-//! The runtime that runs module code. Actix arbiters are single threads; module code that
-//! blocks would stall every actor on its arbiter, the master included. So every module call and
-//! task runs on this separate multi-threaded tokio runtime, and actors only await its handles.
+//! The runtime that runs module code and process I/O. Actix arbiters are single threads; module
+//! code that blocks, or a child flooding its stdout, would stall every actor on its arbiter, the
+//! master included. So every module call and task, every log pump and every network probe runs
+//! on this separate multi-threaded tokio runtime, and actors only await its handles.
 
 use std::any::Any;
 use std::future::Future;
@@ -12,10 +13,10 @@ use tokio::runtime::{Handle, Runtime};
 use crate::error::{Operation, WorkerError};
 use crate::WorkerId;
 
-/// A cheap handle to the module runtime. The runtime shuts down (without blocking) when the last
+/// A cheap handle to the worker runtime. The runtime shuts down (without blocking) when the last
 /// handle is dropped.
 #[derive(Clone)]
-pub struct ModuleRuntime {
+pub struct WorkerRuntime {
     handle: Handle,
     _owner: Arc<Owner>,
 }
@@ -31,7 +32,7 @@ impl Drop for Owner {
     }
 }
 
-impl ModuleRuntime {
+impl WorkerRuntime {
     /// Starts a runtime with `threads` worker threads named `hsu-module`.
     ///
     /// # Errors
@@ -39,7 +40,7 @@ impl ModuleRuntime {
     pub fn new(threads: usize) -> std::io::Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
-            .thread_name("hsu-module")
+            .thread_name("hsu-worker")
             .enable_all()
             .build()?;
         Ok(Self {
@@ -61,7 +62,7 @@ impl ModuleRuntime {
         &self.handle
     }
 
-    /// Runs `fut` on the module runtime, inside `span`, with a time limit. A panic becomes
+    /// Runs `fut` on the worker runtime, inside `span`, with a time limit. A panic becomes
     /// [`WorkerError::Panicked`], an overrun [`WorkerError::Timeout`] (the task is aborted), and
     /// a module error [`WorkerError::ModuleFailed`]; all name the worker and the call.
     pub fn call<T, F>(
@@ -103,9 +104,9 @@ impl ModuleRuntime {
     }
 }
 
-impl std::fmt::Debug for ModuleRuntime {
+impl std::fmt::Debug for WorkerRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ModuleRuntime")
+        f.write_str("WorkerRuntime")
     }
 }
 

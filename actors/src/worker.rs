@@ -7,9 +7,11 @@ use actix::prelude::*;
 use hsu_module::ModuleInfo;
 use serde::Serialize;
 
-use crate::config::{ModuleType, ProcessType};
+use crate::config::{ModuleType, ProbeType, ProcessType};
 use crate::error::WorkerError;
 use crate::module_worker::ModuleWorkerActor;
+use crate::process::{ExitInfo, ResourceUsage};
+use crate::process_worker::ProcessWorkerActor;
 use crate::state::WorkerState;
 use crate::WorkerId;
 
@@ -26,6 +28,8 @@ pub struct WorkerStateChanged {
     pub to: WorkerState,
     /// Why, for failures: the error text (also the worker's `last_error`).
     pub reason: Option<String>,
+    /// The OS process now running, for process workers that just became running.
+    pub pid: Option<u32>,
     /// When.
     pub at: SystemTime,
 }
@@ -59,6 +63,8 @@ pub struct Fail {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<bool, WorkerError>")]
 pub struct CheckHealth {
+    /// Which probe: `module`, `process`, `ping` or `grpc_health`.
+    pub probe: ProbeType,
     /// Limit for the probe.
     pub timeout: Duration,
 }
@@ -154,6 +160,12 @@ pub struct WorkerDiagnostics {
     pub executable_path: String,
     /// Module details; none for processes.
     pub module: Option<ModuleDiagnostics>,
+    /// How the process last ended (processes only).
+    pub last_exit: Option<ExitInfo>,
+    /// Latest CPU and memory sample (processes only).
+    pub resources: Option<ResourceUsage>,
+    /// The worker's output file.
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 /// Module-specific diagnostics.
@@ -176,13 +188,16 @@ pub struct ModuleDiagnostics {
 pub enum WorkerAddr {
     /// A module worker.
     Module(Addr<ModuleWorkerActor>),
+    /// A process worker.
+    Process(Addr<ProcessWorkerActor>),
 }
 
 /// Sends `msg` to whichever actor `$addr` holds; every worker actor handles the same messages.
 macro_rules! dispatch {
     ($addr:expr, $msg:expr) => {
         match $addr {
-            WorkerAddr::Module(a) => a.send($msg),
+            WorkerAddr::Module(a) => futures::future::Either::Left(a.send($msg)),
+            WorkerAddr::Process(a) => futures::future::Either::Right(a.send($msg)),
         }
     };
 }
@@ -212,12 +227,14 @@ impl WorkerAddr {
     pub fn fail(&self, reason: String) {
         match self {
             WorkerAddr::Module(a) => a.do_send(Fail { reason }),
+            WorkerAddr::Process(a) => a.do_send(Fail { reason }),
         }
     }
     /// The recipient of health probes of the worker's own kind.
     pub fn health_recipient(&self) -> Recipient<CheckHealth> {
         match self {
             WorkerAddr::Module(a) => a.clone().recipient(),
+            WorkerAddr::Process(a) => a.clone().recipient(),
         }
     }
 }

@@ -35,43 +35,59 @@ pub async fn master() -> (Addr<MasterActor>, Watch, Arc<Calls>) {
         .unwrap()
         .unwrap();
     let events = master.send(Subscribe).await.unwrap();
-    (
-        master,
-        Watch {
-            events,
-            seen: Vec::new(),
-        },
-        calls,
-    )
+    (master, Watch::new(events), calls)
 }
 
-/// Every event the master published, and waiting for one.
+/// Every event the master published, and waiting for one. Each worker has its own cursor, so
+/// waiting for one worker's event never skips another's.
 pub struct Watch {
     events: UnboundedReceiver<WorkerStateChanged>,
     /// Everything received so far, in order.
     pub seen: Vec<WorkerStateChanged>,
+    /// Per worker id (and "" for any worker): index in `seen` of the next event to examine.
+    cursors: std::collections::HashMap<String, usize>,
 }
 
 impl Watch {
-    /// Waits until `id` enters `state` (an event after those already consumed).
+    pub fn new(events: UnboundedReceiver<WorkerStateChanged>) -> Self {
+        Self {
+            events,
+            seen: Vec::new(),
+            cursors: Default::default(),
+        }
+    }
+
+    /// Waits until `id` enters `state`, after the last event of `id` already waited for.
     pub async fn until(&mut self, id: &str, state: WorkerState) -> WorkerStateChanged {
-        self.until_where(|e| e.id.as_str() == id && e.to == state)
+        self.wait(id, |e| e.id.as_str() == id && e.to == state)
             .await
     }
 
-    /// Waits for the next event matching `pred`.
+    /// Waits for the next event (of any worker) matching `pred`.
     pub async fn until_where(
         &mut self,
         pred: impl Fn(&WorkerStateChanged) -> bool,
     ) -> WorkerStateChanged {
+        self.wait("", pred).await
+    }
+
+    async fn wait(
+        &mut self,
+        key: &str,
+        pred: impl Fn(&WorkerStateChanged) -> bool,
+    ) -> WorkerStateChanged {
+        let mut next = self.cursors.get(key).copied().unwrap_or(0);
         loop {
-            match tokio::time::timeout(DEADLINE, self.events.recv()).await {
-                Ok(Some(e)) => {
-                    self.seen.push(e.clone());
-                    if pred(&e) {
-                        return e;
-                    }
+            while next < self.seen.len() {
+                let e = &self.seen[next];
+                next += 1;
+                if pred(e) {
+                    self.cursors.insert(key.to_string(), next);
+                    return e.clone();
                 }
+            }
+            match tokio::time::timeout(DEADLINE, self.events.recv()).await {
+                Ok(Some(e)) => self.seen.push(e),
                 Ok(None) => panic!("event stream ended; seen: {:#?}", self.transitions()),
                 Err(_) => panic!(
                     "no matching event within {DEADLINE:?}; seen: {:#?}",
@@ -275,4 +291,98 @@ pub async fn http(address: &str, method: &str, path: &str, body: &str) -> std::i
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     Ok(response)
+}
+
+/// The test worker binary.
+pub const TEST_WORKER: &str = env!("CARGO_BIN_EXE_hsu-test-worker");
+
+/// A directory of its own for one test (logs, run files, counters); removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("hsu-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+
+    /// Lines in a counter file (one per launch); 0 if absent.
+    pub fn lines(&self, name: &str) -> usize {
+        std::fs::read_to_string(self.0.join(name))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A master whose logs and run files go under `dir`.
+pub async fn master_in(dir: &TempDir) -> (Addr<MasterActor>, Watch) {
+    let mut config = MasterConfig::default();
+    config.logs.directory = dir.0.join("logs");
+    config.logs.mirror = false;
+    config.run_directory = dir.0.join("run");
+    let master = MasterActor::launch(config).expect("master starts");
+    let events = master.send(Subscribe).await.unwrap();
+    (master, Watch::new(events))
+}
+
+/// A managed test-worker process with `args`, restarts off unless set.
+pub fn process_worker(id: &str, args: &[&str]) -> hsu::WorkerConfig {
+    hsu::WorkerConfig::process(id, TEST_WORKER, args).with_restart("{policy: never}")
+}
+
+/// Whether a live (non-zombie) process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded by DEADLINE) until `cond` holds: for facts with no event, such as a
+/// grandchild's death seen from outside.
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads a PID written by a test worker, waiting for the file.
+pub async fn read_pid(path: &str) -> u32 {
+    eventually(&format!("pid file {path}"), || {
+        std::fs::read_to_string(path).is_ok_and(|t| t.trim().parse::<u32>().is_ok())
+    })
+    .await;
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{duration, RestartConfig};
+use std::path::PathBuf;
+
+use super::{duration, LogsConfig, RestartConfig};
 
 /// `master:`. Every key has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +24,13 @@ pub struct MasterConfig {
     pub module_threads: Option<usize>,
     /// Restart policy for workers that have no `restart:` of their own.
     pub restart: RestartConfig,
+    /// Where process output is written, and how it rotates.
+    pub logs: LogsConfig,
+    /// Directory of `<id>.pid` and `<id>.port` files (default `hsu-run`).
+    pub run_directory: PathBuf,
+    /// How often CPU and memory of processes are sampled (default `5s`).
+    #[serde(with = "duration")]
+    pub resource_interval: Duration,
 }
 
 impl Default for MasterConfig {
@@ -32,6 +41,9 @@ impl Default for MasterConfig {
             log_level: LogLevel::Info,
             module_threads: None,
             restart: RestartConfig::default(),
+            logs: LogsConfig::default(),
+            run_directory: PathBuf::from("hsu-run"),
+            resource_interval: Duration::from_secs(5),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod duration;
 mod master;
+mod process;
 mod validate;
 mod worker;
 
@@ -11,10 +12,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use master::{LogLevel, MasterConfig};
-pub use validate::{validate_config, validate_worker, ValidationIssue, WorkerKind, WorkerSpec};
+pub use process::{
+    AttachConfig, ByteSize, IntegratedConfig, LimitsConfig, LogsConfig, OnViolation, Signal,
+    StopConfig,
+};
+pub use validate::{
+    validate_config, validate_worker, ProcessSpec, ValidationIssue, WorkerKind, WorkerSpec,
+};
 pub use worker::{
-    BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProcessType, RestartConfig,
-    RestartPolicy, WorkerConfig, WorkerType,
+    BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProbeType, ProcessType,
+    RestartConfig, RestartPolicy, WorkerConfig, WorkerType,
 };
 
 use crate::error::ConfigError;

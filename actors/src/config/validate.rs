@@ -9,8 +9,9 @@ use hsu_module::ModuleConfig;
 use serde::Serialize;
 
 use super::{
-    ExecutionConfig, HealthCheckConfig, HsuConfig, MasterConfig, ModuleType, ProcessType,
-    RestartConfig, WorkerConfig, WorkerType,
+    AttachConfig, ExecutionConfig, HealthCheckConfig, HsuConfig, IntegratedConfig, LimitsConfig,
+    MasterConfig, ModuleType, ProbeType, ProcessType, RestartConfig, StopConfig, WorkerConfig,
+    WorkerType,
 };
 use crate::WorkerId;
 
@@ -64,14 +65,37 @@ pub enum WorkerKind {
         config: ModuleConfig,
     },
     /// An OS process.
-    Process {
-        /// Managed, integrated or unmanaged.
-        process_type: ProcessType,
-        /// What to run (absent only for unmanaged).
-        execution: Option<ExecutionConfig>,
-        /// The `config:` section.
-        config: ModuleConfig,
-    },
+    Process(Box<ProcessSpec>),
+}
+
+impl WorkerKind {
+    /// The probe a health check uses when `health_check.type` is not given.
+    pub fn default_probe(&self) -> ProbeType {
+        match self {
+            Self::Module { .. } => ProbeType::Module,
+            Self::Process(p) if p.process_type == ProcessType::Integrated => ProbeType::Ping,
+            Self::Process(_) => ProbeType::Process,
+        }
+    }
+}
+
+/// A validated process worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// Managed, integrated or unmanaged.
+    pub process_type: ProcessType,
+    /// What to run (absent only for unmanaged).
+    pub execution: Option<ExecutionConfig>,
+    /// The `config:` section (passed to integrated workers as `HSU_CONFIG`).
+    pub config: ModuleConfig,
+    /// Stop signal and grace period.
+    pub stop: StopConfig,
+    /// Unmanaged: the process to attach to.
+    pub attach: Option<AttachConfig>,
+    /// Integrated: protocol settings.
+    pub integrated: IntegratedConfig,
+    /// Resource limits.
+    pub limits: Option<LimitsConfig>,
 }
 
 struct Issues<'a> {
@@ -200,71 +224,16 @@ fn check_worker(
     if let Err(message) = &id {
         issues.add("id", message.clone());
     }
+    if config.package.is_some() {
+        issues.add(
+            "package",
+            "packages are not supported by this version of hsu",
+        );
+    }
     let module_config = ModuleConfig::new(config.config.clone().unwrap_or(serde_yaml::Value::Null));
     let kind = match config.worker_type {
-        WorkerType::Module => {
-            if config.execution.is_some() {
-                issues.add(
-                    "execution",
-                    "only process workers have `execution`; a module runs inside the master",
-                );
-            }
-            if config.process_type.is_some() {
-                issues.add("process_type", "only process workers have `process_type`");
-            }
-            if config.package.is_some() {
-                issues.add(
-                    "package",
-                    "packages are not supported by this version of hsu",
-                );
-            }
-            let module_type = config.module_type.unwrap_or_default();
-            let module_name = config.module_name.clone().unwrap_or_default();
-            if module_name.trim().is_empty() {
-                issues.add(
-                    "module_name",
-                    match module_type {
-                        ModuleType::Native => "required for module workers: the name of a registered native module factory",
-                        ModuleType::Plugin => "required for module workers: the path of the plugin library",
-                    },
-                );
-            }
-            Some(WorkerKind::Module {
-                module_type,
-                module_name,
-                config: module_config,
-            })
-        }
-        WorkerType::Process => {
-            if config.module_type.is_some() {
-                issues.add("module_type", "only module workers have `module_type`");
-            }
-            if config.module_name.is_some() {
-                issues.add("module_name", "only module workers have `module_name`");
-            }
-            if config.package.is_some() {
-                issues.add(
-                    "package",
-                    "packages are not supported by this version of hsu",
-                );
-            }
-            let process_type = config.process_type.unwrap_or_default();
-            match (&config.execution, process_type) {
-                (None, ProcessType::Managed | ProcessType::Integrated) => issues.add(
-                    "execution.executable_path",
-                    "required for managed and integrated process workers",
-                ),
-                (Some(e), _) if e.executable_path.trim().is_empty() => {
-                    issues.add("execution.executable_path", "must not be empty")
-                }
-                _ => {}
-            }
-            Some(WorkerKind::Process {
-                process_type,
-                execution: config.execution.clone(),
-                config: module_config,
-            })
-        }
+        WorkerType::Module => check_module(config, module_config, &mut issues),
+        WorkerType::Process => check_process(config, module_config, &mut issues),
     };
     let restart = config
         .restart
@@ -272,6 +241,7 @@ fn check_worker(
         .unwrap_or_else(|| master.restart.clone());
     check_restart(&restart, "restart", &mut issues);
     let health_check = config.health_check.clone().unwrap_or_default();
+    check_probe(&health_check, &kind, &mut issues);
     if health_check.enabled {
         if health_check.interval.is_zero() {
             issues.add("health_check.interval", "must be greater than 0s");
@@ -293,12 +263,12 @@ fn check_worker(
             issues.add(field, "must be greater than 0s");
         }
     }
-    if out_len(&issues) != before {
+    if issues.out.len() != before {
         return None;
     }
     Some(WorkerSpec {
         id: id.ok()?,
-        kind: kind?,
+        kind,
         restart,
         health_check,
         start_timeout,
@@ -306,8 +276,130 @@ fn check_worker(
     })
 }
 
-fn out_len(issues: &Issues<'_>) -> usize {
-    issues.out.len()
+fn check_module(
+    config: &WorkerConfig,
+    module_config: ModuleConfig,
+    issues: &mut Issues<'_>,
+) -> WorkerKind {
+    if config.execution.is_some() {
+        issues.add(
+            "execution",
+            "only process workers have `execution`; a module runs inside the master",
+        );
+    }
+    if config.limits.is_some() {
+        issues.add(
+            "limits",
+            "in-process modules cannot be limited (they share the master's memory and CPU); deploy the service as a process worker to limit it",
+        );
+    }
+    for (field, set) in [
+        ("process_type", config.process_type.is_some()),
+        ("stop", config.stop.is_some()),
+        ("attach", config.attach.is_some()),
+        ("integrated", config.integrated.is_some()),
+    ] {
+        if set {
+            issues.add(field, format!("only process workers have `{field}`"));
+        }
+    }
+    let module_type = config.module_type.unwrap_or_default();
+    let module_name = config.module_name.clone().unwrap_or_default();
+    if module_name.trim().is_empty() {
+        issues.add(
+            "module_name",
+            match module_type {
+                ModuleType::Native => {
+                    "required for module workers: the name of a registered native module factory"
+                }
+                ModuleType::Plugin => "required for module workers: the path of the plugin library",
+            },
+        );
+    }
+    WorkerKind::Module {
+        module_type,
+        module_name,
+        config: module_config,
+    }
+}
+
+fn check_process(
+    config: &WorkerConfig,
+    module_config: ModuleConfig,
+    issues: &mut Issues<'_>,
+) -> WorkerKind {
+    if config.module_type.is_some() {
+        issues.add("module_type", "only module workers have `module_type`");
+    }
+    if config.module_name.is_some() {
+        issues.add("module_name", "only module workers have `module_name`");
+    }
+    let process_type = config.process_type.unwrap_or_default();
+    match (&config.execution, process_type) {
+        (None, ProcessType::Managed | ProcessType::Integrated) => issues.add(
+            "execution.executable_path",
+            "required for managed and integrated process workers",
+        ),
+        (Some(_), ProcessType::Unmanaged) => issues.add(
+            "execution",
+            "an unmanaged process is attached to, not started: use `attach`",
+        ),
+        (Some(e), _) if e.executable_path.trim().is_empty() => {
+            issues.add("execution.executable_path", "must not be empty")
+        }
+        _ => {}
+    }
+    match (&config.attach, process_type) {
+        (None, ProcessType::Unmanaged) => issues.add(
+            "attach",
+            "required for unmanaged workers: `attach: {pid: N}` or `attach: {pid_file: PATH}`",
+        ),
+        (Some(a), ProcessType::Unmanaged) => match (a.pid, &a.pid_file) {
+            (Some(_), Some(_)) => issues.add("attach", "give `pid` or `pid_file`, not both"),
+            (None, None) => issues.add("attach", "give `pid` or `pid_file`"),
+            (Some(pid @ (0 | 1)), None) => issues.add(
+                "attach.pid",
+                format!("refusing to attach to PID {pid}: it is not a service"),
+            ),
+            _ => {}
+        },
+        (Some(_), _) => issues.add("attach", "only unmanaged workers attach to a process"),
+        (None, _) => {}
+    }
+    if config.integrated.is_some() && process_type != ProcessType::Integrated {
+        issues.add("integrated", "only integrated workers have `integrated`");
+    }
+    let integrated = config.integrated.clone().unwrap_or_default();
+    if integrated.startup_timeout.is_zero() || integrated.call_timeout.is_zero() {
+        issues.add("integrated", "timeouts must be greater than 0s");
+    }
+    if let Some(limits) = &config.limits {
+        if limits.memory_max.is_some_and(|m| m.0 == 0) {
+            issues.add("limits.memory_max", "must be greater than 0");
+        }
+        if limits
+            .cpu_percent_max
+            .is_some_and(|c| !(c.is_finite() && c > 0.0))
+        {
+            issues.add("limits.cpu_percent_max", "must be a number greater than 0");
+        }
+        if limits.grace == 0 {
+            issues.add("limits.grace", "must be at least 1");
+        }
+    }
+    let stop = config.stop.clone().unwrap_or_default();
+    if stop.timeout.is_zero() {
+        issues.add("stop.timeout", "must be greater than 0s");
+    }
+    WorkerKind::Process(Box::new(ProcessSpec {
+        process_type,
+        execution: config.execution.clone(),
+        config: module_config,
+        stop,
+        attach: config.attach.clone(),
+        integrated,
+        limits: config.limits.clone(),
+    }))
 }
 
 fn check_restart(restart: &RestartConfig, prefix: &str, issues: &mut Issues<'_>) {
@@ -332,5 +424,70 @@ fn check_restart(restart: &RestartConfig, prefix: &str, issues: &mut Issues<'_>)
     }
     if restart.window.is_zero() {
         issues.add(format!("{prefix}.window"), "must be greater than 0s");
+    }
+}
+
+fn check_probe(health: &HealthCheckConfig, kind: &WorkerKind, issues: &mut Issues<'_>) {
+    let probe = health.probe.unwrap_or_else(|| kind.default_probe());
+    let is_module = matches!(kind, WorkerKind::Module { .. });
+    let integrated =
+        matches!(kind, WorkerKind::Process(p) if p.process_type == ProcessType::Integrated);
+    match probe {
+        ProbeType::Module if !is_module => {
+            issues.add("health_check.type", "`module` probes only module workers")
+        }
+        ProbeType::Process if is_module => issues.add(
+            "health_check.type",
+            "`process` probes only process workers; a module's probe is `module`",
+        ),
+        ProbeType::Ping | ProbeType::GrpcHealth if !integrated => issues.add(
+            "health_check.type",
+            "`ping` and `grpc_health` probe integrated process workers only",
+        ),
+        ProbeType::Http => match &health.url {
+            None => issues.add("health_check.url", "required for `http` probes"),
+            Some(url) if !url.starts_with("http://") => issues.add(
+                "health_check.url",
+                format!("must start with http:// (got {url:?})"),
+            ),
+            _ => {}
+        },
+        ProbeType::Tcp => match &health.address {
+            None => issues.add(
+                "health_check.address",
+                "required for `tcp` probes (host:port)",
+            ),
+            Some(a)
+                if a.rsplit_once(':')
+                    .is_none_or(|(_, p)| p.parse::<u16>().is_err()) =>
+            {
+                issues.add(
+                    "health_check.address",
+                    format!("expected host:port, got {a:?}"),
+                )
+            }
+            _ => {}
+        },
+        ProbeType::Exec if health.command.is_empty() => issues.add(
+            "health_check.command",
+            "required for `exec` probes: [program, args…]",
+        ),
+        _ => {}
+    }
+    for (field, set, wanted) in [
+        ("url", health.url.is_some(), "http"),
+        ("address", health.address.is_some(), "tcp"),
+        ("command", !health.command.is_empty(), "exec"),
+    ] {
+        let used = matches!(
+            (probe, wanted),
+            (ProbeType::Http, "http") | (ProbeType::Tcp, "tcp") | (ProbeType::Exec, "exec")
+        );
+        if set && !used {
+            issues.add(
+                format!("health_check.{field}"),
+                format!("only used by `{wanted}` probes"),
+            );
+        }
     }
 }

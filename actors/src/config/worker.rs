@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
+use super::process::{AttachConfig, IntegratedConfig, LimitsConfig, StopConfig};
 
 /// One worker. `id` and `type` are required; which other keys apply depends on `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,18 @@ pub struct WorkerConfig {
     /// Health polling; absent means the defaults of [`HealthCheckConfig`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
+    /// Processes only: how to stop it (signal, grace period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopConfig>,
+    /// Unmanaged processes only: which process to attach to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachConfig>,
+    /// Integrated processes only: how the control protocol is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrated: Option<IntegratedConfig>,
+    /// Processes only: memory and CPU limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsConfig>,
     /// How long `start` may take (default: the master's `start_timeout`, 30s).
     #[serde(
         default,
@@ -73,8 +86,28 @@ impl WorkerConfig {
             execution: None,
             restart: None,
             health_check: None,
+            stop: None,
+            attach: None,
+            integrated: None,
+            limits: None,
             start_timeout: None,
             stop_timeout: None,
+        }
+    }
+
+    /// A managed process worker running `executable_path` with `args`.
+    pub fn process(id: &str, executable_path: &str, args: &[&str]) -> Self {
+        Self {
+            worker_type: WorkerType::Process,
+            module_type: None,
+            module_name: None,
+            process_type: Some(ProcessType::Managed),
+            execution: Some(ExecutionConfig {
+                executable_path: executable_path.to_string(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                ..ExecutionConfig::default()
+            }),
+            ..Self::native(id, "")
         }
     }
 
@@ -161,6 +194,9 @@ pub struct ExecutionConfig {
     /// Working directory (default: the master's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_directory: Option<PathBuf>,
+    /// Run as this user (name or numeric uid); needs the master to run as root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// `restart:`. Every key has a default, so `restart: {}` equals the defaults below.
@@ -231,12 +267,27 @@ impl Default for BackoffConfig {
     }
 }
 
-/// `health_check:`. For modules the probe is the module's `is_healthy`.
+/// `health_check:`. The probe defaults to the worker's own kind: `module` (`is_healthy`) for
+/// modules, `process` (alive) for managed and unmanaged processes, `ping` for integrated ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// Poll at all (default true).
     pub enabled: bool,
+    /// The probe: `module`, `process`, `http`, `tcp`, `exec`, `ping` or `grpc_health`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeType>,
+    /// `http`: the URL to GET; a 2xx status passes (`http://127.0.0.1:8080/health`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `tcp`: `host:port` to connect to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `exec`: program and arguments; exit status 0 passes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// `grpc_health`: the service name to ask about (default empty: the whole server).
+    pub service: String,
     /// Time between polls (default `10s`).
     #[serde(with = "duration")]
     pub interval: Duration,
@@ -254,10 +305,35 @@ impl Default for HealthCheckConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            probe: None,
+            url: None,
+            address: None,
+            command: Vec::new(),
+            service: String::new(),
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
             failure_threshold: 3,
             initial_delay: Duration::ZERO,
         }
     }
+}
+
+/// Kinds of health probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeType {
+    /// The module's `is_healthy` (modules only).
+    Module,
+    /// The process is alive (processes only).
+    Process,
+    /// HTTP GET `url` answers 2xx.
+    Http,
+    /// A TCP connection to `address` succeeds.
+    Tcp,
+    /// `command` exits with status 0.
+    Exec,
+    /// HSU's `/proto.CoreService/Ping` answers (integrated processes).
+    Ping,
+    /// `grpc.health.v1.Health/Check` answers SERVING (integrated processes).
+    GrpcHealth,
 }

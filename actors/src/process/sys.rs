@@ -1,0 +1,347 @@
+//! The few syscalls process control needs, each wrapped once with its `// SAFETY:` reasoning.
+//! Everything else in `process/` is safe code.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Sends `signal` to every process of group `pgid`. A group that no longer exists is not an
+/// error (`Ok(false)`).
+pub fn signal_group(pgid: i32, signal: i32) -> io::Result<bool> {
+    if pgid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pgid}"),
+        ));
+    }
+    // SAFETY: killpg takes plain integers and has no memory effects; pgid > 1 so it never
+    // targets our own group (0) or init.
+    let rc = unsafe { libc::killpg(pgid, signal) };
+    check_signal_result(rc)
+}
+
+/// Sends `signal` to process `pid`. A process that no longer exists is `Ok(false)`.
+pub fn signal_process(pid: i32, signal: i32) -> io::Result<bool> {
+    if pid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal PID {pid}"),
+        ));
+    }
+    // SAFETY: kill takes plain integers and has no memory effects; pid > 1 rules out process
+    // groups (negative), ourselves-as-group (0) and init (1).
+    let rc = unsafe { libc::kill(pid, signal) };
+    check_signal_result(rc)
+}
+
+fn check_signal_result(rc: i32) -> io::Result<bool> {
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Whether any live (non-zombie) process remains in group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    match signal_group(pgid, 0) {
+        Ok(false) => false,
+        // EPERM means a member exists that we may not signal: alive, as far as we can tell.
+        Err(_) | Ok(true) => members_not_zombie(pgid),
+    }
+}
+
+/// Scans /proc for processes of group `pgid` that are not zombies (zombies of reparented
+/// grandchildren linger until their new parent reaps them, and hold no resources).
+fn members_not_zombie(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = read_stat(pid) {
+            if stat.pgrp == pgid && stat.state != 'Z' && stat.state != 'X' {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The fields of `/proc/PID/stat` that process control needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// One-letter state (`R`, `S`, `Z`, …).
+    pub state: char,
+    /// Parent PID.
+    pub ppid: i32,
+    /// Process group.
+    pub pgrp: i32,
+    /// Start time in clock ticks after boot: with the PID, the process's identity.
+    pub start_time: u64,
+    /// User + system CPU time in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size in pages.
+    pub rss_pages: u64,
+}
+
+/// Reads `/proc/PID/stat`.
+///
+/// # Errors
+/// When the process does not exist (any more) or the file is malformed.
+pub fn read_stat(pid: i32) -> io::Result<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed /proc/{pid}/stat"),
+        )
+    })
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
+    // The command name is in parentheses and may itself contain spaces or parentheses.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state); field N is f[N - 3].
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        cpu_ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        start_time: f.get(19)?.parse().ok()?,
+        rss_pages: f.get(21)?.parse().ok()?,
+    })
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// Page size in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+/// Arranges for a spawned child to get SIGKILL when the spawning *thread* exits (Linux
+/// `PR_SET_PDEATHSIG`), and to exit at once if that already happened before the setting took
+/// effect. Spawn only from a thread that lives as long as the master.
+pub fn kill_with_parent(command: &mut tokio::process::Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: prctl, getppid and _exit are; it allocates
+    // nothing and touches no locks.
+    unsafe {
+        command.pre_exec(move || {
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl: then we were reparented already.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A pidfd: a handle on one process that cannot be confused with a later process reusing the
+/// PID. Readable once the process has exited.
+#[derive(Debug)]
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// Opens a pidfd for `pid` (Linux 5.3+).
+    ///
+    /// # Errors
+    /// `ESRCH` when no such process exists; `ENOSYS` on older kernels.
+    pub fn open(pid: i32) -> io::Result<Self> {
+        if pid <= 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing PID {pid}"),
+            ));
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
+        // passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Signals exactly this process (never a newcomer with the same PID). `Ok(false)` if it
+    /// has exited.
+    pub fn send_signal(&self, signal: i32) -> io::Result<bool> {
+        // SAFETY: pidfd_send_signal with a null siginfo and no flags; the fd is ours and open.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        check_signal_result(rc as i32)
+    }
+
+    /// Whether the process has exited (the pidfd polls readable).
+    pub fn has_exited(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0
+    }
+
+    /// The descriptor, for waiting on it with an async reactor.
+    pub fn into_fd(self) -> OwnedFd {
+        self.0
+    }
+}
+
+impl PidFd {
+    /// Resolves once the process has exited (the pidfd becomes readable).
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated or registered with the runtime's reactor.
+    pub async fn exited(&self) -> io::Result<()> {
+        let dup = self.0.try_clone()?;
+        // SAFETY: `dup` is an OwnedFd, so the descriptor is valid, open and owned by the
+        // AsyncFd for its whole life; OwnedFd::as_raw_fd always returns that same descriptor.
+        let watched = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        let _ready = watched.readable().await?;
+        Ok(())
+    }
+}
+
+impl std::os::fd::AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Resolves a user name (or numeric uid) to its uid and primary gid.
+///
+/// # Errors
+/// `NotFound` when there is no such user.
+pub fn lookup_user(user: &str) -> io::Result<(u32, u32)> {
+    let name = std::ffi::CString::new(user)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name contains NUL"))?;
+    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let by_uid = user.parse::<u32>().ok();
+    // SAFETY: every pointer is valid for the call: pwd and result are locals, buf is a live
+    // buffer of the length passed; the returned strings point into buf, which we do not read.
+    let rc = unsafe {
+        match by_uid {
+            Some(uid) => libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result),
+            None => libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            ),
+        }
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    if result.is_null() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no user {user:?}"),
+        ));
+    }
+    Ok((pwd.pw_uid, pwd.pw_gid))
+}
+
+fn unsafe_zeroed_passwd() -> libc::passwd {
+    // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is a valid value
+    // (null pointers) that getpw*_r overwrites.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 98765 1000000 250 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(
+            (
+                s.state,
+                s.ppid,
+                s.pgrp,
+                s.cpu_ticks,
+                s.start_time,
+                s.rss_pages
+            ),
+            ('S', 1, 1234, 10, 98765, 250)
+        );
+    }
+
+    #[test]
+    fn our_own_stat_reads() {
+        let me = read_stat(std::process::id() as i32).unwrap();
+        assert!(me.start_time > 0);
+        assert!(read_stat(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn refuses_init_and_groups() {
+        assert!(signal_process(1, 0).is_err());
+        assert!(signal_group(0, 0).is_err());
+        assert!(PidFd::open(1).is_err());
+    }
+
+    #[test]
+    fn root_resolves() {
+        assert_eq!(lookup_user("root").unwrap().0, 0);
+        assert_eq!(lookup_user("0").unwrap().0, 0);
+        assert!(lookup_user("no-such-user-hsu").is_err());
+    }
+}

@@ -1,0 +1,685 @@
+//! `ProcessWorkerActor`: one per process worker (managed, integrated or unmanaged). It owns the
+//! child (or the attached process), its output log and its run files, and drives them through
+//! the same state machine and messages as module workers.
+//!
+//! Why an actor: spawning, readiness, exits and stops are concurrent events about one process
+//! that must be ordered. Start, stop, failure clean-up and terminate take an operation lock and
+//! run one after another; diagnostics and health probes are answered meanwhile. A process exit
+//! is an event (`ProcessExited`), never something found by polling.
+//!
+//! Children are spawned on this actor's thread, which is the master's arbiter: it lives as long
+//! as the master, so `PR_SET_PDEATHSIG` (which fires when the spawning *thread* exits) kills
+//! them when the master dies, even by SIGKILL. Only tokio's `Child::wait` reaps them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::task::JoinHandle;
+
+use crate::config::{LogsConfig, ProbeType, ProcessSpec, ProcessType};
+use crate::error::{error_chain, Operation, WorkerError};
+use crate::process::attach::{self, Attached};
+use crate::process::logs::LogSink;
+use crate::process::spawn::{self, RunFile, SpawnExtras};
+use crate::process::{sys, ExitInfo, ResourceUsage};
+use crate::runtime::WorkerRuntime;
+use crate::state::{Lifecycle, WorkerState};
+use crate::worker::{
+    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, Start, Stop, Terminate,
+    WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+};
+use crate::WorkerId;
+
+/// After SIGKILL, how long the group may take to disappear before the stop is a failure.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// After the leader exits, how long its output pipes may stay open (held by a grandchild)
+/// before the exit is reported anyway.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Event: the process of run `generation` ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ProcessExited {
+    generation: u64,
+    info: ExitInfo,
+}
+
+/// Sets the latest CPU/memory sample shown in diagnostics. Sent by the master.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetResources(pub ResourceUsage);
+
+/// What a process worker needs to exist. Built by the master from a validated spec.
+pub struct ProcessWorkerSetup {
+    /// The worker.
+    pub id: WorkerId,
+    /// What to run and how.
+    pub spec: ProcessSpec,
+    /// Where output pumps run.
+    pub runtime: WorkerRuntime,
+    /// Where state changes go.
+    pub events: Recipient<WorkerStateChanged>,
+    /// Output files.
+    pub logs: LogsConfig,
+    /// Where `<id>.pid` (and `<id>.port`) are written.
+    pub run_directory: std::path::PathBuf,
+    /// Limit of a start (for integrated workers: spawn until ready).
+    pub start_timeout: Duration,
+}
+
+/// The actor running one process worker.
+pub struct ProcessWorkerActor {
+    setup: ProcessWorkerSetup,
+    span: tracing::Span,
+    state: WorkerState,
+    op_lock: Arc<AsyncMutex<()>>,
+    /// Counts runs, so an exit report of an old run is recognised.
+    generation: u64,
+    run: Option<Run>,
+    /// Output file, opened at `Initialize`.
+    sink: Option<Arc<LogSink>>,
+    last_error: Option<String>,
+    started_at: Option<(SystemTime, Instant)>,
+    last_exit: Option<ExitInfo>,
+    resources: Option<ResourceUsage>,
+    last_health_check: Option<SystemTime>,
+}
+
+/// One run of the process.
+struct Run {
+    generation: u64,
+    pid: u32,
+    target: Target,
+    /// `Some` once the process has exited (and, if ours, been reaped and its output read).
+    exited: watch::Receiver<Option<ExitInfo>>,
+    _pid_file: Option<RunFile>,
+}
+
+enum Target {
+    /// Our child, leader of its own process group (its PID is the group id).
+    Group,
+    /// A process we attached to; signalled only through its pinned identity.
+    Attached(Arc<Attached>),
+}
+
+impl ProcessWorkerActor {
+    /// A worker in state `idle`: send [`Initialize`] next.
+    pub fn new(setup: ProcessWorkerSetup) -> Self {
+        let span = tracing::info_span!("worker", id = %setup.id);
+        Self {
+            setup,
+            span,
+            state: WorkerState::Idle,
+            op_lock: Arc::new(AsyncMutex::new(())),
+            generation: 0,
+            run: None,
+            sink: None,
+            last_error: None,
+            started_at: None,
+            last_exit: None,
+            resources: None,
+            last_health_check: None,
+        }
+    }
+
+    fn kind(&self) -> WorkerKindName {
+        WorkerKindName::from(self.setup.spec.process_type)
+    }
+}
+
+impl Actor for ProcessWorkerActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // However the actor ends, it leaves no child behind.
+        if let Some(run) = self.run.take() {
+            if let Target::Group = run.target {
+                let _ = sys::signal_group(run.pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Handler<Initialize> for ProcessWorkerActor {
+    type Result = Result<(), WorkerError>;
+
+    /// Opens the output file, so that a bad log directory is an `AddWorker` error.
+    fn handle(&mut self, _: Initialize, _: &mut Context<Self>) -> Self::Result {
+        let sink =
+            LogSink::open(&self.setup.id, &self.setup.logs).map_err(|source| WorkerError::Io {
+                id: self.setup.id.clone(),
+                what: format!("open its log in `{}`", self.setup.logs.directory.display()),
+                source,
+            })?;
+        self.sink = Some(Arc::new(sink));
+        Ok(())
+    }
+}
+
+impl Handler<Start> for ProcessWorkerActor {
+    type Result = ResponseActFuture<Self, Result<(), WorkerError>>;
+
+    /// Spawns (or attaches to) the process. Replies once it runs: at once for managed and
+    /// unmanaged workers, after the first successful Ping for integrated ones.
+    fn handle(&mut self, _: Start, _: &mut Context<Self>) -> Self::Result {
+        self.with_op_lock(|act, ctx| {
+            if let Err(e) = act.advance(Lifecycle::StartRequested, None) {
+                return Box::pin(fut::ready(Err(e)));
+            }
+            act.generation += 1;
+            let started = match act.setup.spec.process_type {
+                ProcessType::Unmanaged => act.attach(ctx),
+                ProcessType::Managed | ProcessType::Integrated => act.spawn(ctx),
+            };
+            match started {
+                Ok(()) => {
+                    act.started_at = Some((SystemTime::now(), Instant::now()));
+                    Box::pin(fut::ready(act.advance(Lifecycle::Started, None)))
+                }
+                Err(e) => {
+                    let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
+                    Box::pin(fut::ready(Err(e)))
+                }
+            }
+        })
+    }
+}
+
+impl Handler<Stop> for ProcessWorkerActor {
+    type Result = ResponseActFuture<Self, Result<(), WorkerError>>;
+
+    /// Managed: the stop signal to the whole group, the grace period, then SIGKILL to the
+    /// group; replies once no process of the group is left. Unmanaged: the same through the
+    /// pinned process if `allow_signals`, else it only detaches.
+    fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
+        self.with_op_lock(|act, _| {
+            if let Err(e) = act.advance(Lifecycle::StopRequested, None) {
+                return Box::pin(fut::ready(Err(e)));
+            }
+            let stopping = act.stop_run();
+            Box::pin(
+                stopping
+                    .into_actor(act)
+                    .map(|result, act, _| act.finish_stop(result)),
+            )
+        })
+    }
+}
+
+impl Handler<Fail> for ProcessWorkerActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Fails a running worker (failed health checks, a limit): the process is stopped as by
+    /// `Stop`, but the worker ends `failed`, so the restart policy applies.
+    fn handle(&mut self, msg: Fail, _: &mut Context<Self>) -> Self::Result {
+        self.with_op_lock(move |act, _| {
+            if act.state != WorkerState::Running {
+                return Box::pin(fut::ready(()));
+            }
+            // Stop first: the worker must be down before it is reported failed, or a restart
+            // could overlap the old process.
+            let run = act.run.take();
+            let stopping = stop_target(act.setup.id.clone(), run, act.setup.spec.clone(), act.span.clone());
+            Box::pin(stopping.into_actor(act).map(move |result, act, _| {
+                if let Err(e) = result {
+                    tracing::warn!(parent: &act.span, error = %error_chain(&e), "stopping a failed process did not finish");
+                }
+                act.started_at = None;
+                let _ = act.advance(Lifecycle::Crashed, Some(msg.reason));
+            }))
+        })
+    }
+}
+
+impl Handler<ProcessExited> for ProcessWorkerActor {
+    type Result = ();
+
+    /// Records the exit. While running it is a state change (and, on failure, a restart
+    /// trigger); while starting or stopping, the start or stop in progress handles it.
+    fn handle(&mut self, msg: ProcessExited, ctx: &mut Context<Self>) {
+        self.last_exit = Some(msg.info.clone());
+        let current = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.generation == msg.generation);
+        if !current || self.state != WorkerState::Running {
+            return;
+        }
+        let run = self.run.take();
+        self.started_at = None;
+        let info = msg.info;
+        tracing::info!(parent: &self.span, "process {info}");
+        // Leftovers of the group (grandchildren) go too, as on a stop.
+        if let Some(Run {
+            pid,
+            target: Target::Group,
+            ..
+        }) = &run
+        {
+            let pid = *pid as i32;
+            if sys::group_alive(pid) {
+                let spec = self.setup.spec.clone();
+                let span = self.span.clone();
+                ctx.spawn(
+                    async move {
+                        let _ = stop_group(pid, None, &spec, &span).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+        let reason = (!info.success()).then(|| format!("process {info}"));
+        let _ = self.advance(
+            Lifecycle::Exited {
+                success: info.success(),
+            },
+            reason,
+        );
+    }
+}
+
+impl Handler<CheckHealth> for ProcessWorkerActor {
+    type Result = ResponseActFuture<Self, Result<bool, WorkerError>>;
+
+    /// `process`: the leader is alive (for attached processes: alive and still the same
+    /// process). Other probe kinds of the worker's own are answered by the integrated client.
+    fn handle(&mut self, msg: CheckHealth, _: &mut Context<Self>) -> Self::Result {
+        self.last_health_check = Some(SystemTime::now());
+        let Some(run) = self
+            .run
+            .as_ref()
+            .filter(|_| self.state == WorkerState::Running)
+        else {
+            return Box::pin(fut::ready(Err(WorkerError::Cancelled {
+                id: self.setup.id.clone(),
+                op: Operation::HealthCheck,
+            })));
+        };
+        let alive = match &run.target {
+            Target::Group => {
+                run.exited.borrow().is_none()
+                    && sys::signal_process(run.pid as i32, 0).unwrap_or(false)
+            }
+            Target::Attached(a) => a.is_alive(),
+        };
+        match msg.probe {
+            ProbeType::Process => Box::pin(fut::ready(Ok(alive))),
+            other => Box::pin(fut::ready(Err(WorkerError::NotReady {
+                id: self.setup.id.clone(),
+                reason: format!("probe {other:?} is not available for this worker"),
+            }))),
+        }
+    }
+}
+
+impl Handler<GetDiagnostics> for ProcessWorkerActor {
+    type Result = MessageResult<GetDiagnostics>;
+
+    fn handle(&mut self, _: GetDiagnostics, _: &mut Context<Self>) -> Self::Result {
+        let running = self.state == WorkerState::Running;
+        let executable_path = match (&self.setup.spec.execution, &self.run) {
+            (Some(exec), _) => exec.executable_path.clone(),
+            (None, Some(run)) => std::fs::read_link(format!("/proc/{}/exe", run.pid))
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| format!("pid:{}", run.pid)),
+            (None, None) => String::new(),
+        };
+        MessageResult(WorkerDiagnostics {
+            id: self.setup.id.clone(),
+            kind: self.kind(),
+            state: self.state,
+            last_error: self.last_error.clone(),
+            started_at: self.started_at.map(|(at, _)| at),
+            uptime: self
+                .started_at
+                .filter(|_| running)
+                .map(|(_, since)| since.elapsed()),
+            restart_count: 0,
+            circuit_open: false,
+            health: HealthStatus::Unknown,
+            consecutive_health_failures: 0,
+            last_health_check: self.last_health_check,
+            pid: self.run.as_ref().map(|r| r.pid),
+            executable_path,
+            module: None,
+            last_exit: self.last_exit.clone(),
+            resources: self.resources.filter(|_| running),
+            log_file: self.sink.as_ref().map(|s| s.path().to_path_buf()),
+        })
+    }
+}
+
+impl Handler<SetResources> for ProcessWorkerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetResources, _: &mut Context<Self>) {
+        self.resources = Some(msg.0);
+    }
+}
+
+impl Handler<Terminate> for ProcessWorkerActor {
+    type Result = ResponseActFuture<Self, Result<(), WorkerError>>;
+
+    /// Stops the process if it runs, then ends the actor.
+    fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> Self::Result {
+        self.with_op_lock(|act, _| {
+            let stopping = (act.state == WorkerState::Running).then(|| {
+                let _ = act.advance(Lifecycle::StopRequested, None);
+                act.stop_run()
+            });
+            Box::pin(
+                async move {
+                    match stopping {
+                        Some(s) => Some(s.await),
+                        None => None,
+                    }
+                }
+                .into_actor(act)
+                .map(|stopped, act, ctx| {
+                    let result = match stopped {
+                        Some(r) => act.finish_stop(r),
+                        None => Ok(()),
+                    };
+                    let _ = act.advance(Lifecycle::TerminateRequested, None);
+                    ctx.stop();
+                    result
+                }),
+            )
+        })
+    }
+}
+
+impl ProcessWorkerActor {
+    /// Runs `body` once no other start/stop/fail/terminate of this worker is in progress.
+    fn with_op_lock<R: 'static>(
+        &mut self,
+        body: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
+    ) -> ResponseActFuture<Self, R> {
+        let lock = self.op_lock.clone();
+        Box::pin(
+            async move { lock.lock_owned().await }
+                .into_actor(self)
+                .then(move |guard: OwnedMutexGuard<()>, act, ctx| {
+                    body(act, ctx).map(move |result, _, _| {
+                        drop(guard);
+                        result
+                    })
+                }),
+        )
+    }
+
+    /// Applies `event` through the state machine, records `reason`, logs and reports it.
+    fn advance(&mut self, event: Lifecycle, reason: Option<String>) -> Result<(), WorkerError> {
+        let from = self.state;
+        let to = from.next(event).map_err(|t| WorkerError::InvalidState {
+            id: self.setup.id.clone(),
+            from: t.from,
+            event: t.event,
+        })?;
+        self.state = to;
+        if let Some(r) = &reason {
+            self.last_error = Some(r.clone());
+        }
+        let pid = self
+            .run
+            .as_ref()
+            .map(|r| r.pid)
+            .filter(|_| to == WorkerState::Running);
+        if to.is_failed() {
+            tracing::warn!(parent: &self.span, %from, %to, reason = reason.as_deref().unwrap_or(""), "worker state changed");
+        } else {
+            tracing::info!(parent: &self.span, %from, %to, pid, "worker state changed");
+        }
+        self.setup.events.do_send(WorkerStateChanged {
+            id: self.setup.id.clone(),
+            from,
+            to,
+            reason,
+            pid,
+            at: SystemTime::now(),
+        });
+        Ok(())
+    }
+
+    /// Spawns the child of a managed or integrated worker and starts watching its exit.
+    fn spawn(&mut self, ctx: &mut Context<Self>) -> Result<(), WorkerError> {
+        let id = self.setup.id.clone();
+        let exec = self
+            .setup
+            .spec
+            .execution
+            .clone()
+            .ok_or_else(|| WorkerError::Attach {
+                id: id.clone(),
+                reason: "no `execution` to start".into(),
+            })?;
+        let sink = self.sink.clone().ok_or_else(|| WorkerError::Cancelled {
+            id: id.clone(),
+            op: Operation::Start,
+        })?;
+        let mut extras = SpawnExtras::default();
+        extras.env.push(("HSU_WORKER_ID".into(), id.to_string()));
+        let spawned = spawn::spawn(&exec, extras, sink, &self.setup.runtime).map_err(|source| {
+            WorkerError::Spawn {
+                id: id.clone(),
+                path: exec.executable_path.clone(),
+                source,
+            }
+        })?;
+        let pid = spawned.pid;
+        let pid_file = RunFile::write(
+            &self.setup.run_directory,
+            id.as_str(),
+            "pid",
+            &pid.to_string(),
+        )
+        .map_err(|e| tracing::warn!(parent: &self.span, error = %e, "cannot write the pid file"))
+        .ok();
+        let (tx, rx) = watch::channel(None);
+        let generation = self.generation;
+        ctx.spawn(
+            wait_child(spawned.child, spawned.pumps, tx)
+                .into_actor(self)
+                .map(move |info, _, ctx| ctx.notify(ProcessExited { generation, info })),
+        );
+        self.run = Some(Run {
+            generation,
+            pid,
+            target: Target::Group,
+            exited: rx,
+            _pid_file: pid_file,
+        });
+        Ok(())
+    }
+
+    /// Attaches an unmanaged worker to its process and watches its exit through the pidfd.
+    fn attach(&mut self, ctx: &mut Context<Self>) -> Result<(), WorkerError> {
+        let id = self.setup.id.clone();
+        let config = self.setup.spec.attach.clone().unwrap_or_default();
+        let attached =
+            Arc::new(attach::attach(&config).map_err(|reason| WorkerError::Attach { id, reason })?);
+        let pid = attached.identity.pid as u32;
+        let (tx, rx) = watch::channel(None);
+        let generation = self.generation;
+        let watching = attached.clone();
+        ctx.spawn(
+            async move {
+                wait_attached(&watching).await;
+                let info = ExitInfo::unknown();
+                let _ = tx.send(Some(info.clone()));
+                info
+            }
+            .into_actor(self)
+            .map(move |info, _, ctx| ctx.notify(ProcessExited { generation, info })),
+        );
+        tracing::info!(parent: &self.span, pid, "attached");
+        self.run = Some(Run {
+            generation,
+            pid,
+            target: Target::Attached(attached),
+            exited: rx,
+            _pid_file: None,
+        });
+        Ok(())
+    }
+
+    /// The stop of the current run, as a future that needs nothing from the actor.
+    fn stop_run(&mut self) -> impl std::future::Future<Output = Result<(), WorkerError>> + 'static {
+        let run = self.run.take();
+        stop_target(
+            self.setup.id.clone(),
+            run,
+            self.setup.spec.clone(),
+            self.span.clone(),
+        )
+    }
+
+    fn finish_stop(&mut self, result: Result<(), WorkerError>) -> Result<(), WorkerError> {
+        self.started_at = None;
+        match result {
+            Ok(()) => self.advance(Lifecycle::StopCompleted, None),
+            Err(e) => {
+                self.advance(Lifecycle::StopFailed, Some(error_chain(&e)))?;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Stops whatever `run` holds.
+async fn stop_target(
+    id: WorkerId,
+    run: Option<Run>,
+    spec: ProcessSpec,
+    span: tracing::Span,
+) -> Result<(), WorkerError> {
+    let Some(run) = run else { return Ok(()) };
+    let outcome = match &run.target {
+        Target::Group => stop_group(run.pid as i32, Some(run.exited.clone()), &spec, &span).await,
+        Target::Attached(attached) => {
+            let allowed = spec.attach.as_ref().is_some_and(|a| a.allow_signals);
+            if !allowed {
+                tracing::info!(parent: &span, pid = run.pid, "detached (allow_signals is false, so the process was not signalled)");
+                return Ok(());
+            }
+            stop_attached(attached, run.exited.clone(), &spec, &span).await
+        }
+    };
+    outcome.map_err(|after| WorkerError::Timeout {
+        id,
+        op: Operation::Stop,
+        after,
+    })
+}
+
+/// Signal, grace, SIGKILL, for the whole group `pgid`; Ok once no member is left. `exited`
+/// (when the leader is ours) also waits for the leader to be reaped and its output read.
+async fn stop_group(
+    pgid: i32,
+    exited: Option<watch::Receiver<Option<ExitInfo>>>,
+    spec: &ProcessSpec,
+    span: &tracing::Span,
+) -> Result<(), Duration> {
+    let signal = spec.stop.signal;
+    if let Err(e) = sys::signal_group(pgid, signal.number()) {
+        tracing::warn!(parent: span, error = %e, "cannot send SIG{signal} to the process group");
+    }
+    if group_gone(pgid, exited.clone(), spec.stop.timeout).await {
+        return Ok(());
+    }
+    tracing::warn!(parent: span, grace = ?spec.stop.timeout, "process group still alive after SIG{signal}; sending SIGKILL");
+    let _ = sys::signal_group(pgid, libc::SIGKILL);
+    if group_gone(pgid, exited, KILL_WAIT).await {
+        Ok(())
+    } else {
+        Err(spec.stop.timeout + KILL_WAIT)
+    }
+}
+
+/// Waits until the leader has been reaped (if `exited` is given) and no live process is left
+/// in group `pgid`, up to `limit`.
+async fn group_gone(
+    pgid: i32,
+    exited: Option<watch::Receiver<Option<ExitInfo>>>,
+    limit: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    if let Some(mut rx) = exited {
+        let reaped = rx.wait_for(|e| e.is_some());
+        if tokio::time::timeout_at(deadline, reaped).await.is_err() {
+            return false;
+        }
+    }
+    // Grandchildren have no exit event for us: poll the group, briefly and backing off.
+    let mut pause = Duration::from_millis(1);
+    while sys::group_alive(pgid) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    true
+}
+
+async fn stop_attached(
+    attached: &Attached,
+    mut exited: watch::Receiver<Option<ExitInfo>>,
+    spec: &ProcessSpec,
+    span: &tracing::Span,
+) -> Result<(), Duration> {
+    let signal = spec.stop.signal;
+    match attached.signal(signal.number()) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => tracing::warn!(parent: span, error = %e, "cannot send SIG{signal}"),
+    }
+    if tokio::time::timeout(spec.stop.timeout, exited.wait_for(|e| e.is_some()))
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    tracing::warn!(parent: span, "attached process still alive after SIG{signal}; sending SIGKILL");
+    let _ = attached.signal(libc::SIGKILL);
+    match tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| e.is_some())).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(spec.stop.timeout + KILL_WAIT),
+    }
+}
+
+/// Reaps the child (the only `wait` on it), then lets its output drain, then publishes the
+/// exit.
+async fn wait_child(
+    mut child: tokio::process::Child,
+    pumps: Vec<JoinHandle<u64>>,
+    tx: watch::Sender<Option<ExitInfo>>,
+) -> ExitInfo {
+    let info = match child.wait().await {
+        Ok(status) => ExitInfo::from_status(status),
+        Err(e) => {
+            tracing::error!(error = %e, "waiting for a child failed");
+            ExitInfo::unknown()
+        }
+    };
+    // Output written just before the exit is still in the pipe; a grandchild that inherited
+    // the pipe may keep it open, so the wait is bounded (its pump keeps running).
+    let _ = tokio::time::timeout(DRAIN_WAIT, futures::future::join_all(pumps)).await;
+    let _ = tx.send(Some(info.clone()));
+    info
+}
+
+/// Resolves when the attached process has exited: at once through the pidfd, or by polling
+/// its identity where the kernel has no pidfds.
+async fn wait_attached(attached: &Attached) {
+    if let Some(fd) = &attached.pidfd {
+        if fd.exited().await.is_ok() {
+            return;
+        }
+    }
+    while attached.is_alive() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

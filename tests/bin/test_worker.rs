@@ -1,0 +1,170 @@
+//! `hsu-test-worker`: a small program whose behaviour the tests choose by flags, so that process
+//! supervision is tested against a real process. Flags combine; they act in this order:
+//!
+//! `--count FILE`          append one line per launch to FILE
+//! `--pid-file FILE`       write our PID to FILE once set up (so waiting for it means ready)
+//! `--ignore-term`         ignore SIGTERM
+//! `--on-term TEXT`        on SIGTERM print TEXT and exit 0
+//! `--fork-grandchild FILE` start a grandchild (same process group) that ignores SIGTERM and
+//!                         writes its PID to FILE
+//! `--serve-http PORT`     serve HTTP on 127.0.0.1:PORT (`/health` answers 200)
+//! `--leak-mb N`           allocate and touch N MiB
+//! `--flood N`             print N numbered lines (`line 000001` …) to stdout
+//! `--last-line TEXT`      print TEXT just before exiting
+//! `--exit N`              exit with code N (after the above); `--crash` aborts instead
+//! `--sleep MS`            run for MS milliseconds, then exit 0 (default: until signalled)
+
+use std::io::Write;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Flags {
+    count: Option<String>,
+    pid_file: Option<String>,
+    ignore_term: bool,
+    on_term: Option<String>,
+    fork_grandchild: Option<String>,
+    serve_http: Option<u16>,
+    leak_mb: usize,
+    flood: u64,
+    last_line: Option<String>,
+    exit: Option<i32>,
+    crash: bool,
+    sleep_ms: Option<u64>,
+}
+
+fn parse() -> Flags {
+    let mut f = Flags::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| panic!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--count" => f.count = Some(value()),
+            "--pid-file" => f.pid_file = Some(value()),
+            "--ignore-term" => f.ignore_term = true,
+            "--on-term" => f.on_term = Some(value()),
+            "--fork-grandchild" => f.fork_grandchild = Some(value()),
+            "--serve-http" => f.serve_http = Some(value().parse().expect("port")),
+            "--leak-mb" => f.leak_mb = value().parse().expect("MiB"),
+            "--flood" => f.flood = value().parse().expect("lines"),
+            "--last-line" => f.last_line = Some(value()),
+            "--exit" => f.exit = Some(value().parse().expect("code")),
+            "--crash" => f.crash = true,
+            "--sleep" => f.sleep_ms = Some(value().parse().expect("ms")),
+            // Integrated workers get `--port N` appended; accepted and ignored here.
+            "--port" => {
+                value();
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    f
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let flags = parse();
+    // First, so that a SIGTERM sent once the pid file exists finds the handler in place.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    if let Some(path) = &flags.count {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("count file");
+        writeln!(file, "launch {}", std::process::id()).expect("count line");
+    }
+    let handles_term = flags.ignore_term || flags.on_term.is_some();
+    if let Some(path) = &flags.fork_grandchild {
+        let exe = std::env::current_exe().expect("own path");
+        let mut grandchild = std::process::Command::new(exe)
+            .args(["--ignore-term", "--pid-file", path])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("grandchild");
+        // Reap it if it dies while we live; if we die first, it is reparented.
+        std::thread::spawn(move || grandchild.wait());
+    }
+    if let Some(port) = flags.serve_http {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n").await;
+                });
+            }
+        });
+    }
+    let _leak: Vec<u8> = if flags.leak_mb > 0 {
+        let mut v = vec![0u8; flags.leak_mb << 20];
+        for i in (0..v.len()).step_by(4096) {
+            v[i] = 1;
+        }
+        v
+    } else {
+        Vec::new()
+    };
+    // Written once set up: a test that waits for it knows the worker is ready.
+    if let Some(path) = &flags.pid_file {
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, std::process::id().to_string()).expect("pid file");
+        std::fs::rename(&tmp, path).expect("pid file");
+    }
+    if flags.flood > 0 {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+        for i in 1..=flags.flood {
+            writeln!(out, "line {i:06}").expect("stdout");
+        }
+        out.flush().expect("stdout");
+    }
+    let finish = |code: i32| -> ! {
+        if let Some(text) = &flags.last_line {
+            println!("{text}");
+        }
+        std::io::stdout().flush().ok();
+        if flags.crash {
+            std::process::abort();
+        }
+        std::process::exit(code)
+    };
+    if flags.exit.is_some() || flags.crash {
+        finish(flags.exit.unwrap_or(0));
+    }
+    let sleep = async {
+        match flags.sleep_ms {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = &mut sleep => finish(0),
+            _ = term.recv() => {
+                if let Some(text) = &flags.on_term {
+                    println!("{text}");
+                    finish(0);
+                }
+                if !handles_term {
+                    finish(143);
+                }
+                // --ignore-term: keep running.
+            }
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! Process workers: real children, real signals, real files.
+
+mod support;
+
+use std::time::Duration;
+
+use hsu::{
+    AddWorker, ErrorKind, GetAllWorkerStates, GetWorkerState, RestartWorker, Shutdown, StartWorker,
+    StopWorker, WorkerConfig, WorkerState,
+};
+use support::{alive, eventually, process_worker, read_pid, TempDir};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+#[actix_rt::test]
+async fn managed_start_stop_restart_with_pid_file() -> TestResult {
+    let dir = TempDir::new("managed");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let ready = dir.file("ready");
+    master
+        .send(AddWorker(process_worker(
+            "sleeper",
+            &["--count", &dir.file("launches"), "--pid-file", &ready],
+        )))
+        .await??;
+    master.send(StartWorker("sleeper".into())).await??;
+    let running = watch.until("sleeper", WorkerState::Running).await;
+    assert_eq!(read_pid(&ready).await, running.pid.unwrap());
+    std::fs::remove_file(&ready)?;
+    let d = master.send(GetWorkerState("sleeper".into())).await??;
+    let pid = d.pid.expect("a process has a pid");
+    assert_eq!(running.pid, Some(pid));
+    assert_eq!(d.kind, hsu::worker::WorkerKindName::Managed);
+    assert_eq!(d.executable_path, support::TEST_WORKER);
+    assert!(d.module.is_none());
+    assert!(alive(pid));
+    let pid_file = dir.0.join("run/sleeper.pid");
+    assert_eq!(std::fs::read_to_string(&pid_file)?.trim(), pid.to_string());
+
+    master
+        .send(RestartWorker {
+            id: "sleeper".into(),
+            force: false,
+        })
+        .await??;
+    assert!(!alive(pid), "the old process is gone after a restart");
+    let new_pid = master
+        .send(GetWorkerState("sleeper".into()))
+        .await??
+        .pid
+        .unwrap();
+    assert_eq!(read_pid(&ready).await, new_pid);
+    assert_ne!(new_pid, pid);
+    assert_eq!(dir.lines("launches"), 2);
+
+    master.send(StopWorker("sleeper".into())).await??;
+    assert!(!alive(new_pid));
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed with the process"
+    );
+    let d = master.send(GetWorkerState("sleeper".into())).await??;
+    assert_eq!((d.state, d.pid), (WorkerState::Stopped, None));
+    let exit = d.last_exit.expect("the exit is recorded");
+    assert_eq!(exit.code, Some(143), "the test worker exits 143 on SIGTERM");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn exit_code_and_signal_land_in_diagnostics() -> TestResult {
+    let dir = TempDir::new("exits");
+    let (master, mut watch) = support::master_in(&dir).await;
+    master
+        .send(AddWorker(process_worker("three", &["--exit", "3"])))
+        .await??;
+    master
+        .send(AddWorker(process_worker("abort", &["--crash"])))
+        .await??;
+    master.send(StartWorker("three".into())).await??;
+    master.send(StartWorker("abort".into())).await??;
+    let failed = watch.until("three", WorkerState::Failed).await;
+    assert_eq!(failed.reason.as_deref(), Some("process exited with code 3"));
+    let d = master.send(GetWorkerState("three".into())).await??;
+    assert_eq!(d.last_exit.as_ref().unwrap().code, Some(3));
+    let failed = watch.until("abort", WorkerState::Failed).await;
+    assert!(failed
+        .reason
+        .unwrap()
+        .contains("killed by signal 6 (SIGABRT)"));
+    let d = master.send(GetWorkerState("abort".into())).await??;
+    assert_eq!(d.last_exit.as_ref().unwrap().signal, Some(6));
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn policies_decide_which_exits_restart() -> TestResult {
+    let dir = TempDir::new("policies");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let fast = |policy: &str| {
+        format!(
+            "{{policy: {policy}, max_restarts: 2, window: 60s, backoff: {{initial: 0s, max: 0s}}}}"
+        )
+    };
+    let cases = [
+        (
+            "clean-on-failure",
+            "0",
+            "on_failure",
+            1,
+            WorkerState::Stopped,
+        ),
+        ("clean-always", "0", "always", 3, WorkerState::Stopped),
+        ("bad-never", "4", "never", 1, WorkerState::Failed),
+        ("bad-on-failure", "4", "on_failure", 3, WorkerState::Failed),
+    ];
+    for (id, code, policy, _, _) in cases {
+        let config = process_worker(id, &["--exit", code, "--count", &dir.file(id)])
+            .with_restart(&fast(policy));
+        master.send(AddWorker(config)).await??;
+        master.send(StartWorker(id.into())).await??;
+    }
+    for (id, _, _, launches, end) in cases {
+        // Wait for the final state: after it no restart is scheduled (policy or circuit).
+        loop {
+            watch.until(id, end).await;
+            let d = master.send(GetWorkerState(id.into())).await??;
+            let settled = match (launches, d.circuit_open) {
+                (1, false) => true,
+                (_, open) => open,
+            };
+            if settled {
+                break;
+            }
+        }
+        assert_eq!(dir.lines(id), launches, "{id}");
+    }
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_crash_loop_launches_exactly_max_restarts_plus_one_then_opens_the_circuit() -> TestResult
+{
+    let dir = TempDir::new("crashloop");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let config = process_worker("crashy", &["--exit", "3", "--count", &dir.file("launches")]).with_restart(
+        "{policy: on_failure, max_restarts: 2, window: 60s, backoff: {initial: 10ms, max: 40ms, jitter: 0.0}}",
+    );
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("crashy".into())).await??;
+    for _ in 0..3 {
+        watch.until("crashy", WorkerState::Failed).await;
+    }
+    let d = master.send(GetWorkerState("crashy".into())).await??;
+    assert!(d.circuit_open);
+    assert!(d.last_error.unwrap().contains("circuit open"));
+    assert_eq!(dir.lines("launches"), 3, "one start and two restarts");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn stop_kills_a_grandchild_that_ignores_sigterm() -> TestResult {
+    let dir = TempDir::new("grandchild");
+    let (master, _watch) = support::master_in(&dir).await;
+    let grandchild_file = dir.file("grandchild.pid");
+    let mut config = process_worker(
+        "family",
+        &[
+            "--fork-grandchild",
+            &grandchild_file,
+            "--on-term",
+            "parent got TERM",
+        ],
+    );
+    config.stop = Some(serde_yaml::from_str("{signal: TERM, timeout: 300ms}")?);
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("family".into())).await??;
+    let grandchild = read_pid(&grandchild_file).await;
+    let parent = master
+        .send(GetWorkerState("family".into()))
+        .await??
+        .pid
+        .unwrap();
+    assert!(alive(grandchild) && alive(parent));
+    master.send(StopWorker("family".into())).await??;
+    // StopWorker returns only when the whole group is gone.
+    assert!(!alive(parent));
+    assert!(
+        !alive(grandchild),
+        "the grandchild ignoring SIGTERM was killed"
+    );
+    let log = std::fs::read_to_string(dir.0.join("logs/family.log"))?;
+    assert!(
+        log.contains("parent got TERM"),
+        "output during SIGTERM handling is kept: {log:?}"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() -> TestResult {
+    let dir = TempDir::new("ignoreterm");
+    let (master, _watch) = support::master_in(&dir).await;
+    let ready = dir.file("ready");
+    let mut config = process_worker("stubborn", &["--ignore-term", "--pid-file", &ready]);
+    config.stop = Some(serde_yaml::from_str("{timeout: 200ms}")?);
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("stubborn".into())).await??;
+    read_pid(&ready).await;
+    master.send(StopWorker("stubborn".into())).await??;
+    let d = master.send(GetWorkerState("stubborn".into())).await??;
+    assert_eq!(d.state, WorkerState::Stopped);
+    assert_eq!(d.last_exit.unwrap().signal, Some(9));
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_hundred_thousand_lines_survive_rotation_without_gap_duplicate_or_split() -> TestResult {
+    let dir = TempDir::new("flood");
+    let mut config = hsu::MasterConfig::default();
+    config.logs.directory = dir.0.join("logs");
+    config.logs.mirror = false;
+    config.logs.max_size = hsu::config::ByteSize(200 * 1024);
+    config.logs.max_files = 20;
+    config.run_directory = dir.0.join("run");
+    let master = hsu::MasterActor::launch(config)?;
+    let mut events = master.send(hsu::Subscribe).await?;
+    let worker = process_worker(
+        "flood",
+        &["--flood", "100000", "--last-line", "the end", "--exit", "0"],
+    );
+    master.send(AddWorker(worker)).await??;
+    master.send(StartWorker("flood".into())).await??;
+    loop {
+        let e = tokio::time::timeout(support::DEADLINE, events.recv())
+            .await?
+            .unwrap();
+        if e.to == WorkerState::Stopped {
+            break;
+        }
+    }
+    let logs = dir.0.join("logs");
+    let mut files: Vec<u32> = std::fs::read_dir(&logs)?
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("flood.log.")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    files.sort_unstable_by(|a, b| b.cmp(a));
+    assert!(files.len() >= 5, "at least 5 rotations, got {files:?}");
+    let mut text = String::new();
+    for n in &files {
+        let part = std::fs::read_to_string(logs.join(format!("flood.log.{n}")))?;
+        assert!(part.ends_with('\n'), "file {n} ends with a whole line");
+        assert!(part.len() as u64 <= 200 * 1024);
+        text.push_str(&part);
+    }
+    text.push_str(&std::fs::read_to_string(logs.join("flood.log"))?);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 100_001);
+    for (i, line) in lines[..100_000].iter().enumerate() {
+        assert_eq!(*line, format!("line {:06}", i + 1));
+    }
+    assert_eq!(
+        lines[100_000], "the end",
+        "the last line before exit is kept"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_missing_executable_is_a_clear_error_and_the_master_keeps_answering() -> TestResult {
+    let dir = TempDir::new("missing");
+    let (master, _watch) = support::master_in(&dir).await;
+    let config = WorkerConfig::process("ghost", "/nonexistent/bin/ghost", &[])
+        .with_restart("{policy: never}");
+    master.send(AddWorker(config)).await??;
+    let err = master.send(StartWorker("ghost".into())).await?.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    let text = hsu::error::error_chain(&err);
+    assert!(
+        text.contains("worker `ghost`: cannot start `/nonexistent/bin/ghost`"),
+        "{text}"
+    );
+    assert!(text.contains("No such file or directory"), "{text}");
+    let d = master.send(GetWorkerState("ghost".into())).await??;
+    assert_eq!(d.state, WorkerState::FailedStart);
+    assert_eq!(master.send(GetAllWorkerStates).await?.len(), 1);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn spawn_failures_count_against_the_restart_budget() -> TestResult {
+    let dir = TempDir::new("missing-restart");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let config = WorkerConfig::process("ghost", "/nonexistent/ghost", &[]).with_restart(
+        "{policy: on_failure, max_restarts: 2, window: 60s, backoff: {initial: 0s, max: 0s}}",
+    );
+    master.send(AddWorker(config)).await??;
+    assert!(master.send(StartWorker("ghost".into())).await?.is_err());
+    for _ in 0..3 {
+        watch.until("ghost", WorkerState::FailedStart).await;
+    }
+    assert!(
+        master
+            .send(GetWorkerState("ghost".into()))
+            .await??
+            .circuit_open
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn unmanaged_attach_detects_exit_and_signals_only_when_allowed() -> TestResult {
+    let dir = TempDir::new("unmanaged");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let mut first = std::process::Command::new(support::TEST_WORKER).spawn()?;
+    let mut second = std::process::Command::new(support::TEST_WORKER).spawn()?;
+    let pid_file = dir.file("second.pid");
+    std::fs::write(&pid_file, second.id().to_string())?;
+
+    let attach = |id: &str, attach: String| {
+        WorkerConfig::from_yaml(&format!("{{id: {id}, type: process, process_type: unmanaged, attach: {attach}, restart: {{policy: never}}}}"))
+    };
+    master
+        .send(AddWorker(attach(
+            "by-pid",
+            format!("{{pid: {}}}", first.id()),
+        )?))
+        .await??;
+    master
+        .send(AddWorker(attach(
+            "by-file",
+            format!("{{pid_file: {pid_file}, allow_signals: true}}"),
+        )?))
+        .await??;
+    master.send(StartWorker("by-pid".into())).await??;
+    master.send(StartWorker("by-file".into())).await??;
+    let d = master.send(GetWorkerState("by-pid".into())).await??;
+    assert_eq!(
+        (d.state, d.pid, d.kind),
+        (
+            WorkerState::Running,
+            Some(first.id()),
+            hsu::worker::WorkerKindName::Unmanaged
+        )
+    );
+    assert_eq!(d.executable_path, support::TEST_WORKER);
+
+    // Without allow_signals, stop only detaches.
+    master.send(StopWorker("by-pid".into())).await??;
+    assert!(alive(first.id()), "not signalled");
+    // Attach again, then the process exits on its own: an event, no polling by the test.
+    master.send(StartWorker("by-pid".into())).await??;
+    first.kill()?;
+    let failed = watch.until("by-pid", WorkerState::Failed).await;
+    assert!(failed.reason.unwrap().contains("exited"));
+    first.wait()?;
+
+    // With allow_signals, stop sends SIGTERM to exactly that process.
+    master.send(StopWorker("by-file".into())).await??;
+    let status = second.wait()?;
+    assert_eq!(status.code(), Some(143));
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn bad_pids_and_pid_files_are_refused_clearly() -> TestResult {
+    let dir = TempDir::new("badpid");
+    let (master, _watch) = support::master_in(&dir).await;
+    let writable = dir.file("world-writable.pid");
+    std::fs::write(&writable, "12345")?;
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&writable)?.permissions(),
+        0o666,
+    );
+    std::fs::set_permissions(
+        &writable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )?;
+    let link = dir.file("link.pid");
+    std::os::unix::fs::symlink(&writable, &link)?;
+    let garbage = dir.file("garbage.pid");
+    std::fs::write(&garbage, "not a pid")?;
+    let cases = [
+        ("gone", format!("{{pid: {}}}", i32::MAX), "no such process"),
+        (
+            "missing-file",
+            format!("{{pid_file: {}}}", dir.file("absent.pid")),
+            "cannot read pid file",
+        ),
+        (
+            "writable",
+            format!("{{pid_file: {writable}}}"),
+            "world-writable",
+        ),
+        ("symlink", format!("{{pid_file: {link}}}"), "symlink"),
+        (
+            "garbage",
+            format!("{{pid_file: {garbage}}}"),
+            "does not hold a PID",
+        ),
+    ];
+    for (id, attach, expected) in cases {
+        let config = WorkerConfig::from_yaml(&format!(
+            "{{id: {id}, type: process, process_type: unmanaged, attach: {attach}, restart: {{policy: never}}}}"
+        ))?;
+        master.send(AddWorker(config)).await??;
+        let err = master.send(StartWorker(id.into())).await?.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("worker `{id}`")) && text.contains(expected),
+            "{id}: {text}"
+        );
+    }
+    let init = WorkerConfig::from_yaml(
+        "{id: init, type: process, process_type: unmanaged, attach: {pid: 1}}",
+    )?;
+    let err = master.send(AddWorker(init)).await?.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation);
+    assert!(err.to_string().contains("PID 1"), "{err}");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn http_tcp_and_exec_probes_restart_after_the_threshold() -> TestResult {
+    let dir = TempDir::new("probes");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let closed = support::free_port();
+    let probes = [
+        ("http", format!("{{type: http, url: 'http://127.0.0.1:{closed}/health', interval: 20ms, timeout: 1s, failure_threshold: 2}}")),
+        ("tcp", format!("{{type: tcp, address: '127.0.0.1:{closed}', interval: 20ms, timeout: 1s, failure_threshold: 2}}")),
+        ("exec", "{type: exec, command: [/bin/false], interval: 20ms, timeout: 1s, failure_threshold: 2}".to_string()),
+    ];
+    for (id, health) in &probes {
+        let config = process_worker(id, &["--count", &dir.file(id)])
+            .with_health_check(health)
+            .with_restart("{policy: on_failure, max_restarts: 1, window: 60s, backoff: {initial: 0s, max: 0s}}");
+        master.send(AddWorker(config)).await??;
+        master.send(StartWorker((*id).into())).await??;
+    }
+    for (id, _) in &probes {
+        let failed = watch.until(id, WorkerState::Failed).await;
+        assert!(failed
+            .reason
+            .unwrap()
+            .contains("health check failed 2 times in a row"));
+        watch.until(id, WorkerState::Running).await;
+        watch.until(id, WorkerState::Failed).await;
+        assert!(
+            master
+                .send(GetWorkerState((*id).into()))
+                .await??
+                .circuit_open
+        );
+        assert_eq!(dir.lines(id), 2, "{id}: launched, then restarted once");
+    }
+
+    // A passing http probe against the worker's own server.
+    let port = support::free_port();
+    let config = process_worker("served", &["--serve-http", &port.to_string()])
+        .with_health_check(&format!("{{type: http, url: 'http://127.0.0.1:{port}/health', interval: 20ms, failure_threshold: 100}}"));
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("served".into())).await??;
+    let start = std::time::Instant::now();
+    loop {
+        let d = master.send(GetWorkerState("served".into())).await??;
+        if d.health == hsu::worker::HealthStatus::Healthy {
+            break;
+        }
+        assert!(start.elapsed() < support::DEADLINE, "never healthy: {d:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn limits_and_module_only_fields_are_refused_for_modules() -> TestResult {
+    let dir = TempDir::new("limits-module");
+    let (master, _watch) = support::master_in(&dir).await;
+    let config = WorkerConfig::from_yaml(
+        "{id: m, type: module, module_name: echo, limits: {memory_max: 1GiB}}",
+    )?;
+    let err = master.send(AddWorker(config)).await?.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("in-process modules cannot be limited"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn shutdown_stops_every_process_and_leaves_none() -> TestResult {
+    let dir = TempDir::new("shutdown");
+    let (master, _watch) = support::master_in(&dir).await;
+    let mut pids = Vec::new();
+    for i in 0..5 {
+        let id = format!("p{i}");
+        master.send(AddWorker(process_worker(&id, &[]))).await??;
+        master.send(StartWorker(id.clone())).await??;
+        pids.push(master.send(GetWorkerState(id)).await??.pid.unwrap());
+    }
+    let report = master.send(Shutdown).await?;
+    assert_eq!(report.stopped.len(), 5);
+    for pid in pids {
+        assert!(!alive(pid));
+    }
+    eventually("run files removed", || {
+        std::fs::read_dir(dir.0.join("run"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true)
+    })
+    .await;
+    Ok(())
+}
