@@ -242,3 +242,65 @@ fn usage_errors_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage:"));
 }
+
+#[test]
+fn children_die_with_the_master_even_when_it_is_sigkilled() {
+    let dir = std::env::temp_dir().join(format!("hsu-test-{}-sigkill", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let worker = env!("CARGO_BIN_EXE_hsu-test-worker");
+    let config = TempFile::new(
+        "sigkill.yaml",
+        &format!(
+            "master: {{logs: {{directory: {d}/logs}}, run_directory: {d}/run}}
+workers:
+  - {{id: a, type: process, execution: {{executable_path: {worker}, args: [--pid-file, {d}/a.pid, --ignore-term]}}}}
+  - {{id: b, type: process, execution: {{executable_path: {worker}, args: [--pid-file, {d}/b.pid]}}}}
+",
+            d = dir.display()
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let read_pid = |name: &str| -> u32 {
+        let path = dir.join(name);
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(pid) = text.trim().parse() {
+                    return pid;
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "no pid file {}", path.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let pids = [read_pid("a.pid"), read_pid("b.pid")];
+    hsu.signal("KILL");
+    let (status, _) = hsu.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !matches!(
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next()),
+                    Some("Z" | "X")
+                )
+            })
+            .unwrap_or(false)
+    };
+    let start = std::time::Instant::now();
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "children outlived the master: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

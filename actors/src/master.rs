@@ -76,8 +76,9 @@ pub struct GetWorkerState(pub String);
 #[rtype(result = "Vec<WorkerSummary>")]
 pub struct GetAllWorkerStates;
 
-/// Stops every worker in reverse order of addition, then removes them. Later requests to add
-/// workers are refused. Replies when all are stopped.
+/// Stops every worker, then removes them. The stops run concurrently (each within its own
+/// timeout, so a slow worker delays no other) and are requested in reverse order of addition.
+/// Later requests to add workers are refused. Replies when all are stopped.
 #[derive(Debug, Message)]
 #[rtype(result = "ShutdownReport")]
 pub struct Shutdown;
@@ -643,10 +644,18 @@ impl Handler<Shutdown> for MasterActor {
             }
         }
         tracing::info!(workers = targets.len(), "shutting down");
+        // All at once, each within its own stop timeout, so a slow worker delays no other;
+        // the requests go out in reverse order of addition.
         let stopping = async move {
+            let results = futures::future::join_all(
+                targets
+                    .into_iter()
+                    .map(|(id, addr)| async move { (id, addr.terminate().await) }),
+            )
+            .await;
             let mut report = ShutdownReport::default();
-            for (id, addr) in targets {
-                match addr.terminate().await {
+            for (id, result) in results {
+                match result {
                     Ok(Ok(())) | Err(_) => report.stopped.push(id),
                     Ok(Err(e)) => report.errors.push((id, error_chain(&e))),
                 }
