@@ -519,3 +519,52 @@ async fn shutdown_stops_every_process_and_leaves_none() -> TestResult {
     .await;
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_memory_limit_violation_restarts_the_worker() -> TestResult {
+    let dir = TempDir::new("memlimit");
+    let mut config = support::config_in(&dir);
+    config.resource_interval = Duration::from_millis(50);
+    let (master, mut watch) = support::launch(config).await;
+    let worker = process_worker(
+        "hog",
+        &["--leak-mb", "64", "--count", &dir.file("launches")],
+    )
+    .with_restart(
+        "{policy: on_failure, max_restarts: 1, window: 60s, backoff: {initial: 0s, max: 0s}}",
+    );
+    let mut worker = worker;
+    worker.limits = Some(serde_yaml::from_str(
+        "{memory_max: 32MiB, on_violation: restart, grace: 2}",
+    )?);
+    master.send(AddWorker(worker)).await??;
+    // A worker under its limit is sampled but left alone.
+    let mut calm = process_worker("calm", &[]);
+    calm.limits = Some(serde_yaml::from_str(
+        "{memory_max: 1GiB, on_violation: restart, grace: 1}",
+    )?);
+    master.send(AddWorker(calm)).await??;
+    master.send(StartWorker("calm".into())).await??;
+    master.send(StartWorker("hog".into())).await??;
+    let failed = watch.until("hog", WorkerState::Failed).await;
+    let reason = failed.reason.unwrap();
+    assert!(
+        reason.contains("limit exceeded: memory: RSS") && reason.contains("memory_max 32MiB"),
+        "{reason}"
+    );
+    watch.until("hog", WorkerState::Running).await;
+    watch.until("hog", WorkerState::Failed).await;
+    assert!(
+        master
+            .send(GetWorkerState("hog".into()))
+            .await??
+            .circuit_open
+    );
+    assert_eq!(dir.lines("launches"), 2);
+    let calm = master.send(GetWorkerState("calm".into())).await??;
+    assert_eq!(calm.state, WorkerState::Running);
+    let usage = calm.resources.expect("sampled");
+    assert!(usage.rss_bytes > 0 && usage.rss_bytes < 1 << 30);
+    master.send(Shutdown).await?;
+    Ok(())
+}

@@ -13,6 +13,7 @@ pub mod module_worker;
 pub mod process;
 pub mod process_worker;
 pub mod registry;
+pub mod resources;
 pub mod restart;
 pub mod runtime;
 pub mod state;

@@ -13,13 +13,16 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::config::{
-    validate_worker, MasterConfig, ModuleType, ProcessType, WorkerConfig, WorkerKind, WorkerSpec,
+    validate_worker, ByteSize, LimitsConfig, MasterConfig, ModuleType, OnViolation, ProcessType,
+    WorkerConfig, WorkerKind, WorkerSpec,
 };
 use crate::error::{error_chain, MasterError};
 use crate::health::{HealthActor, HealthReport, Probe, UnwatchHealth, WatchHealth};
 use crate::module_worker::{ModuleWorkerActor, ModuleWorkerSetup};
+use crate::process::ResourceUsage;
 use crate::process_worker::{ProcessWorkerActor, ProcessWorkerSetup};
 use crate::registry::{GetFactory, ListFactories, RegisterNativeModuleFactory, RegistryActor};
+use crate::resources::{ResourceMonitor, ResourceSamples};
 use crate::restart::{jitter_sample, Decision, RestartTracker, Trigger};
 use crate::runtime::WorkerRuntime;
 use crate::state::WorkerState;
@@ -142,6 +145,10 @@ struct Entry {
     health: HealthStatus,
     consecutive_health_failures: u32,
     last_health_check: Option<SystemTime>,
+    /// Latest CPU/memory sample (processes).
+    resources: Option<ResourceUsage>,
+    /// Samples in a row over a limit.
+    violations: u32,
 }
 
 /// The master. Create it with [`MasterActor::launch`] inside a running actix system.
@@ -157,6 +164,8 @@ pub struct MasterActor {
     adding: HashSet<WorkerId>,
     subscribers: Vec<mpsc::UnboundedSender<WorkerStateChanged>>,
     shutting_down: bool,
+    /// Samples CPU and memory of running processes.
+    resources: Option<ResourceMonitor>,
 }
 
 impl MasterActor {
@@ -186,6 +195,7 @@ impl MasterActor {
                 adding: HashSet::new(),
                 subscribers: Vec::new(),
                 shutting_down: false,
+                resources: None,
             }
         }))
     }
@@ -338,6 +348,12 @@ impl Actor for MasterActor {
         // Many workers report at once; do_send never blocks, and requests should not wait
         // behind a small default mailbox.
         ctx.set_mailbox_capacity(1024);
+        match ResourceMonitor::start(self.config.resource_interval, ctx.address().recipient()) {
+            Ok(monitor) => self.resources = Some(monitor),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start resource sampling; limits are not enforced")
+            }
+        }
     }
 }
 
@@ -487,6 +503,8 @@ impl Handler<AddWorker> for MasterActor {
                         health: HealthStatus::Unknown,
                         consecutive_health_failures: 0,
                         last_health_check: None,
+                        resources: None,
+                        violations: 0,
                     },
                 );
                 Ok(id)
@@ -588,6 +606,7 @@ impl Handler<GetWorkerState> for MasterActor {
         let failures = entry.consecutive_health_failures;
         let checked = entry.last_health_check;
         let last_error = entry.last_error.clone();
+        let resources = entry.resources;
         Box::pin(async move {
             let mut d = addr
                 .diagnostics()
@@ -600,6 +619,9 @@ impl Handler<GetWorkerState> for MasterActor {
             d.last_health_check = checked.or(d.last_health_check);
             if last_error.is_some() {
                 d.last_error = last_error;
+            }
+            if d.state == WorkerState::Running {
+                d.resources = resources;
             }
             Ok(d)
         })
@@ -706,6 +728,16 @@ impl Handler<WorkerStateChanged> for MasterActor {
             }
             if event.from == WorkerState::Running {
                 self.health.do_send(UnwatchHealth(event.id.clone()));
+                entry.violations = 0;
+                entry.resources = None;
+                if let Some(monitor) = &self.resources {
+                    monitor.unwatch(event.id.clone());
+                }
+            }
+            if let (WorkerState::Running, Some(pid), Some(monitor)) =
+                (event.to, event.pid, &self.resources)
+            {
+                monitor.watch(event.id.clone(), pid);
             }
             if event.to == WorkerState::Running {
                 entry.health = HealthStatus::Unknown;
@@ -782,6 +814,77 @@ impl Handler<HealthReport> for MasterActor {
             ));
         }
     }
+}
+
+impl Handler<ResourceSamples> for MasterActor {
+    type Result = ();
+
+    /// Records each sample and enforces `limits:`: `grace` samples in a row over a limit
+    /// trigger `on_violation`.
+    fn handle(&mut self, msg: ResourceSamples, ctx: &mut Context<Self>) {
+        for (id, usage) in msg.0 {
+            let Some(entry) = self.workers.get_mut(&id) else {
+                continue;
+            };
+            if entry.state != WorkerState::Running {
+                continue;
+            }
+            entry.resources = Some(usage);
+            let WorkerKind::Process(process) = &entry.spec.kind else {
+                continue;
+            };
+            let Some(limits) = &process.limits else {
+                continue;
+            };
+            let Some(violation) = limit_violation(limits, &usage) else {
+                entry.violations = 0;
+                continue;
+            };
+            entry.violations += 1;
+            if entry.violations < limits.grace {
+                continue;
+            }
+            let reason = format!("{violation} ({} samples in a row)", entry.violations);
+            entry.violations = 0;
+            match limits.on_violation {
+                OnViolation::Log => tracing::warn!(worker = %id, "limit exceeded: {reason}"),
+                OnViolation::Restart => {
+                    tracing::warn!(worker = %id, "limit exceeded, failing the worker: {reason}");
+                    entry.addr.fail(format!("limit exceeded: {reason}"));
+                }
+                OnViolation::Stop => {
+                    tracing::warn!(worker = %id, "limit exceeded, stopping the worker: {reason}");
+                    entry.last_error = Some(format!("stopped: limit exceeded: {reason}"));
+                    if let Ok(addr) = self.manual_request(id.as_str(), true, ctx) {
+                        actix::spawn(async move {
+                            let _ = addr.stop().await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What limit `usage` breaks, if any, in words.
+fn limit_violation(limits: &LimitsConfig, usage: &ResourceUsage) -> Option<String> {
+    if let Some(max) = limits.memory_max {
+        if usage.rss_bytes > max.0 {
+            return Some(format!(
+                "memory: RSS {} > memory_max {max}",
+                ByteSize(usage.rss_bytes)
+            ));
+        }
+    }
+    if let Some(max) = limits.cpu_percent_max {
+        if usage.cpu_percent > max {
+            return Some(format!(
+                "cpu: {:.1}% > cpu_percent_max {max}%",
+                usage.cpu_percent
+            ));
+        }
+    }
+    None
 }
 
 impl MasterActor {

@@ -23,7 +23,7 @@ use crate::error::{error_chain, Operation, WorkerError};
 use crate::process::attach::{self, Attached};
 use crate::process::logs::LogSink;
 use crate::process::spawn::{self, RunFile, SpawnExtras};
-use crate::process::{sys, ExitInfo, ResourceUsage};
+use crate::process::{sys, ExitInfo};
 use crate::runtime::WorkerRuntime;
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
@@ -45,11 +45,6 @@ struct ProcessExited {
     generation: u64,
     info: ExitInfo,
 }
-
-/// Sets the latest CPU/memory sample shown in diagnostics. Sent by the master.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct SetResources(pub ResourceUsage);
 
 /// What a process worker needs to exist. Built by the master from a validated spec.
 pub struct ProcessWorkerSetup {
@@ -83,7 +78,6 @@ pub struct ProcessWorkerActor {
     last_error: Option<String>,
     started_at: Option<(SystemTime, Instant)>,
     last_exit: Option<ExitInfo>,
-    resources: Option<ResourceUsage>,
     last_health_check: Option<SystemTime>,
 }
 
@@ -119,7 +113,6 @@ impl ProcessWorkerActor {
             last_error: None,
             started_at: None,
             last_exit: None,
-            resources: None,
             last_health_check: None,
         }
     }
@@ -345,17 +338,9 @@ impl Handler<GetDiagnostics> for ProcessWorkerActor {
             executable_path,
             module: None,
             last_exit: self.last_exit.clone(),
-            resources: self.resources.filter(|_| running),
+            resources: None,
             log_file: self.sink.as_ref().map(|s| s.path().to_path_buf()),
         })
-    }
-}
-
-impl Handler<SetResources> for ProcessWorkerActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetResources, _: &mut Context<Self>) {
-        self.resources = Some(msg.0);
     }
 }
 

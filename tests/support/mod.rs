@@ -325,12 +325,22 @@ impl Drop for TempDir {
     }
 }
 
-/// A master whose logs and run files go under `dir`.
-pub async fn master_in(dir: &TempDir) -> (Addr<MasterActor>, Watch) {
+/// Master settings whose logs and run files go under `dir`.
+pub fn config_in(dir: &TempDir) -> MasterConfig {
     let mut config = MasterConfig::default();
     config.logs.directory = dir.0.join("logs");
     config.logs.mirror = false;
     config.run_directory = dir.0.join("run");
+    config
+}
+
+/// A master whose logs and run files go under `dir`.
+pub async fn master_in(dir: &TempDir) -> (Addr<MasterActor>, Watch) {
+    launch(config_in(dir)).await
+}
+
+/// A master with `config` and a watch on its events.
+pub async fn launch(config: MasterConfig) -> (Addr<MasterActor>, Watch) {
     let master = MasterActor::launch(config).expect("master starts");
     let events = master.send(Subscribe).await.unwrap();
     (master, Watch::new(events))
