@@ -568,3 +568,145 @@ async fn a_memory_limit_violation_restarts_the_worker() -> TestResult {
     master.send(Shutdown).await?;
     Ok(())
 }
+
+fn integrated_worker(id: &str, args: &[&str]) -> WorkerConfig {
+    let mut config = process_worker(id, &[&["--integrated"], args].concat());
+    config.process_type = Some(hsu::config::ProcessType::Integrated);
+    config
+}
+
+#[actix_rt::test]
+async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_signal(
+) -> TestResult {
+    let dir = TempDir::new("integrated");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let healthy = dir.file("healthy");
+    std::fs::write(&healthy, "")?;
+    let config = integrated_worker(
+        "core",
+        &[
+            "--ready-delay",
+            "300",
+            "--health-file",
+            &healthy,
+            "--count",
+            &dir.file("launches"),
+        ],
+    )
+    .with_health_check("{type: ping, interval: 20ms, timeout: 1s, failure_threshold: 2}")
+    .with_restart(
+        "{policy: on_failure, max_restarts: 1, window: 60s, backoff: {initial: 0s, max: 0s}}",
+    );
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("core".into())).await??;
+    // Start returned: the worker answered Ping (after its 300ms delay).
+    let d = master.send(GetWorkerState("core".into())).await??;
+    assert_eq!(
+        (d.state, d.kind),
+        (
+            WorkerState::Running,
+            hsu::worker::WorkerKindName::Integrated
+        )
+    );
+    let port: u16 = std::fs::read_to_string(dir.0.join("run/core.port"))?
+        .trim()
+        .parse()?;
+    let client = hsu::process::integrated::ControlClient::new(
+        port,
+        Duration::from_secs(1),
+        &hsu::runtime::WorkerRuntime::new(1)?,
+    )
+    .map_err(|e| e.to_string())?;
+    client.ping(Duration::from_secs(1)).await?;
+    assert!(client.health("", Duration::from_secs(1)).await?);
+
+    // Unhealthy: Ping answers UNAVAILABLE, the probe fails twice, the worker is restarted.
+    std::fs::remove_file(&healthy)?;
+    let failed = watch.until("core", WorkerState::Failed).await;
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("health check failed 2 times"),
+        "{failed:?}"
+    );
+    std::fs::write(&healthy, "")?;
+    watch.until("core", WorkerState::Running).await;
+    assert_eq!(dir.lines("launches"), 2);
+
+    let pid = master
+        .send(GetWorkerState("core".into()))
+        .await??
+        .pid
+        .unwrap();
+    master.send(StopWorker("core".into())).await??;
+    assert!(!alive(pid));
+    assert!(!dir.0.join("run/core.port").exists() && !dir.0.join("run/core.pid").exists());
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn grpc_health_probe_fails_a_not_serving_worker() -> TestResult {
+    let dir = TempDir::new("grpc-health");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let healthy = dir.file("healthy");
+    std::fs::write(&healthy, "")?;
+    let config = integrated_worker("svc", &["--health-file", &healthy])
+        .with_health_check("{type: grpc_health, interval: 20ms, failure_threshold: 2}");
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("svc".into())).await??;
+    std::fs::remove_file(&healthy)?;
+    let failed = watch.until("svc", WorkerState::Failed).await;
+    assert!(failed
+        .reason
+        .unwrap()
+        .contains("health check failed 2 times"));
+    assert_eq!(
+        master.send(GetWorkerState("svc".into())).await??.pid,
+        None,
+        "stopped after failing"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn an_integrated_worker_that_never_answers_fails_to_start_and_leaves_nothing() -> TestResult {
+    let dir = TempDir::new("not-ready");
+    let (master, _watch) = support::master_in(&dir).await;
+    let pid_file = dir.file("pid");
+    let mut config =
+        integrated_worker("mute", &["--ready-delay", "60000", "--pid-file", &pid_file]);
+    config.integrated = Some(serde_yaml::from_str(
+        "{startup_timeout: 500ms, call_timeout: 100ms}",
+    )?);
+    master.send(AddWorker(config)).await??;
+    let err = master.send(StartWorker("mute".into())).await?.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        err.to_string()
+            .contains("no successful Ping within startup_timeout 500ms"),
+        "{err}"
+    );
+    let pid = read_pid(&pid_file).await;
+    assert!(!alive(pid), "the process that never got ready was stopped");
+    assert_eq!(
+        master.send(GetWorkerState("mute".into())).await??.state,
+        WorkerState::FailedStart
+    );
+
+    // A process that exits before answering fails at once, with its exit status.
+    let mut config = process_worker("quitter", &["--exit", "2"]);
+    config.process_type = Some(hsu::config::ProcessType::Integrated);
+    master.send(AddWorker(config)).await??;
+    let err = master
+        .send(StartWorker("quitter".into()))
+        .await?
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("exited with code 2 before answering Ping"),
+        "{err}"
+    );
+    Ok(())
+}

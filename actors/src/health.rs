@@ -19,7 +19,7 @@ use crate::WorkerId;
 #[derive(Clone)]
 pub enum Probe {
     /// Ask the worker actor (`module`, `process`, `ping`, `grpc_health`).
-    Worker(Recipient<CheckHealth>, ProbeType),
+    Worker(Recipient<CheckHealth>, ProbeType, String),
     /// GET a URL; a 2xx status passes.
     Http(String),
     /// Connect to `host:port`.
@@ -39,7 +39,7 @@ impl Probe {
             ProbeType::Http => Self::Http(config.url.clone().unwrap_or_default()),
             ProbeType::Tcp => Self::Tcp(config.address.clone().unwrap_or_default()),
             ProbeType::Exec => Self::Exec(config.command.clone()),
-            other => Self::Worker(worker, other),
+            other => Self::Worker(worker, other, config.service.clone()),
         }
     }
 }
@@ -116,9 +116,10 @@ impl HealthActor {
         let timeout = watch.config.timeout;
         let probe = &watch.probe;
         let probing: futures::future::BoxFuture<'static, Result<(), String>> = match probe {
-            Probe::Worker(worker, probe) => {
+            Probe::Worker(worker, probe, service) => {
                 let sent = worker.send(CheckHealth {
                     probe: *probe,
+                    service: service.clone(),
                     timeout,
                 });
                 let probe = *probe;

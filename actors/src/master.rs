@@ -13,8 +13,8 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::config::{
-    validate_worker, ByteSize, LimitsConfig, MasterConfig, ModuleType, OnViolation, ProcessType,
-    WorkerConfig, WorkerKind, WorkerSpec,
+    validate_worker, ByteSize, LimitsConfig, MasterConfig, ModuleType, OnViolation, WorkerConfig,
+    WorkerKind, WorkerSpec,
 };
 use crate::error::{error_chain, MasterError};
 use crate::health::{HealthActor, HealthReport, Probe, UnwatchHealth, WatchHealth};
@@ -409,23 +409,15 @@ impl Handler<AddWorker> for MasterActor {
         if self.workers.contains_key(&id) || self.adding.contains(&id) {
             return Box::pin(fut::ready(Err(MasterError::Conflict { id })));
         }
-        match &spec.kind {
-            WorkerKind::Module {
-                module_type: ModuleType::Plugin,
-                ..
-            } => {
-                return Box::pin(fut::ready(Err(MasterError::Unsupported {
-                    id,
-                    what: "a plugin module".into(),
-                })))
-            }
-            WorkerKind::Process(p) if p.process_type == ProcessType::Integrated => {
-                return Box::pin(fut::ready(Err(MasterError::Unsupported {
-                    id,
-                    what: "an integrated process worker".into(),
-                })))
-            }
-            _ => {}
+        if let WorkerKind::Module {
+            module_type: ModuleType::Plugin,
+            ..
+        } = &spec.kind
+        {
+            return Box::pin(fut::ready(Err(MasterError::Unsupported {
+                id,
+                what: "a plugin module".into(),
+            })));
         }
         self.adding.insert(id.clone());
         // Native modules need their factory from the registry; processes need nothing.

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::config::{LogsConfig, ProbeType, ProcessSpec, ProcessType};
 use crate::error::{error_chain, Operation, WorkerError};
 use crate::process::attach::{self, Attached};
+use crate::process::integrated::{self, ControlClient};
 use crate::process::logs::LogSink;
 use crate::process::spawn::{self, RunFile, SpawnExtras};
 use crate::process::{sys, ExitInfo};
@@ -88,7 +89,10 @@ struct Run {
     target: Target,
     /// `Some` once the process has exited (and, if ours, been reaped and its output read).
     exited: watch::Receiver<Option<ExitInfo>>,
+    /// Integrated workers: the control protocol client.
+    control: Option<ControlClient>,
     _pid_file: Option<RunFile>,
+    _port_file: Option<RunFile>,
 }
 
 enum Target {
@@ -166,16 +170,26 @@ impl Handler<Start> for ProcessWorkerActor {
                 ProcessType::Unmanaged => act.attach(ctx),
                 ProcessType::Managed | ProcessType::Integrated => act.spawn(ctx),
             };
-            match started {
+            if let Err(e) = started {
+                let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
+                return Box::pin(fut::ready(Err(e)));
+            }
+            let ready = act.readiness();
+            Box::pin(ready.into_actor(act).then(|ready, act, _| match ready {
                 Ok(()) => {
                     act.started_at = Some((SystemTime::now(), Instant::now()));
                     Box::pin(fut::ready(act.advance(Lifecycle::Started, None)))
+                        as ResponseActFuture<Self, _>
                 }
                 Err(e) => {
-                    let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
-                    Box::pin(fut::ready(Err(e)))
+                    // Not ready: nothing of it may stay behind.
+                    let stopping = act.stop_run();
+                    Box::pin(stopping.into_actor(act).map(move |_, act, _| {
+                        let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
+                        Err(e)
+                    }))
                 }
-            }
+            }))
         })
     }
 }
@@ -297,10 +311,31 @@ impl Handler<CheckHealth> for ProcessWorkerActor {
             }
             Target::Attached(a) => a.is_alive(),
         };
-        match msg.probe {
-            ProbeType::Process => Box::pin(fut::ready(Ok(alive))),
-            other => Box::pin(fut::ready(Err(WorkerError::NotReady {
-                id: self.setup.id.clone(),
+        let id = self.setup.id.clone();
+        let control = run.control.clone();
+        match (msg.probe, control) {
+            (ProbeType::Process, _) => Box::pin(fut::ready(Ok(alive))),
+            (ProbeType::Ping, Some(control)) => Box::pin(
+                async move {
+                    control
+                        .ping(msg.timeout)
+                        .await
+                        .map(|()| true)
+                        .map_err(|reason| WorkerError::NotReady { id, reason })
+                }
+                .into_actor(self),
+            ),
+            (ProbeType::GrpcHealth, Some(control)) => Box::pin(
+                async move {
+                    control
+                        .health(&msg.service, msg.timeout)
+                        .await
+                        .map_err(|reason| WorkerError::NotReady { id, reason })
+                }
+                .into_actor(self),
+            ),
+            (other, _) => Box::pin(fut::ready(Err(WorkerError::NotReady {
+                id,
                 reason: format!("probe {other:?} is not available for this worker"),
             }))),
         }
@@ -446,6 +481,33 @@ impl ProcessWorkerActor {
         })?;
         let mut extras = SpawnExtras::default();
         extras.env.push(("HSU_WORKER_ID".into(), id.to_string()));
+        let integrated = &self.setup.spec.integrated;
+        let port = match self.setup.spec.process_type {
+            ProcessType::Integrated => {
+                let port = integrated::free_port().map_err(|source| WorkerError::Io {
+                    id: id.clone(),
+                    what: "find a free port on 127.0.0.1".into(),
+                    source,
+                })?;
+                if !integrated.port_arg.is_empty() {
+                    extras
+                        .args
+                        .extend([integrated.port_arg.clone(), port.to_string()]);
+                }
+                if !integrated.port_env.is_empty() {
+                    extras
+                        .env
+                        .push((integrated.port_env.clone(), port.to_string()));
+                }
+                if !self.setup.spec.config.value().is_null() {
+                    let yaml =
+                        serde_yaml::to_string(self.setup.spec.config.value()).unwrap_or_default();
+                    extras.env.push(("HSU_CONFIG".into(), yaml));
+                }
+                Some(port)
+            }
+            _ => None,
+        };
         let spawned = spawn::spawn(&exec, extras, sink, &self.setup.runtime).map_err(|source| {
             WorkerError::Spawn {
                 id: id.clone(),
@@ -469,14 +531,71 @@ impl ProcessWorkerActor {
                 .into_actor(self)
                 .map(move |info, _, ctx| ctx.notify(ProcessExited { generation, info })),
         );
+        let (control, port_file) = match port {
+            Some(port) => {
+                let port_file = RunFile::write(&self.setup.run_directory, id.as_str(), "port", &port.to_string())
+                    .map_err(|e| tracing::warn!(parent: &self.span, error = %e, "cannot write the port file"))
+                    .ok();
+                let client = ControlClient::new(port, integrated.call_timeout, &self.setup.runtime)
+                    .map_err(|reason| WorkerError::NotReady {
+                        id: id.clone(),
+                        reason,
+                    })?;
+                (Some(client), port_file)
+            }
+            None => (None, None),
+        };
         self.run = Some(Run {
             generation,
             pid,
             target: Target::Group,
             exited: rx,
+            control,
             _pid_file: pid_file,
+            _port_file: port_file,
         });
         Ok(())
+    }
+
+    /// Resolves when the new run is ready: at once, or for integrated workers at the first
+    /// successful Ping. Fails if the process exits first or `startup_timeout` passes.
+    fn readiness(&self) -> impl std::future::Future<Output = Result<(), WorkerError>> + 'static {
+        let id = self.setup.id.clone();
+        let control = self.run.as_ref().and_then(|r| r.control.clone());
+        let exited = self.run.as_ref().map(|r| r.exited.clone());
+        let integrated = self.setup.spec.integrated.clone();
+        async move {
+            let (Some(control), Some(mut exited)) = (control, exited) else {
+                return Ok(());
+            };
+            let deadline = tokio::time::Instant::now() + integrated.startup_timeout;
+            let mut pause = Duration::from_millis(20);
+            let mut last_error;
+            loop {
+                if let Some(info) = exited.borrow_and_update().clone() {
+                    return Err(WorkerError::NotReady {
+                        id,
+                        reason: format!("process {info} before answering Ping"),
+                    });
+                }
+                match control.ping(integrated.call_timeout).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last_error = e,
+                }
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return Err(WorkerError::NotReady {
+                        id,
+                        reason: format!(
+                            "no successful Ping within startup_timeout {} (last error: {last_error})",
+                            crate::config::duration::format(integrated.startup_timeout)
+                        ),
+                    });
+                }
+                // Wake early if the process exits meanwhile.
+                let _ = tokio::time::timeout(pause, exited.changed()).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+        }
     }
 
     /// Attaches an unmanaged worker to its process and watches its exit through the pidfd.
@@ -505,7 +624,9 @@ impl ProcessWorkerActor {
             pid,
             target: Target::Attached(attached),
             exited: rx,
+            control: None,
             _pid_file: None,
+            _port_file: None,
         });
         Ok(())
     }

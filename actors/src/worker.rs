@@ -65,6 +65,8 @@ pub struct Fail {
 pub struct CheckHealth {
     /// Which probe: `module`, `process`, `ping` or `grpc_health`.
     pub probe: ProbeType,
+    /// For `grpc_health`: the service name asked about.
+    pub service: String,
     /// Limit for the probe.
     pub timeout: Duration,
 }

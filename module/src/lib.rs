@@ -38,6 +38,8 @@
 mod context;
 mod error;
 mod info;
+#[cfg(feature = "integrated")]
+pub mod integrated;
 
 pub use async_trait::async_trait;
 pub use context::{ModuleConfig, ModuleContext, TaskFuture, TaskSpawner};

@@ -11,6 +11,9 @@
 //! `--leak-mb N`           allocate and touch N MiB
 //! `--flood N`             print N numbered lines (`line 000001` …) to stdout
 //! `--last-line TEXT`      print TEXT just before exiting
+//! `--integrated`          serve HSU's control protocol (Ping, gRPC health) on `--port N`
+//! `--health-file FILE`    healthy only while FILE exists (default: always healthy)
+//! `--ready-delay MS`      wait MS milliseconds before serving the control protocol
 //! `--exit N`              exit with code N (after the above); `--crash` aborts instead
 //! `--sleep MS`            run for MS milliseconds, then exit 0 (default: until signalled)
 
@@ -31,6 +34,10 @@ struct Flags {
     exit: Option<i32>,
     crash: bool,
     sleep_ms: Option<u64>,
+    integrated: bool,
+    port: Option<u16>,
+    health_file: Option<String>,
+    ready_delay_ms: u64,
 }
 
 fn parse() -> Flags {
@@ -54,10 +61,10 @@ fn parse() -> Flags {
             "--exit" => f.exit = Some(value().parse().expect("code")),
             "--crash" => f.crash = true,
             "--sleep" => f.sleep_ms = Some(value().parse().expect("ms")),
-            // Integrated workers get `--port N` appended; accepted and ignored here.
-            "--port" => {
-                value();
-            }
+            "--port" => f.port = Some(value().parse().expect("port")),
+            "--integrated" => f.integrated = true,
+            "--health-file" => f.health_file = Some(value()),
+            "--ready-delay" => f.ready_delay_ms = value().parse().expect("ms"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -106,6 +113,29 @@ async fn main() {
                     let _ = stream.read(&mut buf).await;
                     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n").await;
                 });
+            }
+        });
+    }
+    if flags.integrated {
+        let port = flags
+            .port
+            .or_else(hsu_module::integrated::port_from_env)
+            .expect("--integrated needs --port or HSU_PORT");
+        let health_file = flags.health_file.clone();
+        let delay = Duration::from_millis(flags.ready_delay_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let healthy = move || {
+                let healthy = health_file
+                    .as_ref()
+                    .is_none_or(|f| std::path::Path::new(f).exists());
+                async move { healthy }
+            };
+            if let Err(e) =
+                hsu_module::integrated::serve(port, healthy, std::future::pending()).await
+            {
+                eprintln!("control protocol failed: {e}");
+                std::process::exit(70);
             }
         });
     }

@@ -2,6 +2,7 @@
 //! attaching to running processes, and resource sampling.
 
 pub mod attach;
+pub mod integrated;
 pub mod logs;
 pub mod spawn;
 pub mod sys;

@@ -1,0 +1,105 @@
+//! The master's side of HSU's control protocol: Ping and gRPC health calls to an integrated
+//! worker on 127.0.0.1, each under a deadline. The channel and its connection live on the
+//! worker runtime, never on an arbiter.
+
+use std::time::Duration;
+
+use hsu_module::integrated::{proto, HEALTH_CHECK_PATH, PING_PATH};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::runtime::WorkerRuntime;
+
+/// A lazily connecting client for one integrated worker.
+#[derive(Clone, Debug)]
+pub struct ControlClient {
+    channel: Channel,
+    runtime: WorkerRuntime,
+    call_timeout: Duration,
+}
+
+impl ControlClient {
+    /// A client for `127.0.0.1:port`; it connects on first use and reconnects as needed.
+    ///
+    /// # Errors
+    /// Only if the URI could not be built (it always can for a port).
+    pub fn new(port: u16, call_timeout: Duration, runtime: &WorkerRuntime) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(call_timeout)
+            .timeout(call_timeout);
+        // The channel's background task is spawned on the runtime entered here.
+        let _entered = runtime.handle().enter();
+        Ok(Self {
+            channel: endpoint.connect_lazy(),
+            runtime: runtime.clone(),
+            call_timeout,
+        })
+    }
+
+    /// `/proto.CoreService/Ping`; Ok when it answers in time.
+    pub async fn ping(&self, limit: Duration) -> Result<(), String> {
+        self.unary(PING_PATH, proto::PingRequest {}, limit)
+            .await
+            .map(|_: proto::PingResponse| ())
+    }
+
+    /// `/grpc.health.v1.Health/Check` for `service`; true when SERVING.
+    pub async fn health(&self, service: &str, limit: Duration) -> Result<bool, String> {
+        let request = proto::HealthCheckRequest {
+            service: service.to_string(),
+        };
+        let response: proto::HealthCheckResponse =
+            self.unary(HEALTH_CHECK_PATH, request, limit).await?;
+        Ok(response.status == proto::ServingStatus::Serving as i32)
+    }
+
+    async fn unary<Req, Resp>(
+        &self,
+        path: &'static str,
+        request: Req,
+        limit: Duration,
+    ) -> Result<Resp, String>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let channel = self.channel.clone();
+        let deadline = limit.min(self.call_timeout);
+        let call = self.runtime.handle().spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready()
+                .await
+                .map_err(|e| format!("not reachable: {e}"))?;
+            let mut request = tonic::Request::new(request);
+            request.set_timeout(deadline);
+            grpc.unary(
+                request,
+                PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| format!("{path}: {} {}", s.code(), s.message()))
+        });
+        let abort = call.abort_handle();
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(format!("{path}: {e}")),
+            Err(_) => {
+                abort.abort();
+                Err(format!("{path}: no answer within {deadline:?}"))
+            }
+        }
+    }
+}
+
+/// A free port on 127.0.0.1, chosen by the kernel.
+///
+/// # Errors
+/// When no socket can be bound.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}

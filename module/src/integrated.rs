@@ -1,0 +1,220 @@
+//! HSU's control protocol, for integrated workers: a gRPC server on 127.0.0.1 with
+//! `/proto.CoreService/Ping` (as hsu-core's `coreservice.proto`) and the standard
+//! `grpc.health.v1.Health/Check`, whose answer reflects a health function you give.
+//!
+//! The master starts an integrated worker with a free loopback port as `--port N` (and in the
+//! environment as `HSU_PORT`), waits for the first successful Ping, and then uses Ping (or
+//! Health/Check) as its liveness probe. Stop is a signal (SIGTERM, then SIGKILL), as for any
+//! managed process; there is no stop RPC.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), hsu_module::ModuleError> {
+//! let port = hsu_module::integrated::port_from_env().expect("started by hsu");
+//! hsu_module::integrated::serve(port, || async { true }, std::future::pending()).await
+//! # }
+//! ```
+//!
+//! The messages are written by hand with prost's derive (no `protoc` needed); they are
+//! wire-compatible with the `.proto` files.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tonic::codegen::http;
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+
+use crate::ModuleError;
+
+/// Path of the Ping call.
+pub const PING_PATH: &str = "/proto.CoreService/Ping";
+/// Path of the standard health check call.
+pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
+/// The protocol's messages.
+pub mod proto {
+    /// `proto.PingRequest` (empty).
+    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+    pub struct PingRequest {}
+
+    /// `proto.PingResponse` (empty).
+    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+    pub struct PingResponse {}
+
+    /// `grpc.health.v1.HealthCheckRequest`.
+    #[derive(Clone, PartialEq, Eq, prost::Message)]
+    pub struct HealthCheckRequest {
+        /// The service asked about; empty for the whole server.
+        #[prost(string, tag = "1")]
+        pub service: String,
+    }
+
+    /// `grpc.health.v1.HealthCheckResponse`.
+    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+    pub struct HealthCheckResponse {
+        /// A [`ServingStatus`].
+        #[prost(enumeration = "ServingStatus", tag = "1")]
+        pub status: i32,
+    }
+
+    /// `grpc.health.v1.HealthCheckResponse.ServingStatus`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum ServingStatus {
+        /// Unknown.
+        Unknown = 0,
+        /// Serving.
+        Serving = 1,
+        /// Not serving.
+        NotServing = 2,
+        /// The service name is not known.
+        ServiceUnknown = 3,
+    }
+}
+
+/// The port the master chose: `--port N` among the arguments, else `HSU_PORT`.
+pub fn port_from_env() -> Option<u16> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == "--port")
+        .and_then(|w| w[1].parse().ok())
+        .or_else(|| std::env::var("HSU_PORT").ok()?.parse().ok())
+}
+
+type HealthFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// Serves the control protocol on `127.0.0.1:port` until `shutdown` resolves.
+/// `is_healthy` answers both Health/Check (SERVING or NOT_SERVING) and, when false, makes Ping
+/// fail with `UNAVAILABLE`.
+///
+/// # Errors
+/// When the port cannot be bound or the server fails.
+pub async fn serve<H, HF, S>(port: u16, is_healthy: H, shutdown: S) -> Result<(), ModuleError>
+where
+    H: Fn() -> HF + Send + Sync + 'static,
+    HF: Future<Output = bool> + Send + 'static,
+    S: Future<Output = ()> + Send,
+{
+    let health: HealthFn = Arc::new(move || Box::pin(is_healthy()));
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    tonic::transport::Server::builder()
+        .add_service(CoreService {
+            health: health.clone(),
+        })
+        .add_service(HealthService { health })
+        .serve_with_shutdown(address, shutdown)
+        .await
+        .map_err(|e| ModuleError::Other(Box::new(e)))
+}
+
+/// `proto.CoreService`.
+#[derive(Clone)]
+struct CoreService {
+    health: HealthFn,
+}
+
+/// `grpc.health.v1.Health`.
+#[derive(Clone)]
+struct HealthService {
+    health: HealthFn,
+}
+
+impl NamedService for CoreService {
+    const NAME: &'static str = "proto.CoreService";
+}
+
+impl NamedService for HealthService {
+    const NAME: &'static str = "grpc.health.v1.Health";
+}
+
+type BoxResponse = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+struct Ping(HealthFn);
+
+impl UnaryService<proto::PingRequest> for Ping {
+    type Response = proto::PingResponse;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
+
+    fn call(&mut self, _: Request<proto::PingRequest>) -> Self::Future {
+        let health = self.0.clone();
+        Box::pin(async move {
+            if health().await {
+                Ok(Response::new(proto::PingResponse {}))
+            } else {
+                Err(Status::unavailable("not healthy"))
+            }
+        })
+    }
+}
+
+struct Check(HealthFn);
+
+impl UnaryService<proto::HealthCheckRequest> for Check {
+    type Response = proto::HealthCheckResponse;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
+
+    fn call(&mut self, _: Request<proto::HealthCheckRequest>) -> Self::Future {
+        let health = self.0.clone();
+        Box::pin(async move {
+            let status = if health().await {
+                proto::ServingStatus::Serving
+            } else {
+                proto::ServingStatus::NotServing
+            };
+            Ok(Response::new(proto::HealthCheckResponse {
+                status: status as i32,
+            }))
+        })
+    }
+}
+
+fn unimplemented() -> BoxResponse {
+    Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) })
+}
+
+impl tonic::codegen::Service<http::Request<Body>> for CoreService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxResponse;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != PING_PATH {
+            return unimplemented();
+        }
+        let service = Ping(self.health.clone());
+        Box::pin(async move {
+            let mut grpc = Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(service, request).await)
+        })
+    }
+}
+
+impl tonic::codegen::Service<http::Request<Body>> for HealthService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxResponse;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != HEALTH_CHECK_PATH {
+            return unimplemented();
+        }
+        let service = Check(self.health.clone());
+        Box::pin(async move {
+            let mut grpc = Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(service, request).await)
+        })
+    }
+}
