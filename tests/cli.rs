@@ -304,3 +304,47 @@ workers:
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn module_tracing_and_process_output_share_the_per_worker_log_files() {
+    let dir = std::env::temp_dir().join(format!("hsu-test-{}-logs", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let worker = env!("CARGO_BIN_EXE_hsu-test-worker");
+    let config = TempFile::new(
+        "logs.yaml",
+        &format!(
+            "master: {{logs: {{directory: {d}/logs}}, run_directory: {d}/run}}
+workers:
+  - {{id: tick, type: module, module_name: ticker, config: {{interval: 20ms, message: beat}}}}
+  - {{id: proc, type: process, execution: {{executable_path: {worker}, args: [--flood, '3', --sleep, '60000']}}}}
+",
+            d = dir.display()
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    // The console mirror of the process output shows it has been read.
+    hsu.wait_for("line 000003");
+    let tick_log = dir.join("logs/tick.log");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&tick_log).is_ok_and(|t| t.matches("beat").count() >= 3) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no ticks in {}",
+            tick_log.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    hsu.signal("TERM");
+    let (status, stderr) = hsu.finish();
+    assert!(status.success(), "{stderr}");
+    let ticks = std::fs::read_to_string(&tick_log).unwrap();
+    let first = ticks.lines().find(|l| l.contains("beat")).unwrap();
+    assert!(
+        first.contains(" INFO hsu::builtin::ticker: beat count=1"),
+        "{first}"
+    );
+    let output = std::fs::read_to_string(dir.join("logs/proc.log")).unwrap();
+    assert_eq!(output, "line 000001\nline 000002\nline 000003\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}

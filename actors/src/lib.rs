@@ -18,6 +18,7 @@ pub mod restart;
 pub mod runtime;
 pub mod state;
 pub mod worker;
+pub mod worker_logs;
 
 pub use config::{HsuConfig, MasterConfig, WorkerConfig, WorkerSpec};
 pub use error::{ConfigError, ErrorKind, MasterError, WorkerError};

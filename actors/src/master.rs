@@ -233,6 +233,7 @@ impl MasterActor {
                     events,
                     start_timeout: spec.start_timeout,
                     stop_timeout: spec.stop_timeout,
+                    logs: self.config.logs.clone(),
                 };
                 (
                     WorkerAddr::Module(ModuleWorkerActor::new(setup).start()),

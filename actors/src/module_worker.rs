@@ -63,6 +63,8 @@ pub struct ModuleWorkerSetup {
     pub start_timeout: Duration,
     /// Limit of stop (tasks included).
     pub stop_timeout: Duration,
+    /// Where the module's tracing events go (with [`crate::worker_logs::layer`] installed).
+    pub logs: crate::config::LogsConfig,
 }
 
 /// The actor running one module worker.
@@ -89,6 +91,8 @@ pub struct ModuleWorkerActor {
     load_time: Duration,
     loaded_at: Option<SystemTime>,
     last_health_check: Option<SystemTime>,
+    /// This actor's registration with the tracing layer.
+    log_token: u64,
 }
 
 struct Run {
@@ -118,6 +122,7 @@ impl ModuleWorkerActor {
             load_time: Duration::ZERO,
             loaded_at: None,
             last_health_check: None,
+            log_token: 0,
         }
     }
 }
@@ -125,7 +130,12 @@ impl ModuleWorkerActor {
 impl Actor for ModuleWorkerActor {
     type Context = Context<Self>;
 
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.log_token = crate::worker_logs::register(&self.setup.id, &self.setup.logs);
+    }
+
     fn stopped(&mut self, _: &mut Context<Self>) {
+        crate::worker_logs::unregister(&self.setup.id, self.log_token);
         // Whatever way the actor ends, the module's tasks end with it.
         for run in [self.run.take(), self.init_run.take()]
             .into_iter()
