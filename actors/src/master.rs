@@ -182,6 +182,9 @@ impl MasterActor {
             .module_threads
             .unwrap_or_else(WorkerRuntime::default_threads);
         let runtime = WorkerRuntime::new(threads)?;
+        if let Err(e) = crate::process::sys::raise_fd_limit() {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; many process workers may hit EMFILE");
+        }
         let registry = RegistryActor::default().start();
         Ok(MasterActor::create(move |ctx| {
             let health = HealthActor::new(ctx.address().recipient(), runtime.clone()).start();
@@ -304,8 +307,13 @@ impl MasterActor {
                 entry.epoch += 1;
                 let epoch = entry.epoch;
                 let id = id.clone();
-                entry.pending_restart =
-                    Some(ctx.run_later(delay, move |act, ctx| act.restart_now(id, epoch, ctx)));
+                if delay.is_zero() {
+                    // A zero timer would still wait for the timer wheel's next millisecond.
+                    ctx.notify(RestartNow { id, epoch });
+                } else {
+                    entry.pending_restart =
+                        Some(ctx.run_later(delay, move |act, ctx| act.restart_now(id, epoch, ctx)));
+                }
             }
             Decision::GiveUp { restarts } => {
                 let text = format!(
@@ -806,6 +814,23 @@ impl Handler<HealthReport> for MasterActor {
                 report.error.unwrap_or_default()
             ));
         }
+    }
+}
+
+/// Self-message: an automatic restart with no backoff. Stale ones (the worker was started or
+/// stopped by hand since) are ignored by their epoch.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct RestartNow {
+    id: WorkerId,
+    epoch: u64,
+}
+
+impl Handler<RestartNow> for MasterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestartNow, ctx: &mut Context<Self>) {
+        self.restart_now(msg.id, msg.epoch, ctx);
     }
 }
 

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 
-use crate::config::{LogsConfig, ProbeType, ProcessSpec, ProcessType};
+use crate::config::{ExecutionConfig, LogsConfig, ProbeType, ProcessSpec, ProcessType};
 use crate::error::{error_chain, Operation, WorkerError};
 use crate::process::attach::{self, Attached};
 use crate::process::integrated::{self, ControlClient};
@@ -167,30 +167,40 @@ impl Handler<Start> for ProcessWorkerActor {
             }
             act.generation += 1;
             let started = match act.setup.spec.process_type {
-                ProcessType::Unmanaged => act.attach(ctx),
-                ProcessType::Managed | ProcessType::Integrated => act.spawn(ctx),
+                ProcessType::Unmanaged => Box::pin(fut::ready(act.attach(ctx))),
+                ProcessType::Managed | ProcessType::Integrated => act.launch(),
             };
-            if let Err(e) = started {
-                let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
-                return Box::pin(fut::ready(Err(e)));
-            }
-            let ready = act.readiness();
-            Box::pin(ready.into_actor(act).then(|ready, act, _| match ready {
-                Ok(()) => {
-                    act.started_at = Some((SystemTime::now(), Instant::now()));
-                    Box::pin(fut::ready(act.advance(Lifecycle::Started, None)))
-                        as ResponseActFuture<Self, _>
+            Box::pin(started.then(|started, act, _| {
+                if let Err(e) = started {
+                    let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
+                    return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>;
                 }
-                Err(e) => {
-                    // Not ready: nothing of it may stay behind.
-                    let stopping = act.stop_run();
-                    Box::pin(stopping.into_actor(act).map(move |_, act, _| {
-                        let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
-                        Err(e)
-                    }))
-                }
+                act.when_ready()
             }))
         })
+    }
+}
+
+impl ProcessWorkerActor {
+    /// After a successful spawn or attach: wait for readiness, then `running`; or clean up
+    /// and `failed_start`.
+    fn when_ready(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>> {
+        let ready = self.readiness();
+        Box::pin(ready.into_actor(self).then(|ready, act, _| match ready {
+            Ok(()) => {
+                act.started_at = Some((SystemTime::now(), Instant::now()));
+                Box::pin(fut::ready(act.advance(Lifecycle::Started, None)))
+                    as ResponseActFuture<Self, _>
+            }
+            Err(e) => {
+                // Not ready: nothing of it may stay behind.
+                let stopping = act.stop_run();
+                Box::pin(stopping.into_actor(act).map(move |_, act, _| {
+                    let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
+                    Err(e)
+                }))
+            }
+        }))
     }
 }
 
@@ -464,7 +474,62 @@ impl ProcessWorkerActor {
     }
 
     /// Spawns the child of a managed or integrated worker and starts watching its exit.
-    fn spawn(&mut self, ctx: &mut Context<Self>) -> Result<(), WorkerError> {
+    ///
+    /// The fork happens on a worker-runtime thread: those threads live exactly as long as the
+    /// master's runtime, so `PR_SET_PDEATHSIG` (which follows the spawning *thread*) kills the
+    /// child when the master goes, and spawns of many workers run on all cores instead of
+    /// queueing on this actor's thread. The child is reaped on that runtime too.
+    fn launch(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>> {
+        let id = self.setup.id.clone();
+        let prepared = self.prepare_spawn();
+        let (exec, extras, port, sink) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let runtime = self.setup.runtime.clone();
+        let path = exec.executable_path.clone();
+        let id_for_files = id.clone();
+        let run_directory = self.setup.run_directory.clone();
+        let span = self.span.clone();
+        let spawning = self.setup.runtime.handle().spawn(async move {
+            let spawned = spawn::spawn(&exec, extras, sink, &runtime)?;
+            let (tx, rx) = watch::channel(None);
+            let pid = spawned.pid;
+            tokio::spawn(wait_child(spawned.child, spawned.pumps, tx));
+            // Creating files is slow on some file systems: here it costs no actor time.
+            let run_file = |ext: &str, content: String| {
+                RunFile::write(&run_directory, id_for_files.as_str(), ext, &content)
+                    .map_err(|e| tracing::warn!(parent: &span, error = %e, "cannot write the {ext} file"))
+                    .ok()
+            };
+            let files = (run_file("pid", pid.to_string()), port.and_then(|p| run_file("port", p.to_string())));
+            Ok::<_, std::io::Error>((pid, rx, files))
+        });
+        Box::pin(
+            async move { spawning.await }
+                .into_actor(self)
+                .map(move |spawned, act, ctx| {
+                    let (pid, exited, files) = match spawned {
+                        Ok(Ok(spawned)) => spawned,
+                        Ok(Err(source)) => return Err(WorkerError::Spawn { id, path, source }),
+                        Err(_) => {
+                            return Err(WorkerError::Cancelled {
+                                id,
+                                op: Operation::Start,
+                            })
+                        }
+                    };
+                    act.install(pid, exited, port, files, ctx)
+                }),
+        )
+    }
+
+    /// What a spawn needs, gathered on the actor: program, extra args and environment, the
+    /// control port of an integrated worker, and the output sink.
+    #[allow(clippy::type_complexity)]
+    fn prepare_spawn(
+        &self,
+    ) -> Result<(ExecutionConfig, SpawnExtras, Option<u16>, Arc<LogSink>), WorkerError> {
         let id = self.setup.id.clone();
         let exec = self
             .setup
@@ -508,48 +573,47 @@ impl ProcessWorkerActor {
             }
             _ => None,
         };
-        let spawned = spawn::spawn(&exec, extras, sink, &self.setup.runtime).map_err(|source| {
-            WorkerError::Spawn {
-                id: id.clone(),
-                path: exec.executable_path.clone(),
-                source,
-            }
-        })?;
-        let pid = spawned.pid;
-        let pid_file = RunFile::write(
-            &self.setup.run_directory,
-            id.as_str(),
-            "pid",
-            &pid.to_string(),
-        )
-        .map_err(|e| tracing::warn!(parent: &self.span, error = %e, "cannot write the pid file"))
-        .ok();
-        let (tx, rx) = watch::channel(None);
+        Ok((exec, extras, port, sink))
+    }
+
+    /// Records a spawned child as the current run (with its PID and port files and control
+    /// client) and turns its exit into a `ProcessExited` event.
+    fn install(
+        &mut self,
+        pid: u32,
+        exited: watch::Receiver<Option<ExitInfo>>,
+        port: Option<u16>,
+        (pid_file, port_file): (Option<RunFile>, Option<RunFile>),
+        ctx: &mut Context<Self>,
+    ) -> Result<(), WorkerError> {
+        let id = self.setup.id.clone();
         let generation = self.generation;
+        let mut watching = exited.clone();
         ctx.spawn(
-            wait_child(spawned.child, spawned.pumps, tx)
-                .into_actor(self)
-                .map(move |info, _, ctx| ctx.notify(ProcessExited { generation, info })),
-        );
-        let (control, port_file) = match port {
-            Some(port) => {
-                let port_file = RunFile::write(&self.setup.run_directory, id.as_str(), "port", &port.to_string())
-                    .map_err(|e| tracing::warn!(parent: &self.span, error = %e, "cannot write the port file"))
-                    .ok();
-                let client = ControlClient::new(port, integrated.call_timeout, &self.setup.runtime)
-                    .map_err(|reason| WorkerError::NotReady {
-                        id: id.clone(),
-                        reason,
-                    })?;
-                (Some(client), port_file)
+            async move {
+                match watching.wait_for(|e| e.is_some()).await {
+                    Ok(info) => info.clone().unwrap_or_else(ExitInfo::unknown),
+                    Err(_) => ExitInfo::unknown(),
+                }
             }
-            None => (None, None),
-        };
+            .into_actor(self)
+            .map(move |info, _, ctx| ctx.notify(ProcessExited { generation, info })),
+        );
+        let control = port
+            .map(|port| {
+                ControlClient::new(
+                    port,
+                    self.setup.spec.integrated.call_timeout,
+                    &self.setup.runtime,
+                )
+            })
+            .transpose()
+            .map_err(|reason| WorkerError::NotReady { id, reason })?;
         self.run = Some(Run {
             generation,
             pid,
             target: Target::Group,
-            exited: rx,
+            exited,
             control,
             _pid_file: pid_file,
             _port_file: port_file,

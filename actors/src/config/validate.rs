@@ -240,7 +240,13 @@ fn check_worker(
         .clone()
         .unwrap_or_else(|| master.restart.clone());
     check_restart(&restart, "restart", &mut issues);
-    let health_check = config.health_check.clone().unwrap_or_default();
+    let health_check = config.health_check.clone().unwrap_or_else(|| HealthCheckConfig {
+        // A managed child's exit is an event already: polling that it is alive would only
+        // cost CPU. Other kinds probe by default (modules: is_healthy; integrated: Ping;
+        // unmanaged: still the same process).
+        enabled: !matches!(&kind, WorkerKind::Process(p) if p.process_type == ProcessType::Managed),
+        ..HealthCheckConfig::default()
+    });
     check_probe(&health_check, &kind, &mut issues);
     if health_check.enabled {
         if health_check.interval.is_zero() {

@@ -11,8 +11,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-
 use crate::config::LogsConfig;
 use crate::WorkerId;
 
@@ -146,55 +144,95 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Reads `reader` to its end and writes every line to `sink`. A last line without `\n` is
-/// written too. Returns the number of lines.
-pub async fn pump<R: AsyncRead + Unpin>(mut reader: R, sink: &LogSink, stream: Stream) -> u64 {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut partial: Vec<u8> = Vec::new();
-    let mut count = 0u64;
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "output pipe read failed");
-                break;
-            }
-        };
-        let chunk = &buf[..n];
+/// Splits a byte stream into lines as it arrives and writes them to a sink.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// Lines written so far.
+    pub count: u64,
+}
+
+impl LineSplitter {
+    /// Writes every complete line in `chunk` (joined with what came before).
+    pub fn feed(&mut self, chunk: &[u8], sink: &LogSink, stream: Stream) {
         let mut lines: Vec<&[u8]> = Vec::new();
         let mut start = 0;
         for (i, b) in chunk.iter().enumerate() {
             if *b == b'\n' {
-                if partial.is_empty() {
+                if self.partial.is_empty() {
                     lines.push(&chunk[start..i]);
                 } else {
-                    // Only the first line of a chunk can continue the previous read, so
-                    // writing it now keeps the order.
-                    partial.extend_from_slice(&chunk[start..i]);
-                    let whole = std::mem::take(&mut partial);
+                    // Only the first line of a chunk can continue the previous one, so writing
+                    // it now keeps the order.
+                    self.partial.extend_from_slice(&chunk[start..i]);
+                    let whole = std::mem::take(&mut self.partial);
                     sink.write_lines(stream, &[&whole]);
-                    count += 1;
+                    self.count += 1;
                 }
                 start = i + 1;
             }
         }
-        count += lines.len() as u64;
+        self.count += lines.len() as u64;
         sink.write_lines(stream, &lines);
-        partial.extend_from_slice(&chunk[start..]);
-        while partial.len() >= MAX_LINE {
-            let rest = partial.split_off(MAX_LINE);
-            sink.write_lines(stream, &[&partial]);
-            count += 1;
-            partial = rest;
+        self.partial.extend_from_slice(&chunk[start..]);
+        while self.partial.len() >= MAX_LINE {
+            let rest = self.partial.split_off(MAX_LINE);
+            sink.write_lines(stream, &[&self.partial]);
+            self.count += 1;
+            self.partial = rest;
         }
     }
-    if !partial.is_empty() {
-        sink.write_lines(stream, &[&partial]);
-        count += 1;
+
+    /// Writes a last line that had no `\n`.
+    pub fn finish(&mut self, sink: &LogSink, stream: Stream) {
+        if !self.partial.is_empty() {
+            sink.write_lines(stream, &[&self.partial]);
+            self.count += 1;
+            self.partial = Vec::new();
+        }
     }
-    count
+}
+
+thread_local! {
+    /// One read buffer per worker-runtime thread: a pump waiting for output holds no buffer,
+    /// so a thousand idle children cost no memory here.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// Reads `pipe` to its end and writes every line to `sink`. A last line without `\n` is
+/// written too. Returns the number of lines.
+pub async fn pump(pipe: tokio::net::unix::pipe::Receiver, sink: &LogSink, stream: Stream) -> u64 {
+    let mut lines = LineSplitter::default();
+    loop {
+        if let Err(e) = pipe.readable().await {
+            tracing::warn!(error = %e, "output pipe failed");
+            break;
+        }
+        let read = READ_BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let read = pipe.try_read(&mut buf[..]);
+            if let Ok(n) = read {
+                lines.feed(&buf[..n], sink, stream);
+            }
+            read
+        });
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "output pipe read failed");
+                break;
+            }
+        }
+    }
+    lines.finish(sink, stream);
+    lines.count
 }
 
 #[cfg(test)]
@@ -246,10 +284,12 @@ mod tests {
             ..LogsConfig::default()
         };
         let sink = LogSink::open(&WorkerId::new("p").unwrap(), &config).unwrap();
-        let (mut tx, rx) = tokio::io::duplex(8);
+        let (tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
+            let mut tx = tx;
             tx.write_all(b"alpha\nbr").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             tx.write_all(b"avo\n\xff\xfe bytes\nlast").await.unwrap();
         });
         let n = pump(rx, &sink, Stream::Stdout).await;
@@ -259,6 +299,26 @@ mod tests {
             std::fs::read(dir.join("p.log")).unwrap(),
             b"alpha\nbravo\n\xff\xfe bytes\nlast\n"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn overlong_lines_are_cut_not_lost() {
+        let dir = temp_dir("long");
+        let config = LogsConfig {
+            directory: dir.clone(),
+            mirror: false,
+            ..LogsConfig::default()
+        };
+        let sink = LogSink::open(&WorkerId::new("l").unwrap(), &config).unwrap();
+        let mut lines = LineSplitter::default();
+        let long = vec![b'x'; MAX_LINE + 10];
+        lines.feed(&long, &sink, Stream::Stdout);
+        lines.feed(b"\n", &sink, Stream::Stdout);
+        lines.finish(&sink, Stream::Stdout);
+        let text = std::fs::read(dir.join("l.log")).unwrap();
+        assert_eq!(text.len(), MAX_LINE + 10 + 2);
+        assert_eq!(lines.count, 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -260,6 +260,28 @@ impl std::os::fd::AsFd for PidFd {
     }
 }
 
+/// Raises the soft limit of open files to the hard limit: each managed child costs the master
+/// about three descriptors (two pipes and a pidfd), and the usual soft limit of 1024 would cap
+/// it near 300 children. Returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the local we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one valid rlimit from the local we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Resolves a user name (or numeric uid) to its uid and primary gid.
 ///
 /// # Errors
