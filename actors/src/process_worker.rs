@@ -505,23 +505,19 @@ impl ProcessWorkerActor {
             let files = (run_file("pid", pid.to_string()), port.and_then(|p| run_file("port", p.to_string())));
             Ok::<_, std::io::Error>((pid, rx, files))
         });
-        Box::pin(
-            async move { spawning.await }
-                .into_actor(self)
-                .map(move |spawned, act, ctx| {
-                    let (pid, exited, files) = match spawned {
-                        Ok(Ok(spawned)) => spawned,
-                        Ok(Err(source)) => return Err(WorkerError::Spawn { id, path, source }),
-                        Err(_) => {
-                            return Err(WorkerError::Cancelled {
-                                id,
-                                op: Operation::Start,
-                            })
-                        }
-                    };
-                    act.install(pid, exited, port, files, ctx)
-                }),
-        )
+        Box::pin(spawning.into_actor(self).map(move |spawned, act, ctx| {
+            let (pid, exited, files) = match spawned {
+                Ok(Ok(spawned)) => spawned,
+                Ok(Err(source)) => return Err(WorkerError::Spawn { id, path, source }),
+                Err(_) => {
+                    return Err(WorkerError::Cancelled {
+                        id,
+                        op: Operation::Start,
+                    })
+                }
+            };
+            act.install(pid, exited, port, files, ctx)
+        }))
     }
 
     /// What a spawn needs, gathered on the actor: program, extra args and environment, the
