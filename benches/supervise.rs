@@ -52,14 +52,14 @@ fn floor(n: usize) {
     let mut children: Vec<Child> = (0..n).map(|_| sleep_child()).collect();
     let start = t.elapsed();
     let mut samples = Vec::with_capacity(RESTART_SAMPLES);
-    for i in 0..RESTART_SAMPLES.min(n) {
+    for child in children.iter_mut().take(RESTART_SAMPLES) {
         let t = Instant::now();
-        children[i].kill().unwrap();
-        children[i].wait().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
         let next = sleep_child();
         while !alive(next.id()) {}
         samples.push(t.elapsed());
-        children[i] = next;
+        *child = next;
     }
     let t = Instant::now();
     for c in &mut children {
