@@ -77,36 +77,30 @@ fn floor(n: usize) {
 /// The same spawns with what hsu adds to each: its own process group, PR_SET_PDEATHSIG in a
 /// pre_exec hook (which forces fork instead of vfork), and piped stdout/stderr.
 fn floor_with_options(n: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let t = Instant::now();
-        let mut children = Vec::with_capacity(n);
-        for _ in 0..n {
-            let mut command = tokio::process::Command::new("sleep");
-            command
-                .arg("100000")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0);
-            hsu::process::sys::kill_with_parent(&mut command);
-            children.push(command.spawn().unwrap());
-        }
-        let start = t.elapsed();
-        for c in &mut children {
-            let _ = c.start_kill();
-        }
-        for c in &mut children {
-            let _ = c.wait().await;
-        }
-        println!(
-            "floor' start {n}: {:>8.1} ms | (own group + PDEATHSIG + pipes, one thread)",
-            ms(start)
-        );
-    });
+    let t = Instant::now();
+    let mut children = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut command = Command::new("sleep");
+        command
+            .arg("100000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        hsu::process::sys::kill_with_parent(&mut command);
+        children.push(command.spawn().unwrap());
+    }
+    let start = t.elapsed();
+    for c in &mut children {
+        let _ = c.kill();
+    }
+    for c in &mut children {
+        let _ = c.wait();
+    }
+    println!(
+        "floor' start {n}: {:>8.1} ms | (own group + PDEATHSIG + pipes, one thread)",
+        ms(start)
+    );
 }
 
 fn hsu_figures(n: usize) {
@@ -169,7 +163,14 @@ fn hsu_figures(n: usize) {
         // Idle: let restarts and first probes settle, then measure over a quiet window.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (cpu0, t0) = (own_cpu_ticks(), Instant::now());
+        let idle_threads = thread_cpu();
         tokio::time::sleep(Duration::from_secs(10)).await;
+        if std::env::var("HSU_BENCH_TRACE").is_ok() {
+            for (name, ticks) in thread_cpu() {
+                let before = idle_threads.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).unwrap_or(0);
+                println!("  idle thread {name}: {} ms CPU in 10 s", (ticks - before) * 1000 / hsu::process::sys::clock_ticks());
+            }
+        }
         let idle_cpu = (own_cpu_ticks() - cpu0) as f64 / hsu::process::sys::clock_ticks() as f64 / t0.elapsed().as_secs_f64() * 100.0;
         let rss = own_rss_kib();
 

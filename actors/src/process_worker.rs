@@ -492,7 +492,7 @@ impl ProcessWorkerActor {
         let run_directory = self.setup.run_directory.clone();
         let span = self.span.clone();
         let spawning = self.setup.runtime.handle().spawn(async move {
-            let spawned = spawn::spawn(&exec, extras, sink, &runtime)?;
+            let spawned = spawn::spawn(exec, extras, sink, &runtime).await?;
             let (tx, rx) = watch::channel(None);
             let pid = spawned.pid;
             tokio::spawn(wait_child(spawned.child, spawned.pumps, tx));
@@ -819,17 +819,11 @@ async fn stop_attached(
 /// Reaps the child (the only `wait` on it), then lets its output drain, then publishes the
 /// exit.
 async fn wait_child(
-    mut child: tokio::process::Child,
+    child: std::process::Child,
     pumps: Vec<JoinHandle<u64>>,
     tx: watch::Sender<Option<ExitInfo>>,
 ) -> ExitInfo {
-    let info = match child.wait().await {
-        Ok(status) => ExitInfo::from_status(status),
-        Err(e) => {
-            tracing::error!(error = %e, "waiting for a child failed");
-            ExitInfo::unknown()
-        }
-    };
+    let info = spawn::reap(child).await;
     // Output written just before the exit is still in the pipe; a grandchild that inherited
     // the pipe may keep it open, so the wait is bounded (its pump keeps running).
     let _ = tokio::time::timeout(DRAIN_WAIT, futures::future::join_all(pumps)).await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Operation, WorkerError};
+use crate::process::spawn::Spawner;
 use crate::WorkerId;
 
 /// A cheap handle to the worker runtime. The runtime shuts down (without blocking) when the last
@@ -18,10 +19,10 @@ use crate::WorkerId;
 #[derive(Clone)]
 pub struct WorkerRuntime {
     handle: Handle,
-    _owner: Arc<Owner>,
+    owner: Arc<Owner>,
 }
 
-struct Owner(Option<Runtime>);
+struct Owner(Option<Runtime>, Spawner);
 
 impl Drop for Owner {
     fn drop(&mut self) {
@@ -43,9 +44,11 @@ impl WorkerRuntime {
             .thread_name("hsu-worker")
             .enable_all()
             .build()?;
+        // Up to four threads fork at once; each waits for its child's exec.
+        let spawner = Spawner::new(4)?;
         Ok(Self {
             handle: rt.handle().clone(),
-            _owner: Arc::new(Owner(Some(rt))),
+            owner: Arc::new(Owner(Some(rt), spawner)),
         })
     }
 
@@ -60,6 +63,11 @@ impl WorkerRuntime {
     /// The runtime's handle, for spawning.
     pub fn handle(&self) -> &Handle {
         &self.handle
+    }
+
+    /// The threads that fork managed children.
+    pub fn spawner(&self) -> &Spawner {
+        &self.owner.1
     }
 
     /// Runs `fut` on the worker runtime, inside `span`, with a time limit. A panic becomes

@@ -2,22 +2,25 @@
 //! worker runtime, death with the master, and a PID file.
 
 use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use super::logs::{pump, LogSink, Stream};
-use super::sys;
+use super::sys::{self, PidFd};
+use super::ExitInfo;
 use crate::config::ExecutionConfig;
 use crate::runtime::WorkerRuntime;
 
 /// A started child and the tasks draining its output.
 #[derive(Debug)]
 pub struct Spawned {
-    /// The child; its `wait` is the only place it is reaped.
+    /// The child; [`reap`] is the only place it is waited for.
     pub child: Child,
     /// Its PID, which is also its process group id.
     pub pid: u32,
@@ -34,18 +37,107 @@ pub struct SpawnExtras {
     pub env: Vec<(String, String)>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A few long-lived threads that fork children.
+///
+/// Why threads of our own: `PR_SET_PDEATHSIG` fires when the *thread* that forked the child
+/// exits, so the forking thread must live exactly as long as the master (these do: they end
+/// when the master's runtime is dropped, and the children then die with them). And a spawn
+/// blocks its thread until the child has exec'd, so several threads let a thousand spawns
+/// overlap instead of queueing behind one another.
+pub struct Spawner {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl Spawner {
+    /// Starts `threads` spawner threads.
+    ///
+    /// # Errors
+    /// When the OS refuses a thread.
+    pub fn new(threads: usize) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("hsu-spawn-{n}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })?;
+        }
+        Ok(Self {
+            jobs: Mutex::new(Some(tx)),
+        })
+    }
+
+    /// Runs `f` on a spawner thread and returns its result.
+    ///
+    /// # Errors
+    /// When the spawner has shut down.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.jobs.lock().ok().and_then(|jobs| {
+            jobs.as_ref()
+                .map(|j| j.send(Box::new(move || drop(tx.send(f())))))
+        });
+        let gone = || io::Error::other("the master is shutting down");
+        match sent {
+            Some(Ok(())) => rx.await.map_err(|_| gone()),
+            _ => Err(gone()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spawner")
+    }
+}
+
 /// Spawns `exec` in a new process group, with stdin closed and stdout/stderr piped into
-/// `sink`. Must run on a thread that outlives the child (see [`sys::kill_with_parent`]).
+/// `sink`, on a spawner thread of `runtime`.
 ///
 /// # Errors
 /// The OS error of the spawn (not found, permission denied, EMFILE, EAGAIN…), or of resolving
 /// `user`.
-pub fn spawn(
-    exec: &ExecutionConfig,
+pub async fn spawn(
+    exec: ExecutionConfig,
     extras: SpawnExtras,
     sink: Arc<LogSink>,
     runtime: &WorkerRuntime,
 ) -> io::Result<Spawned> {
+    let (mut child, out, err) = runtime
+        .spawner()
+        .run(move || start(&exec, extras))
+        .await??;
+    let pid = child.id();
+    let mut pumps = Vec::with_capacity(2);
+    for (fd, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {
+        if let Some(fd) = fd {
+            pumps.push(start_pump(fd, sink.clone(), stream, runtime));
+        }
+    }
+    // std's Child keeps no pipe of ours now; wait() happens only in reap().
+    child.stdin = None;
+    Ok(Spawned { child, pid, pumps })
+}
+
+/// The fork and exec, on a spawner thread.
+fn start(
+    exec: &ExecutionConfig,
+    extras: SpawnExtras,
+) -> io::Result<(Child, Option<OwnedFd>, Option<OwnedFd>)> {
     let mut command = Command::new(&exec.executable_path);
     command
         .args(&exec.args)
@@ -55,8 +147,7 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
+        .process_group(0);
     if let Some(dir) = &exec.working_directory {
         command.current_dir(dir);
     }
@@ -66,27 +157,32 @@ pub fn spawn(
     }
     sys::kill_with_parent(&mut command);
     let mut child = command.spawn()?;
-    let pid = child
-        .id()
-        .ok_or_else(|| io::Error::other("child exited before its PID was read"))?;
-    let mut pumps = Vec::with_capacity(2);
-    if let Some(out) = child.stdout.take() {
-        pumps.push(start_pump(
-            out.into_owned_fd()?,
-            sink.clone(),
-            Stream::Stdout,
-            runtime,
-        ));
+    let out = child.stdout.take().map(OwnedFd::from);
+    let err = child.stderr.take().map(OwnedFd::from);
+    Ok((child, out, err))
+}
+
+/// Waits for `child` to exit and reaps it: the one `wait` on it. Uses a pidfd (an event, no
+/// polling) where the kernel has them.
+pub async fn reap(mut child: Child) -> ExitInfo {
+    let pidfd = PidFd::open(child.id() as i32).ok();
+    loop {
+        if let Some(fd) = &pidfd {
+            if fd.exited().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => return ExitInfo::from_status(status),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "waiting for a child failed");
+                return ExitInfo::unknown();
+            }
+        }
     }
-    if let Some(err) = child.stderr.take() {
-        pumps.push(start_pump(
-            err.into_owned_fd()?,
-            sink,
-            Stream::Stderr,
-            runtime,
-        ));
-    }
-    Ok(Spawned { child, pid, pumps })
 }
 
 /// Moves a pipe to the worker runtime, so a child flooding its output loads those threads and

@@ -146,7 +146,8 @@ pub fn page_size() -> u64 {
 /// Arranges for a spawned child to get SIGKILL when the spawning *thread* exits (Linux
 /// `PR_SET_PDEATHSIG`), and to exit at once if that already happened before the setting took
 /// effect. Spawn only from a thread that lives as long as the master.
-pub fn kill_with_parent(command: &mut tokio::process::Command) {
+pub fn kill_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
     let parent = std::process::id() as i32;
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe functions may be called: prctl, getppid and _exit are; it allocates
@@ -242,15 +243,26 @@ impl PidFd {
     /// # Errors
     /// When the descriptor cannot be duplicated or registered with the runtime's reactor.
     pub async fn exited(&self) -> io::Result<()> {
-        let dup = self.0.try_clone()?;
-        // SAFETY: `dup` is an OwnedFd, so the descriptor is valid, open and owned by the
-        // AsyncFd for its whole life; OwnedFd::as_raw_fd always returns that same descriptor.
+        // SAFETY: `Borrowed` lends our open descriptor; it stays open for as long as the
+        // AsyncFd exists, because the AsyncFd lives only inside this call, which borrows self.
         let watched = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE)
+            tokio::io::unix::AsyncFd::register_with_interest(
+                Borrowed(self),
+                tokio::io::Interest::READABLE,
+            )
         }
         .map_err(|e| e.into_parts().1)?;
         let _ready = watched.readable().await?;
         Ok(())
+    }
+}
+
+/// A pidfd lent to the reactor without duplicating it (one descriptor less per child).
+struct Borrowed<'a>(&'a PidFd);
+
+impl AsRawFd for Borrowed<'_> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0 .0.as_raw_fd()
     }
 }
 
