@@ -15,12 +15,21 @@ struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    cwd: PathBuf,
 }
 
 impl Running {
     fn start(args: &[&str]) -> Self {
+        // A directory of its own, so default log and run directories land there.
+        let cwd = std::env::temp_dir().join(format!(
+            "hsu-test-{}-cwd-{}",
+            std::process::id(),
+            args.join("_").replace('/', "_")
+        ));
+        std::fs::create_dir_all(&cwd).unwrap();
         let mut child = Command::new(HSU)
             .args(args)
+            .current_dir(&cwd)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -40,13 +49,20 @@ impl Running {
             child,
             lines,
             seen: Vec::new(),
+            cwd,
         }
     }
 
-    /// Waits for a stderr line containing `text`; returns it.
+    /// Waits for a stderr line containing `text` (seen before or arriving now); returns it.
+    /// The deadline bounds the whole wait, however many other lines arrive meanwhile.
     fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + DEADLINE;
         loop {
-            match self.lines.recv_timeout(DEADLINE) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(text) {
@@ -71,10 +87,30 @@ impl Running {
 
     /// Waits for the exit; returns the status and the rest of stderr.
     fn finish(mut self) -> (std::process::ExitStatus, String) {
-        let status = self.child.wait().unwrap();
-        let rest: Vec<String> = self.lines.iter().collect();
-        self.seen.extend(rest);
-        (status, self.seen.join("\n"))
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "hsu did not exit; stderr so far:\n{}",
+                self.seen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // The rest of stderr, until EOF (bounded: a leaked descriptor must not hang the test).
+        loop {
+            match self.lines.recv_timeout(DEADLINE) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "hsu exited but its stderr stayed open (a child kept it?):\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+        (status, std::mem::take(&mut self.seen).join("\n"))
     }
 }
 
@@ -82,6 +118,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.cwd);
     }
 }
 

@@ -77,6 +77,8 @@ impl Watch {
         pred: impl Fn(&WorkerStateChanged) -> bool,
     ) -> WorkerStateChanged {
         let mut next = self.cursors.get(key).copied().unwrap_or(0);
+        // One deadline for the whole wait, however many other events arrive meanwhile.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             while next < self.seen.len() {
                 let e = &self.seen[next];
@@ -86,7 +88,7 @@ impl Watch {
                     return e.clone();
                 }
             }
-            match tokio::time::timeout(DEADLINE, self.events.recv()).await {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(e)) => self.seen.push(e),
                 Ok(None) => panic!("event stream ended; seen: {:#?}", self.transitions()),
                 Err(_) => panic!(
