@@ -575,22 +575,37 @@ async fn remove_stops_a_running_worker() -> TestResult {
 }
 
 #[actix_rt::test]
-async fn shutdown_stops_everything_in_reverse_order() -> TestResult {
+async fn shutdown_stops_everything_concurrently_a_slow_worker_delaying_no_other() -> TestResult {
     let (master, mut watch, calls) = support::master().await;
-    for id in ["first", "second", "third"] {
+    // `slow` hangs in stop until its 500ms stop timeout; the others must not wait for it.
+    let mut slow = test_worker("slow", "{stop: hang}");
+    slow.stop_timeout = Some(Duration::from_millis(500));
+    master.send(AddWorker(slow)).await??;
+    master.send(StartWorker("slow".into())).await??;
+    for id in ["second", "third"] {
         master.send(AddWorker(test_worker(id, "{}"))).await??;
         master.send(StartWorker(id.into())).await??;
     }
     let report = master.send(Shutdown).await?;
-    assert_eq!(report.errors, vec![]);
     let order: Vec<String> = report.stopped.iter().map(|id| id.to_string()).collect();
-    assert_eq!(order, ["third", "second", "first"]);
-    let mut stopping = Vec::new();
-    while stopping.len() < 3 {
-        let e = watch.until_where(|e| e.to == WorkerState::Stopping).await;
-        stopping.push(e.id.to_string());
+    assert_eq!(
+        order,
+        ["third", "second"],
+        "reported in reverse order of addition"
+    );
+    assert_eq!(report.errors.len(), 1);
+    assert!(
+        report.errors[0].1.contains("stop timed out"),
+        "{:?}",
+        report.errors
+    );
+    // Both fast workers were stopped before the slow one gave up.
+    let mut ends = Vec::new();
+    while ends.len() < 3 {
+        let e = watch.until_where(|e| e.from == WorkerState::Stopping).await;
+        ends.push(e.id.to_string());
     }
-    assert_eq!(stopping, ["third", "second", "first"]);
+    assert_eq!(ends.last().map(String::as_str), Some("slow"), "{ends:?}");
     assert_eq!(Calls::get(&calls.live_tasks), 0);
     let refused = master
         .send(AddWorker(test_worker("late", "{}")))
