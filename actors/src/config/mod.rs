@@ -32,7 +32,7 @@ use crate::error::ConfigError;
 pub struct HsuConfig {
     /// Settings of the master itself.
     pub master: MasterConfig,
-    /// The workers, started in this order and stopped in reverse.
+    /// The workers, started in this order; shutdown stops them concurrently.
     pub workers: Vec<WorkerConfig>,
 }
 
