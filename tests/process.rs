@@ -317,8 +317,15 @@ async fn spawn_failures_count_against_the_restart_budget() -> TestResult {
 async fn unmanaged_attach_detects_exit_and_signals_only_when_allowed() -> TestResult {
     let dir = TempDir::new("unmanaged");
     let (master, mut watch) = support::master_in(&dir).await;
-    let mut first = std::process::Command::new(support::TEST_WORKER).spawn()?;
-    let mut second = std::process::Command::new(support::TEST_WORKER).spawn()?;
+    // Started by the test, not by hsu; each is ready (SIGTERM handler set) once its pid file exists.
+    let mut first = std::process::Command::new(support::TEST_WORKER)
+        .args(["--pid-file", &dir.file("first.ready")])
+        .spawn()?;
+    let mut second = std::process::Command::new(support::TEST_WORKER)
+        .args(["--pid-file", &dir.file("second.ready")])
+        .spawn()?;
+    read_pid(&dir.file("first.ready")).await;
+    read_pid(&dir.file("second.ready")).await;
     let pid_file = dir.file("second.pid");
     std::fs::write(&pid_file, second.id().to_string())?;
 

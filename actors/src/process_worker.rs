@@ -692,18 +692,34 @@ impl ProcessWorkerActor {
     }
 
     /// The stop of the current run, as a future that needs nothing from the actor.
-    fn stop_run(&mut self) -> impl std::future::Future<Output = Result<(), WorkerError>> + 'static {
+    /// Its output is the stop's result and how the process ended, when known (the exit event
+    /// itself may still be on its way to the mailbox).
+    fn stop_run(
+        &mut self,
+    ) -> impl std::future::Future<Output = (Result<(), WorkerError>, Option<ExitInfo>)> + 'static
+    {
         let run = self.run.take();
-        stop_target(
+        let exited = run.as_ref().map(|r| r.exited.clone());
+        let stopping = stop_target(
             self.setup.id.clone(),
             run,
             self.setup.spec.clone(),
             self.span.clone(),
-        )
+        );
+        async move {
+            let result = stopping.await;
+            (result, exited.and_then(|rx| rx.borrow().clone()))
+        }
     }
 
-    fn finish_stop(&mut self, result: Result<(), WorkerError>) -> Result<(), WorkerError> {
+    fn finish_stop(
+        &mut self,
+        (result, exit): (Result<(), WorkerError>, Option<ExitInfo>),
+    ) -> Result<(), WorkerError> {
         self.started_at = None;
+        if exit.is_some() {
+            self.last_exit = exit;
+        }
         match result {
             Ok(()) => self.advance(Lifecycle::StopCompleted, None),
             Err(e) => {
