@@ -18,7 +18,7 @@ use hsu_module::{
     CancellationToken, ModuleConfig, ModuleContext, ModuleFactory, ModuleInfo, TaskFuture,
     TaskSpawner, WorkerModule,
 };
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::Mutex as AsyncMutex;
 use tokio::task::JoinHandle;
 
 use crate::config::ModuleType;
@@ -27,7 +27,7 @@ use crate::runtime::{panic_message, WorkerRuntime};
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
     CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, ModuleDiagnostics, Start, Stop,
-    Terminate, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+    Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
 };
 use crate::WorkerId;
 
@@ -70,9 +70,8 @@ pub struct ModuleWorkerSetup {
 /// The actor running one module worker.
 pub struct ModuleWorkerActor {
     setup: ModuleWorkerSetup,
-    /// The worker's span (`worker{id=…}`), handed to module code.
-    span: tracing::Span,
-    state: WorkerState,
+    /// State, last error, span, operation lock: as in every worker actor.
+    core: WorkerCore,
     /// The current instance; replaced after a failure so a restart begins from a clean value.
     module: Option<SharedModule>,
     /// Set after a failure, panic or timeout: the instance may be broken, make a new one.
@@ -83,9 +82,6 @@ pub struct ModuleWorkerActor {
     init_run: Option<Run>,
     /// Counts runs, so that a late report from an old run is recognised and ignored.
     generation: u64,
-    /// Serialises start/stop/fail/terminate without blocking the mailbox.
-    op_lock: Arc<AsyncMutex<()>>,
-    last_error: Option<String>,
     started_at: Option<(SystemTime, Instant)>,
     info: ModuleInfo,
     load_time: Duration,
@@ -105,18 +101,15 @@ struct Run {
 impl ModuleWorkerActor {
     /// A worker in state `idle`, with no instance yet: send [`Initialize`] next.
     pub fn new(setup: ModuleWorkerSetup) -> Self {
-        let span = tracing::info_span!("worker", id = %setup.id);
+        let core = WorkerCore::new(setup.id.clone(), setup.events.clone());
         Self {
             setup,
-            span,
-            state: WorkerState::Idle,
+            core,
             module: None,
             needs_fresh_instance: false,
             run: None,
             init_run: None,
             generation: 0,
-            op_lock: Arc::new(AsyncMutex::new(())),
-            last_error: None,
             started_at: None,
             info: ModuleInfo::default(),
             load_time: Duration::ZERO,
@@ -165,7 +158,7 @@ impl Handler<Initialize> for ModuleWorkerActor {
                     Ok(())
                 }
                 Err(e) => {
-                    act.last_error = Some(error_chain(&e));
+                    act.core.last_error = Some(error_chain(&e));
                     Err(e)
                 }
             }))
@@ -189,7 +182,7 @@ impl Handler<Start> for ModuleWorkerActor {
             let runtime = act.setup.runtime.clone();
             let id = act.setup.id.clone();
             let limit = act.setup.start_timeout;
-            let span = act.span.clone();
+            let span = act.core.span.clone();
             // After a failure the old instance may hold broken state: start from a new one.
             let source = match (&act.module, act.needs_fresh_instance) {
                 (Some(module), false) => Ok(module.clone()),
@@ -244,7 +237,7 @@ impl Handler<Stop> for ModuleWorkerActor {
     /// timeout). From a failed state it only records the stop: the run is already cleaned up.
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
         self.with_op_lock(|act, _| {
-            let was_running = act.state == WorkerState::Running;
+            let was_running = act.core.state == WorkerState::Running;
             if let Err(e) = act.advance(Lifecycle::StopRequested, None) {
                 return Box::pin(fut::ready(Err(e)));
             }
@@ -283,7 +276,7 @@ impl Handler<TaskEnded> for ModuleWorkerActor {
     fn handle(&mut self, msg: TaskEnded, _: &mut Context<Self>) -> Self::Result {
         match msg.error {
             None => {
-                tracing::debug!(parent: &self.span, task = %msg.name, "module task finished");
+                tracing::debug!(parent: &self.core.span, task = %msg.name, "module task finished");
                 Box::pin(fut::ready(()))
             }
             Some(error) => self.fail_running(error, Some(msg.generation)),
@@ -296,7 +289,7 @@ impl Handler<CheckHealth> for ModuleWorkerActor {
 
     /// Calls `is_healthy` under `timeout`. A panic there is a broken module: the worker fails.
     fn handle(&mut self, msg: CheckHealth, _: &mut Context<Self>) -> Self::Result {
-        let (Some(module), WorkerState::Running) = (&self.module, self.state) else {
+        let (Some(module), WorkerState::Running) = (&self.module, self.core.state) else {
             return Box::pin(fut::ready(Err(WorkerError::Cancelled {
                 id: self.setup.id.clone(),
                 op: Operation::HealthCheck,
@@ -308,7 +301,7 @@ impl Handler<CheckHealth> for ModuleWorkerActor {
             &self.setup.id,
             Operation::HealthCheck,
             msg.timeout,
-            &self.span,
+            &self.core.span,
             async move { Ok(m.lock().await.is_healthy().await) },
         );
         Box::pin(probe.into_actor(self).map(move |result, act, ctx| {
@@ -326,12 +319,12 @@ impl Handler<GetDiagnostics> for ModuleWorkerActor {
     type Result = MessageResult<GetDiagnostics>;
 
     fn handle(&mut self, _: GetDiagnostics, _: &mut Context<Self>) -> Self::Result {
-        let running = self.state == WorkerState::Running;
+        let running = self.core.state == WorkerState::Running;
         MessageResult(WorkerDiagnostics {
             id: self.setup.id.clone(),
             kind: WorkerKindName::from(self.setup.module_type),
-            state: self.state,
-            last_error: self.last_error.clone(),
+            state: self.core.state,
+            last_error: self.core.last_error.clone(),
             started_at: self.started_at.map(|(at, _)| at),
             uptime: self
                 .started_at
@@ -364,7 +357,7 @@ impl Handler<Terminate> for ModuleWorkerActor {
     /// Stops the module if it runs, then ends the actor.
     fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> Self::Result {
         self.with_op_lock(|act, _| {
-            let stopping = if act.state == WorkerState::Running {
+            let stopping = if act.core.state == WorkerState::Running {
                 let _ = act.advance(Lifecycle::StopRequested, None);
                 Some(act.shut_down_run())
             } else {
@@ -402,45 +395,14 @@ impl ModuleWorkerActor {
         &mut self,
         body: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
     ) -> ResponseActFuture<Self, R> {
-        let lock = self.op_lock.clone();
-        Box::pin(
-            async move { lock.lock_owned().await }
-                .into_actor(self)
-                .then(move |guard: OwnedMutexGuard<()>, act, ctx| {
-                    body(act, ctx).map(move |result, _, _| {
-                        drop(guard);
-                        result
-                    })
-                }),
-        )
+        let lock = self.core.op_lock.clone();
+        crate::worker::with_op_lock(self, lock, body)
     }
 
     /// Applies `event` through the state machine, records `reason`, logs and reports it.
     fn advance(&mut self, event: Lifecycle, reason: Option<String>) -> Result<(), WorkerError> {
-        let from = self.state;
-        let to = from.next(event).map_err(|t| WorkerError::InvalidState {
-            id: self.setup.id.clone(),
-            from: t.from,
-            event: t.event,
-        })?;
-        self.state = to;
-        if let Some(r) = &reason {
-            self.last_error = Some(r.clone());
-        }
-        if to.is_failed() {
-            tracing::warn!(parent: &self.span, %from, %to, reason = reason.as_deref().unwrap_or(""), "worker state changed");
-        } else {
-            tracing::info!(parent: &self.span, %from, %to, "worker state changed");
-        }
-        self.setup.events.do_send(WorkerStateChanged {
-            id: self.setup.id.clone(),
-            from,
-            to,
-            reason,
-            pid: None,
-            at: SystemTime::now(),
-        });
-        Ok(())
+        let pid = None;
+        self.core.advance(event, reason, pid)
     }
 
     /// A fresh run: new generation, cancellation token and task set.
@@ -459,7 +421,7 @@ impl ModuleWorkerActor {
             ctx: ModuleContext::new(
                 self.setup.id.as_str(),
                 cancel.clone(),
-                self.span.clone(),
+                self.core.span.clone(),
                 spawner,
             ),
             cancel,
@@ -477,7 +439,7 @@ impl ModuleWorkerActor {
         let config = self.setup.config.clone();
         let id = self.setup.id.clone();
         let limit = self.setup.start_timeout;
-        let span = self.span.clone();
+        let span = self.core.span.clone();
         async move {
             let began = Instant::now();
             let module = runtime
@@ -523,7 +485,7 @@ impl ModuleWorkerActor {
         let runtime = self.setup.runtime.clone();
         let id = self.setup.id.clone();
         let limit = self.setup.stop_timeout;
-        let span = self.span.clone();
+        let span = self.core.span.clone();
         async move {
             let deadline = Instant::now() + limit;
             let Some(run) = run else { return Ok(()) };
@@ -555,8 +517,8 @@ impl ModuleWorkerActor {
     ) -> ResponseActFuture<Self, ()> {
         self.with_op_lock(move |act, _| {
             let current = generation.is_none_or(|g| act.run.as_ref().is_some_and(|r| r.generation == g));
-            if act.state != WorkerState::Running || !current {
-                tracing::debug!(parent: &act.span, %reason, "failure report for a run that is over; ignored");
+            if act.core.state != WorkerState::Running || !current {
+                tracing::debug!(parent: &act.core.span, %reason, "failure report for a run that is over; ignored");
                 return Box::pin(fut::ready(()));
             }
             act.needs_fresh_instance = true;
@@ -565,7 +527,7 @@ impl ModuleWorkerActor {
             let cleanup = act.shut_down_run();
             Box::pin(cleanup.into_actor(act).map(|result, act, _| {
                 if let Err(e) = result {
-                    tracing::warn!(parent: &act.span, error = %error_chain(&e), "clean-up after failure did not finish");
+                    tracing::warn!(parent: &act.core.span, error = %error_chain(&e), "clean-up after failure did not finish");
                 }
             }))
         })

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use tokio::sync::{watch, Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{ExecutionConfig, LogsConfig, ProbeType, ProcessSpec, ProcessType};
@@ -29,7 +29,7 @@ use crate::runtime::WorkerRuntime;
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
     CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, Start, Stop, Terminate,
-    WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+    WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
 };
 use crate::WorkerId;
 
@@ -68,15 +68,13 @@ pub struct ProcessWorkerSetup {
 /// The actor running one process worker.
 pub struct ProcessWorkerActor {
     setup: ProcessWorkerSetup,
-    span: tracing::Span,
-    state: WorkerState,
-    op_lock: Arc<AsyncMutex<()>>,
+    /// State, last error, span, operation lock: as in every worker actor.
+    core: WorkerCore,
     /// Counts runs, so an exit report of an old run is recognised.
     generation: u64,
     run: Option<Run>,
     /// Output file, opened at `Initialize`.
     sink: Option<Arc<LogSink>>,
-    last_error: Option<String>,
     started_at: Option<(SystemTime, Instant)>,
     last_exit: Option<ExitInfo>,
     last_health_check: Option<SystemTime>,
@@ -105,16 +103,13 @@ enum Target {
 impl ProcessWorkerActor {
     /// A worker in state `idle`: send [`Initialize`] next.
     pub fn new(setup: ProcessWorkerSetup) -> Self {
-        let span = tracing::info_span!("worker", id = %setup.id);
+        let core = WorkerCore::new(setup.id.clone(), setup.events.clone());
         Self {
             setup,
-            span,
-            state: WorkerState::Idle,
-            op_lock: Arc::new(AsyncMutex::new(())),
+            core,
             generation: 0,
             run: None,
             sink: None,
-            last_error: None,
             started_at: None,
             last_exit: None,
             last_health_check: None,
@@ -232,16 +227,16 @@ impl Handler<Fail> for ProcessWorkerActor {
     /// `Stop`, but the worker ends `failed`, so the restart policy applies.
     fn handle(&mut self, msg: Fail, _: &mut Context<Self>) -> Self::Result {
         self.with_op_lock(move |act, _| {
-            if act.state != WorkerState::Running {
+            if act.core.state != WorkerState::Running {
                 return Box::pin(fut::ready(()));
             }
             // Stop first: the worker must be down before it is reported failed, or a restart
             // could overlap the old process.
             let run = act.run.take();
-            let stopping = stop_target(act.setup.id.clone(), run, act.setup.spec.clone(), act.span.clone());
+            let stopping = stop_target(act.setup.id.clone(), run, act.setup.spec.clone(), act.core.span.clone());
             Box::pin(stopping.into_actor(act).map(move |result, act, _| {
                 if let Err(e) = result {
-                    tracing::warn!(parent: &act.span, error = %error_chain(&e), "stopping a failed process did not finish");
+                    tracing::warn!(parent: &act.core.span, error = %error_chain(&e), "stopping a failed process did not finish");
                 }
                 act.started_at = None;
                 let _ = act.advance(Lifecycle::Crashed, Some(msg.reason));
@@ -261,13 +256,13 @@ impl Handler<ProcessExited> for ProcessWorkerActor {
             .run
             .as_ref()
             .is_some_and(|r| r.generation == msg.generation);
-        if !current || self.state != WorkerState::Running {
+        if !current || self.core.state != WorkerState::Running {
             return;
         }
         let run = self.run.take();
         self.started_at = None;
         let info = msg.info;
-        tracing::info!(parent: &self.span, "process {info}");
+        tracing::info!(parent: &self.core.span, "process {info}");
         // Leftovers of the group (grandchildren) go too, as on a stop.
         if let Some(Run {
             pid,
@@ -278,7 +273,7 @@ impl Handler<ProcessExited> for ProcessWorkerActor {
             let pid = *pid as i32;
             if sys::group_alive(pid) {
                 let spec = self.setup.spec.clone();
-                let span = self.span.clone();
+                let span = self.core.span.clone();
                 ctx.spawn(
                     async move {
                         let _ = stop_group(pid, None, &spec, &span).await;
@@ -307,7 +302,7 @@ impl Handler<CheckHealth> for ProcessWorkerActor {
         let Some(run) = self
             .run
             .as_ref()
-            .filter(|_| self.state == WorkerState::Running)
+            .filter(|_| self.core.state == WorkerState::Running)
         else {
             return Box::pin(fut::ready(Err(WorkerError::Cancelled {
                 id: self.setup.id.clone(),
@@ -356,7 +351,7 @@ impl Handler<GetDiagnostics> for ProcessWorkerActor {
     type Result = MessageResult<GetDiagnostics>;
 
     fn handle(&mut self, _: GetDiagnostics, _: &mut Context<Self>) -> Self::Result {
-        let running = self.state == WorkerState::Running;
+        let running = self.core.state == WorkerState::Running;
         let executable_path = match (&self.setup.spec.execution, &self.run) {
             (Some(exec), _) => exec.executable_path.clone(),
             (None, Some(run)) => std::fs::read_link(format!("/proc/{}/exe", run.pid))
@@ -367,8 +362,8 @@ impl Handler<GetDiagnostics> for ProcessWorkerActor {
         MessageResult(WorkerDiagnostics {
             id: self.setup.id.clone(),
             kind: self.kind(),
-            state: self.state,
-            last_error: self.last_error.clone(),
+            state: self.core.state,
+            last_error: self.core.last_error.clone(),
             started_at: self.started_at.map(|(at, _)| at),
             uptime: self
                 .started_at
@@ -395,7 +390,7 @@ impl Handler<Terminate> for ProcessWorkerActor {
     /// Stops the process if it runs, then ends the actor.
     fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> Self::Result {
         self.with_op_lock(|act, _| {
-            let stopping = (act.state == WorkerState::Running).then(|| {
+            let stopping = (act.core.state == WorkerState::Running).then(|| {
                 let _ = act.advance(Lifecycle::StopRequested, None);
                 act.stop_run()
             });
@@ -427,50 +422,14 @@ impl ProcessWorkerActor {
         &mut self,
         body: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
     ) -> ResponseActFuture<Self, R> {
-        let lock = self.op_lock.clone();
-        Box::pin(
-            async move { lock.lock_owned().await }
-                .into_actor(self)
-                .then(move |guard: OwnedMutexGuard<()>, act, ctx| {
-                    body(act, ctx).map(move |result, _, _| {
-                        drop(guard);
-                        result
-                    })
-                }),
-        )
+        let lock = self.core.op_lock.clone();
+        crate::worker::with_op_lock(self, lock, body)
     }
 
     /// Applies `event` through the state machine, records `reason`, logs and reports it.
     fn advance(&mut self, event: Lifecycle, reason: Option<String>) -> Result<(), WorkerError> {
-        let from = self.state;
-        let to = from.next(event).map_err(|t| WorkerError::InvalidState {
-            id: self.setup.id.clone(),
-            from: t.from,
-            event: t.event,
-        })?;
-        self.state = to;
-        if let Some(r) = &reason {
-            self.last_error = Some(r.clone());
-        }
-        let pid = self
-            .run
-            .as_ref()
-            .map(|r| r.pid)
-            .filter(|_| to == WorkerState::Running);
-        if to.is_failed() {
-            tracing::warn!(parent: &self.span, %from, %to, reason = reason.as_deref().unwrap_or(""), "worker state changed");
-        } else {
-            tracing::info!(parent: &self.span, %from, %to, pid, "worker state changed");
-        }
-        self.setup.events.do_send(WorkerStateChanged {
-            id: self.setup.id.clone(),
-            from,
-            to,
-            reason,
-            pid,
-            at: SystemTime::now(),
-        });
-        Ok(())
+        let pid = self.run.as_ref().map(|r| r.pid);
+        self.core.advance(event, reason, pid)
     }
 
     /// Spawns the child of a managed or integrated worker and starts watching its exit.
@@ -490,7 +449,7 @@ impl ProcessWorkerActor {
         let path = exec.executable_path.clone();
         let id_for_files = id.clone();
         let run_directory = self.setup.run_directory.clone();
-        let span = self.span.clone();
+        let span = self.core.span.clone();
         let spawning = self.setup.runtime.handle().spawn(async move {
             let spawned = spawn::spawn(exec, extras, sink, &runtime).await?;
             let (tx, rx) = watch::channel(None);
@@ -678,7 +637,7 @@ impl ProcessWorkerActor {
             .into_actor(self)
             .map(move |info, _, ctx| ctx.notify(ProcessExited { generation, info })),
         );
-        tracing::info!(parent: &self.span, pid, "attached");
+        tracing::info!(parent: &self.core.span, pid, "attached");
         self.run = Some(Run {
             generation,
             pid,
@@ -704,7 +663,7 @@ impl ProcessWorkerActor {
             self.setup.id.clone(),
             run,
             self.setup.spec.clone(),
-            self.span.clone(),
+            self.core.span.clone(),
         );
         async move {
             let result = stopping.await;

@@ -12,7 +12,7 @@ use crate::error::WorkerError;
 use crate::module_worker::ModuleWorkerActor;
 use crate::process::{ExitInfo, ResourceUsage};
 use crate::process_worker::ProcessWorkerActor;
-use crate::state::WorkerState;
+use crate::state::{Lifecycle, WorkerState};
 use crate::WorkerId;
 
 /// Event: a worker changed state. Sent by worker actors to the master, which forwards it to
@@ -239,4 +239,88 @@ impl WorkerAddr {
             WorkerAddr::Process(a) => a.clone().recipient(),
         }
     }
+}
+
+/// What every worker actor keeps the same way: its place in the state machine, its last error,
+/// its span, the lock that keeps its lifecycle operations from overlapping, and where its state
+/// changes go.
+pub(crate) struct WorkerCore {
+    pub id: WorkerId,
+    /// `worker{id=…}`: module code and the actor's own logs run inside it.
+    pub span: tracing::Span,
+    pub state: WorkerState,
+    pub last_error: Option<String>,
+    /// Serialises start/stop/fail/terminate without blocking the mailbox.
+    pub op_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    events: Recipient<WorkerStateChanged>,
+}
+
+impl WorkerCore {
+    pub fn new(id: WorkerId, events: Recipient<WorkerStateChanged>) -> Self {
+        let span = tracing::info_span!("worker", id = %id);
+        Self {
+            id,
+            span,
+            state: WorkerState::Idle,
+            last_error: None,
+            op_lock: Default::default(),
+            events,
+        }
+    }
+
+    /// Applies `event` through the state machine, records `reason` as the last error, logs the
+    /// change and reports it (with `pid` for a process that just became running).
+    pub fn advance(
+        &mut self,
+        event: Lifecycle,
+        reason: Option<String>,
+        pid: Option<u32>,
+    ) -> Result<(), WorkerError> {
+        let from = self.state;
+        let to = from.next(event).map_err(|t| WorkerError::InvalidState {
+            id: self.id.clone(),
+            from: t.from,
+            event: t.event,
+        })?;
+        self.state = to;
+        if let Some(r) = &reason {
+            self.last_error = Some(r.clone());
+        }
+        let pid = pid.filter(|_| to == WorkerState::Running);
+        if to.is_failed() {
+            tracing::warn!(parent: &self.span, %from, %to, reason = reason.as_deref().unwrap_or(""), "worker state changed");
+        } else {
+            tracing::info!(parent: &self.span, %from, %to, pid, "worker state changed");
+        }
+        self.events.do_send(WorkerStateChanged {
+            id: self.id.clone(),
+            from,
+            to,
+            reason,
+            pid,
+            at: std::time::SystemTime::now(),
+        });
+        Ok(())
+    }
+}
+
+/// Runs `body` on `act` once no other lifecycle operation of the worker holds `lock`; other
+/// messages (state queries, probes) are answered meanwhile.
+pub(crate) fn with_op_lock<A, R>(
+    act: &mut A,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    body: impl FnOnce(&mut A, &mut Context<A>) -> ResponseActFuture<A, R> + 'static,
+) -> ResponseActFuture<A, R>
+where
+    A: Actor<Context = Context<A>>,
+    R: 'static,
+{
+    Box::pin(async move { lock.lock_owned().await }.into_actor(act).then(
+        move |guard: tokio::sync::OwnedMutexGuard<()>, act, ctx| {
+            body(act, ctx).map(move |result, _, _| {
+                drop(guard);
+                result
+            })
+        },
+    ))
 }
