@@ -717,3 +717,96 @@ async fn an_integrated_worker_that_never_answers_fails_to_start_and_leaves_nothi
     );
     Ok(())
 }
+
+/// One scenario, the same assertions, whatever the deployment: start, serve a request, be
+/// healthy, restart, serve again, stop (port closed), diagnostics of the right kind.
+async fn echo_scenario(
+    master: &actix::Addr<hsu::MasterActor>,
+    config: WorkerConfig,
+    kind: hsu::worker::WorkerKindName,
+    has_pid: bool,
+    port: u16,
+) -> TestResult {
+    let id = config.id.clone();
+    let address = format!("127.0.0.1:{port}");
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker(id.clone())).await??;
+    let response = support::http(&address, "POST", "/deployed", "same code").await?;
+    assert!(
+        response.contains(&format!("echo from {id}: POST /deployed\nsame code")),
+        "{id}: {response}"
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let d = master.send(GetWorkerState(id.clone())).await??;
+        if d.health == hsu::worker::HealthStatus::Healthy {
+            assert_eq!((d.kind, d.pid.is_some()), (kind, has_pid), "{id}");
+            break;
+        }
+        assert!(
+            start.elapsed() < support::DEADLINE,
+            "{id} never healthy: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    master
+        .send(RestartWorker {
+            id: id.clone(),
+            force: false,
+        })
+        .await??;
+    let response = support::http(&address, "GET", "/again", "").await?;
+    assert!(
+        response.contains(&format!("echo from {id}: GET /again")),
+        "{id}: {response}"
+    );
+    let d = master.send(GetWorkerState(id.clone())).await??;
+    assert_eq!((d.state, d.restart_count), (WorkerState::Running, 1));
+    master.send(StopWorker(id.clone())).await??;
+    assert!(
+        support::http(&address, "GET", "/", "").await.is_err(),
+        "{id}: port closed after stop"
+    );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn the_echo_module_behaves_the_same_in_the_master_and_as_its_own_process() -> TestResult {
+    let dir = TempDir::new("deployments");
+    let (master, _watch) = support::master_in(&dir).await;
+    hsu::builtin::register(&master).await?;
+    let health = "{interval: 20ms, timeout: 1s}";
+
+    let port = support::free_port();
+    let native = WorkerConfig::native("echo-native", "echo")
+        .with_config(&format!("{{port: {port}}}"))
+        .with_health_check(health);
+    echo_scenario(
+        &master,
+        native,
+        hsu::worker::WorkerKindName::Native,
+        false,
+        port,
+    )
+    .await?;
+
+    let port = support::free_port();
+    let mut process = WorkerConfig::process("echo-process", env!("CARGO_BIN_EXE_hsu-echo"), &[])
+        .with_config(&format!("{{port: {port}}}"))
+        .with_health_check(health);
+    process.process_type = Some(hsu::config::ProcessType::Integrated);
+    echo_scenario(
+        &master,
+        process,
+        hsu::worker::WorkerKindName::Integrated,
+        true,
+        port,
+    )
+    .await?;
+    let log = std::fs::read_to_string(dir.0.join("logs/echo-process.log"))?;
+    assert!(
+        log.contains("module started; serving the control protocol"),
+        "{log}"
+    );
+    Ok(())
+}

@@ -40,6 +40,10 @@ mod error;
 mod info;
 #[cfg(feature = "integrated")]
 pub mod integrated;
+#[cfg(feature = "process")]
+mod process;
+#[cfg(feature = "process")]
+pub use process::run_process;
 
 pub use async_trait::async_trait;
 pub use context::{ModuleConfig, ModuleContext, TaskFuture, TaskSpawner};

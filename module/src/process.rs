@@ -1,0 +1,196 @@
+//! One module, deployed as its own process: [`run_process`] hosts a [`WorkerModule`] in a
+//! `main` as an *integrated* worker, so the same code runs in the master or beside it, chosen
+//! by YAML (`type: process, process_type: integrated, execution: {executable_path: …}`).
+//!
+//! ```no_run
+//! # use hsu_module::*;
+//! # #[derive(Default)] struct MyModule;
+//! # #[async_trait] impl WorkerModule for MyModule {
+//! #   async fn initialize(&mut self, _: &ModuleContext, _: &ModuleConfig) -> Result<(), ModuleError> { Ok(()) }
+//! #   async fn start(&mut self, _: &ModuleContext) -> Result<(), ModuleError> { Ok(()) }
+//! #   async fn stop(&mut self, _: &ModuleContext) -> Result<(), ModuleError> { Ok(()) }
+//! #   async fn is_healthy(&self) -> bool { true }
+//! #   fn info(&self) -> ModuleInfo { ModuleInfo::new("my", "1.0.0") } }
+//! fn main() -> std::process::ExitCode {
+//!     hsu_module::run_process(MyModule::default)
+//! }
+//! ```
+
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ModuleConfig, ModuleContext, TaskFuture, TaskSpawner, WorkerModule};
+
+/// How long `stop` may take after SIGTERM; the master's own stop timeout is the real bound.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the module made by `make` as an integrated worker process, and returns the exit code
+/// for `main`:
+///
+/// 1. reads the module's `config:` from `HSU_CONFIG` (YAML, set by the master; empty if
+///    absent), its id from `HSU_WORKER_ID`, and the control port from `--port N` or `HSU_PORT`;
+/// 2. calls `initialize`, then `start`;
+/// 3. serves HSU's control protocol on 127.0.0.1 (Ping, and gRPC health reflecting
+///    `is_healthy`) until SIGTERM or SIGINT, or until a module task fails;
+/// 4. cancels the context, calls `stop`, and exits: 0 after a requested stop, 1 after a
+///    task failure (so the master's `on_failure` policy restarts it), 2 on bad setup or a
+///    failed `initialize`/`start`.
+///
+/// `tracing` events go to stderr, which the master writes to the worker's log.
+pub fn run_process<M, F>(make: F) -> ExitCode
+where
+    M: WorkerModule,
+    F: FnOnce() -> M,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let module = make();
+    match runtime.block_on(host(module)) {
+        Ok(code) => code,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn host<M: WorkerModule>(module: M) -> Result<ExitCode, String> {
+    let id = std::env::var("HSU_WORKER_ID").unwrap_or_else(|_| "module".to_string());
+    let port = crate::integrated::port_from_env()
+        .ok_or("no control port: run this under hsu as an integrated worker (it passes --port N and HSU_PORT)")?;
+    let config = match std::env::var("HSU_CONFIG") {
+        Ok(text) => ModuleConfig::new(
+            serde_yaml::from_str(&text)
+                .map_err(|e| format!("HSU_CONFIG is not valid YAML: {e}"))?,
+        ),
+        Err(_) => ModuleConfig::default(),
+    };
+    let span = tracing::info_span!("worker", id = %id);
+    let cancel = CancellationToken::new();
+    let (failures, mut failed) = mpsc::unbounded_channel::<String>();
+    let ctx = ModuleContext::new(
+        id.as_str(),
+        cancel.clone(),
+        span,
+        Arc::new(Spawner { failures }),
+    );
+    let module = Arc::new(Mutex::new(module));
+    module
+        .lock()
+        .await
+        .initialize(&ctx, &config)
+        .await
+        .map_err(|e| format!("worker `{id}`: initialize failed: {e}"))?;
+    module
+        .lock()
+        .await
+        .start(&ctx)
+        .await
+        .map_err(|e| format!("worker `{id}`: start failed: {e}"))?;
+    tracing::info!(worker = %id, port, "module started; serving the control protocol");
+
+    let health = {
+        let module = module.clone();
+        move || {
+            let module = module.clone();
+            async move { module.lock().await.is_healthy().await }
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+    let watcher = tokio::spawn(async move {
+        let reason = wait_for_stop(&mut failed).await;
+        let _ = stop_tx.send(reason);
+    });
+    let (reason_tx, reason_rx) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let reason = stop_rx.await.unwrap_or(None);
+        let _ = reason_tx.send(reason);
+    };
+    crate::integrated::serve(port, health, shutdown)
+        .await
+        .map_err(|e| format!("worker `{id}`: control protocol on 127.0.0.1:{port} failed: {e}"))?;
+    watcher.abort();
+    let failure = reason_rx.await.unwrap_or(None);
+
+    cancel.cancel();
+    let stopping = async { module.lock().await.stop(&ctx).await };
+    match tokio::time::timeout(STOP_TIMEOUT, stopping).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(worker = %id, error = %e, "stop failed"),
+        Err(_) => tracing::warn!(worker = %id, "stop did not finish within {STOP_TIMEOUT:?}"),
+    }
+    Ok(match failure {
+        None => {
+            tracing::info!(worker = %id, "stopped");
+            ExitCode::SUCCESS
+        }
+        Some(reason) => {
+            tracing::error!(worker = %id, "{reason}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// `None` on SIGTERM/SIGINT; the failure on a failed task.
+async fn wait_for_stop(failed: &mut mpsc::UnboundedReceiver<String>) -> Option<String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return failed.recv().await;
+    };
+    tokio::select! {
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+        reason = failed.recv() => reason,
+    }
+}
+
+/// Runs module tasks on this process's runtime; an error or panic ends the process.
+struct Spawner {
+    failures: mpsc::UnboundedSender<String>,
+}
+
+impl TaskSpawner for Spawner {
+    fn spawn(&self, name: String, task: TaskFuture) {
+        let failures = self.failures.clone();
+        tokio::spawn(async move {
+            let failure = match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("task `{name}` failed: {e}"),
+                Err(panic) => {
+                    let text = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-text panic".into());
+                    format!("task `{name}` panicked: {text}")
+                }
+            };
+            let _ = failures.send(failure);
+        });
+    }
+}
