@@ -112,26 +112,6 @@ where
         .map_err(|e| ModuleError::Other(Box::new(e)))
 }
 
-/// `proto.CoreService`.
-#[derive(Clone)]
-struct CoreService {
-    health: HealthFn,
-}
-
-/// `grpc.health.v1.Health`.
-#[derive(Clone)]
-struct HealthService {
-    health: HealthFn,
-}
-
-impl NamedService for CoreService {
-    const NAME: &'static str = "proto.CoreService";
-}
-
-impl NamedService for HealthService {
-    const NAME: &'static str = "grpc.health.v1.Health";
-}
-
 type BoxResponse = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
 struct Ping(HealthFn);
@@ -177,44 +157,48 @@ fn unimplemented() -> BoxResponse {
     Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) })
 }
 
-impl tonic::codegen::Service<http::Request<Body>> for CoreService {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxResponse;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != PING_PATH {
-            return unimplemented();
+/// A gRPC service with one unary method, answered by `$method` (which gets the health
+/// function); any other path is UNIMPLEMENTED. What tonic-build would generate, by hand.
+macro_rules! one_method_service {
+    ($(#[$doc:meta])* $service:ident, $name:literal, $path:expr, $method:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        struct $service {
+            health: HealthFn,
         }
-        let service = Ping(self.health.clone());
-        Box::pin(async move {
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.unary(service, request).await)
-        })
-    }
+
+        impl NamedService for $service {
+            const NAME: &'static str = $name;
+        }
+
+        impl tonic::codegen::Service<http::Request<Body>> for $service {
+            type Response = http::Response<Body>;
+            type Error = Infallible;
+            type Future = BoxResponse;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+                if request.uri().path() != $path {
+                    return unimplemented();
+                }
+                let method = $method(self.health.clone());
+                Box::pin(async move {
+                    let mut grpc = Grpc::new(tonic_prost::ProstCodec::default());
+                    Ok(grpc.unary(method, request).await)
+                })
+            }
+        }
+    };
 }
 
-impl tonic::codegen::Service<http::Request<Body>> for HealthService {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxResponse;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() != HEALTH_CHECK_PATH {
-            return unimplemented();
-        }
-        let service = Check(self.health.clone());
-        Box::pin(async move {
-            let mut grpc = Grpc::new(tonic_prost::ProstCodec::default());
-            Ok(grpc.unary(service, request).await)
-        })
-    }
-}
+one_method_service!(
+    /// `proto.CoreService`.
+    CoreService, "proto.CoreService", PING_PATH, Ping
+);
+one_method_service!(
+    /// `grpc.health.v1.Health`.
+    HealthService, "grpc.health.v1.Health", HEALTH_CHECK_PATH, Check
+);
