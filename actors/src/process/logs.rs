@@ -46,7 +46,9 @@ pub struct LogSink {
     max_size: u64,
     max_files: u32,
     mirror: bool,
-    file: Mutex<Current>,
+    /// The open file; `None` until the first line, so a quiet worker holds no descriptor
+    /// (with thousands of workers, every descriptor the master holds slows every fork).
+    file: Mutex<Option<Current>>,
 }
 
 #[derive(Debug)]
@@ -56,22 +58,22 @@ struct Current {
 }
 
 impl LogSink {
-    /// Opens (appending to) `<directory>/<id>.log`, creating the directory.
+    /// Checks that `<directory>/<id>.log` can be appended to (creating the directory and the
+    /// file); the file is then opened again at the first line.
     ///
     /// # Errors
     /// When the directory or file cannot be created.
     pub fn open(id: &WorkerId, config: &LogsConfig) -> io::Result<Self> {
         std::fs::create_dir_all(&config.directory)?;
         let path = config.directory.join(format!("{id}.log"));
-        let file = open_append(&path)?;
-        let size = file.metadata()?.len();
+        drop(open_append(&path)?);
         Ok(Self {
             id: id.clone(),
             path,
             max_size: config.max_size.0.max(1),
             max_files: config.max_files,
             mirror: config.mirror,
-            file: Mutex::new(Current { file, size }),
+            file: Mutex::new(None),
         })
     }
 
@@ -92,8 +94,20 @@ impl LogSink {
                 tracing::info!(target: "hsu::output", worker = %self.id, stream = stream.name(), "{}", String::from_utf8_lossy(line));
             }
         }
-        let mut current = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = self.append(&mut current, lines) {
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let opened = match guard.take() {
+            Some(current) => Ok(current),
+            None => open_append(&self.path).and_then(|file| {
+                let size = file.metadata()?.len();
+                Ok(Current { file, size })
+            }),
+        };
+        let written = opened.and_then(|mut current| {
+            let result = self.append(&mut current, lines);
+            *guard = Some(current);
+            result
+        });
+        if let Err(e) = written {
             tracing::error!(worker = %self.id, path = %self.path.display(), error = %e, "cannot write worker output");
         }
     }
