@@ -110,7 +110,8 @@ fn hsu_figures(n: usize) {
         let mut config = MasterConfig::default();
         config.logs.directory = dir.join("logs");
         config.logs.mirror = false;
-        config.run_directory = std::path::Path::new("/dev/shm").join(format!("hsu-bench-run-{}", std::process::id()));
+        let run_directory = std::path::Path::new("/dev/shm").join(format!("hsu-bench-run-{}", std::process::id()));
+        config.run_directory = run_directory.clone();
         let master = MasterActor::launch(config).expect("master");
         let mut events = master.send(Subscribe).await.unwrap();
         for i in 0..n {
@@ -182,6 +183,7 @@ fn hsu_figures(n: usize) {
             ms(start), ms(median), ms(p95), ms(stop));
         println!("hsu    master with {n} children: RSS {:.1} MiB, idle CPU {:.2}% of a core", rss as f64 / 1024.0, idle_cpu);
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&run_directory);
     });
 }
 
