@@ -26,8 +26,8 @@ use crate::error::{error_chain, Operation, WorkerError};
 use crate::runtime::{panic_message, WorkerRuntime};
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
-    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, ModuleDiagnostics, Start, Stop,
-    Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, LifecycleActor, ModuleDiagnostics,
+    Start, Stop, Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
 };
 use crate::WorkerId;
 
@@ -236,27 +236,35 @@ impl Handler<Stop> for ModuleWorkerActor {
     /// Cancels the run, calls `stop`, waits for the module's tasks (aborting them at the stop
     /// timeout). From a failed state it only records the stop: the run is already cleaned up.
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
-        self.with_op_lock(|act, _| {
-            let was_running = act.core.state == WorkerState::Running;
-            if let Err(e) = act.advance(Lifecycle::StopRequested, None) {
-                return Box::pin(fut::ready(Err(e)));
-            }
-            if !was_running {
-                return Box::pin(fut::ready(act.advance(Lifecycle::StopCompleted, None)));
-            }
-            let stopping = act.shut_down_run();
-            Box::pin(stopping.into_actor(act).map(|result, act, _| {
-                act.started_at = None;
-                match result {
-                    Ok(()) => act.advance(Lifecycle::StopCompleted, None),
-                    Err(e) => {
-                        act.needs_fresh_instance = true;
-                        act.advance(Lifecycle::StopFailed, Some(error_chain(&e)))?;
-                        Err(e)
-                    }
+        crate::worker::stop(self)
+    }
+}
+
+impl LifecycleActor for ModuleWorkerActor {
+    fn core(&mut self) -> &mut WorkerCore {
+        &mut self.core
+    }
+
+    fn stop_now(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>> {
+        let was_running = self.core.state == WorkerState::Running;
+        if let Err(e) = self.advance(Lifecycle::StopRequested, None) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        if !was_running {
+            return Box::pin(fut::ready(self.advance(Lifecycle::StopCompleted, None)));
+        }
+        let stopping = self.shut_down_run();
+        Box::pin(stopping.into_actor(self).map(|result, act, _| {
+            act.started_at = None;
+            match result {
+                Ok(()) => act.advance(Lifecycle::StopCompleted, None),
+                Err(e) => {
+                    act.needs_fresh_instance = true;
+                    act.advance(Lifecycle::StopFailed, Some(error_chain(&e)))?;
+                    Err(e)
                 }
-            }))
-        })
+            }
+        }))
     }
 }
 
@@ -356,36 +364,7 @@ impl Handler<Terminate> for ModuleWorkerActor {
 
     /// Stops the module if it runs, then ends the actor.
     fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> Self::Result {
-        self.with_op_lock(|act, _| {
-            let stopping = if act.core.state == WorkerState::Running {
-                let _ = act.advance(Lifecycle::StopRequested, None);
-                Some(act.shut_down_run())
-            } else {
-                None
-            };
-            Box::pin(
-                async move {
-                    match stopping {
-                        Some(s) => Some(s.await),
-                        None => None,
-                    }
-                }
-                .into_actor(act)
-                .map(|stopped, act, ctx| {
-                    let result = match stopped {
-                        Some(Ok(())) => act.advance(Lifecycle::StopCompleted, None),
-                        Some(Err(e)) => {
-                            let _ = act.advance(Lifecycle::StopFailed, Some(error_chain(&e)));
-                            Err(e)
-                        }
-                        None => Ok(()),
-                    };
-                    let _ = act.advance(Lifecycle::TerminateRequested, None);
-                    ctx.stop();
-                    result
-                }),
-            )
-        })
+        crate::worker::terminate(self)
     }
 }
 

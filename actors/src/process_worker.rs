@@ -28,8 +28,8 @@ use crate::process::{sys, ExitInfo};
 use crate::runtime::WorkerRuntime;
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
-    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, Start, Stop, Terminate,
-    WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, LifecycleActor, Start, Stop,
+    Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
 };
 use crate::WorkerId;
 
@@ -206,17 +206,25 @@ impl Handler<Stop> for ProcessWorkerActor {
     /// group; replies once no process of the group is left. Unmanaged: the same through the
     /// pinned process if `allow_signals`, else it only detaches.
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
-        self.with_op_lock(|act, _| {
-            if let Err(e) = act.advance(Lifecycle::StopRequested, None) {
-                return Box::pin(fut::ready(Err(e)));
-            }
-            let stopping = act.stop_run();
-            Box::pin(
-                stopping
-                    .into_actor(act)
-                    .map(|result, act, _| act.finish_stop(result)),
-            )
-        })
+        crate::worker::stop(self)
+    }
+}
+
+impl LifecycleActor for ProcessWorkerActor {
+    fn core(&mut self) -> &mut WorkerCore {
+        &mut self.core
+    }
+
+    fn stop_now(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>> {
+        if let Err(e) = self.advance(Lifecycle::StopRequested, None) {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let stopping = self.stop_run();
+        Box::pin(
+            stopping
+                .into_actor(self)
+                .map(|result, act, _| act.finish_stop(result)),
+        )
     }
 }
 
@@ -389,30 +397,7 @@ impl Handler<Terminate> for ProcessWorkerActor {
 
     /// Stops the process if it runs, then ends the actor.
     fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> Self::Result {
-        self.with_op_lock(|act, _| {
-            let stopping = (act.core.state == WorkerState::Running).then(|| {
-                let _ = act.advance(Lifecycle::StopRequested, None);
-                act.stop_run()
-            });
-            Box::pin(
-                async move {
-                    match stopping {
-                        Some(s) => Some(s.await),
-                        None => None,
-                    }
-                }
-                .into_actor(act)
-                .map(|stopped, act, ctx| {
-                    let result = match stopped {
-                        Some(r) => act.finish_stop(r),
-                        None => Ok(()),
-                    };
-                    let _ = act.advance(Lifecycle::TerminateRequested, None);
-                    ctx.stop();
-                    result
-                }),
-            )
-        })
+        crate::worker::terminate(self)
     }
 }
 

@@ -324,3 +324,43 @@ where
         },
     ))
 }
+
+/// What the shared lifecycle helpers need from a worker actor.
+pub(crate) trait LifecycleActor: Actor<Context = Context<Self>> {
+    /// The actor's shared part.
+    fn core(&mut self) -> &mut WorkerCore;
+
+    /// Stops the worker (the `Stop` message's work, minus the lock): from `StopRequested` to
+    /// `stopped`, or `failed` when the stop fails.
+    fn stop_now(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>>;
+}
+
+/// `Stop`: [`LifecycleActor::stop_now`] under the operation lock.
+pub(crate) fn stop<A: LifecycleActor>(
+    act: &mut A,
+) -> ResponseActFuture<A, Result<(), WorkerError>> {
+    let lock = act.core().op_lock.clone();
+    with_op_lock(act, lock, |act, _| act.stop_now())
+}
+
+/// `Terminate`: stops the worker if it runs, exactly as `Stop` would, then `terminating` and
+/// the actor ends. Replies with the stop's error, if any.
+pub(crate) fn terminate<A: LifecycleActor>(
+    act: &mut A,
+) -> ResponseActFuture<A, Result<(), WorkerError>> {
+    let lock = act.core().op_lock.clone();
+    with_op_lock(act, lock, |act, _| {
+        let stopping = if act.core().state == WorkerState::Running {
+            act.stop_now()
+        } else {
+            Box::pin(actix::fut::ready(Ok(())))
+        };
+        Box::pin(stopping.map(|result, act, ctx| {
+            let _ = act
+                .core()
+                .advance(Lifecycle::TerminateRequested, None, None);
+            ctx.stop();
+            result
+        }))
+    })
+}
