@@ -552,11 +552,15 @@ async fn add_worker_refuses_bad_ids_duplicates_and_unknown_factories() -> TestRe
         "{unknown}"
     );
 
-    let process = WorkerConfig::from_yaml(
+    let plugin = WorkerConfig::from_yaml(
         "{id: p, type: module, module_type: plugin, module_name: ./libnope.so}",
     )?;
-    let unsupported = master.send(AddWorker(process)).await?.unwrap_err();
-    assert_eq!(unsupported.kind(), ErrorKind::Unsupported);
+    let missing = master.send(AddWorker(plugin)).await?.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    assert!(
+        hsu::error::error_chain(&missing).contains("plugin `./libnope.so`: no such file"),
+        "{missing}"
+    );
     assert_eq!(master.send(GetAllWorkerStates).await?.len(), 1);
     Ok(())
 }

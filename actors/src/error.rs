@@ -273,6 +273,15 @@ pub enum MasterError {
         /// The names that exist.
         registered: Vec<String>,
     },
+    /// The worker's plugin library cannot be used.
+    #[error("worker `{id}`: cannot load its plugin")]
+    Plugin {
+        /// The worker.
+        id: WorkerId,
+        /// What is wrong with the library.
+        #[source]
+        source: crate::plugin::PluginError,
+    },
     /// A factory of this name is registered already.
     #[error("a native module factory named `{name}` is already registered")]
     FactoryConflict {
@@ -315,6 +324,10 @@ impl MasterError {
             Self::Conflict { .. } | Self::FactoryConflict { .. } => ErrorKind::Conflict,
             Self::NotFound { .. } | Self::UnknownFactory { .. } => ErrorKind::NotFound,
             Self::Unsupported { .. } => ErrorKind::Unsupported,
+            Self::Plugin { source, .. } => match source {
+                crate::plugin::PluginError::NotFound { .. } => ErrorKind::NotFound,
+                _ => ErrorKind::Validation,
+            },
             Self::ShuttingDown { .. } | Self::Mailbox { .. } => ErrorKind::Unavailable,
             Self::Worker(e) => e.kind(),
         }

@@ -10,6 +10,7 @@ pub mod health;
 mod id;
 pub mod master;
 pub mod module_worker;
+pub mod plugin;
 pub mod process;
 pub mod process_worker;
 pub mod registry;
@@ -27,6 +28,7 @@ pub use master::{
     AddWorker, GetAllWorkerStates, GetWorkerState, ListModuleFactories, MasterActor, RemoveWorker,
     RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
 };
-pub use registry::RegisterNativeModuleFactory;
+pub use plugin::{PluginError, PluginInfo};
+pub use registry::{ListLoadedModules, RegisterNativeModuleFactory};
 pub use state::{Lifecycle, WorkerState};
 pub use worker::{WorkerDiagnostics, WorkerStateChanged};

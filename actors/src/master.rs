@@ -19,9 +19,13 @@ use crate::config::{
 use crate::error::{error_chain, MasterError};
 use crate::health::{HealthActor, HealthReport, Probe, UnwatchHealth, WatchHealth};
 use crate::module_worker::{ModuleWorkerActor, ModuleWorkerSetup};
+use crate::plugin::PluginInfo;
 use crate::process::ResourceUsage;
 use crate::process_worker::{ProcessWorkerActor, ProcessWorkerSetup};
-use crate::registry::{GetFactory, ListFactories, RegisterNativeModuleFactory, RegistryActor};
+use crate::registry::{
+    GetFactory, ListFactories, ListLoadedModules, LoadPlugin, RegisterNativeModuleFactory,
+    RegistryActor,
+};
 use crate::resources::{ResourceMonitor, ResourceSamples};
 use crate::restart::{jitter_sample, Decision, RestartTracker, Trigger};
 use crate::runtime::WorkerRuntime;
@@ -395,6 +399,16 @@ impl Handler<ListModuleFactories> for MasterActor {
     }
 }
 
+impl Handler<ListLoadedModules> for MasterActor {
+    type Result = ResponseFuture<Vec<PluginInfo>>;
+
+    /// Forwarded to the registry; empty if it is gone.
+    fn handle(&mut self, msg: ListLoadedModules, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        Box::pin(async move { registry.send(msg).await.unwrap_or_default() })
+    }
+}
+
 impl Handler<AddWorker> for MasterActor {
     type Result = ResponseActFuture<Self, Result<WorkerId, MasterError>>;
 
@@ -418,24 +432,31 @@ impl Handler<AddWorker> for MasterActor {
         if self.workers.contains_key(&id) || self.adding.contains(&id) {
             return Box::pin(fut::ready(Err(MasterError::Conflict { id })));
         }
-        if let WorkerKind::Module {
-            module_type: ModuleType::Plugin,
-            ..
-        } = &spec.kind
-        {
-            return Box::pin(fut::ready(Err(MasterError::Unsupported {
-                id,
-                what: "a plugin module".into(),
-            })));
-        }
         self.adding.insert(id.clone());
-        // Native modules need their factory from the registry; processes need nothing.
+        // Modules need their factory from the registry (a plugin is loaded there, once per
+        // path); processes need nothing.
         let lookup = match &spec.kind {
+            WorkerKind::Module {
+                module_type: ModuleType::Plugin,
+                module_name,
+                ..
+            } => {
+                let registry = self.registry.clone();
+                let path = std::path::PathBuf::from(module_name);
+                let id = id.clone();
+                futures::future::Either::Left(futures::future::Either::Left(async move {
+                    match registry.send(LoadPlugin(path)).await {
+                        Ok(Ok(factory)) => Ok(Some(factory)),
+                        Ok(Err(source)) => Err(MasterError::Plugin { id, source }),
+                        Err(_) => Err(MasterError::ShuttingDown { id: id.to_string() }),
+                    }
+                }))
+            }
             WorkerKind::Module { module_name, .. } => {
                 let registry = self.registry.clone();
                 let name = module_name.clone();
                 let id = id.clone();
-                futures::future::Either::Left(async move {
+                futures::future::Either::Left(futures::future::Either::Right(async move {
                     match registry.send(GetFactory(name.clone())).await {
                         Ok(Ok(factory)) => Ok(Some(factory)),
                         Ok(Err(registered)) => Err(MasterError::UnknownFactory {
@@ -445,7 +466,7 @@ impl Handler<AddWorker> for MasterActor {
                         }),
                         Err(_) => Err(MasterError::ShuttingDown { id: id.to_string() }),
                     }
-                })
+                }))
             }
             WorkerKind::Process(_) => futures::future::Either::Right(async { Ok(None) }),
         };

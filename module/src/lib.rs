@@ -40,6 +40,8 @@ mod error;
 mod info;
 #[cfg(feature = "integrated")]
 pub mod integrated;
+#[cfg(feature = "plugin")]
+pub mod plugin;
 #[cfg(feature = "process")]
 mod process;
 #[cfg(feature = "process")]

@@ -3,5 +3,5 @@
 //! code is the same one that `module_name: echo` runs inside the master.
 
 fn main() -> std::process::ExitCode {
-    hsu_module::run_process(hsu::builtin::EchoModule::default)
+    hsu_module::run_process(echo_module::EchoModule::default)
 }

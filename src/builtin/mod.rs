@@ -2,10 +2,9 @@
 //! small HTTP service on 127.0.0.1, and `ticker`, which logs on an interval. They are also
 //! examples of writing a [`WorkerModule`](hsu_module::WorkerModule).
 
-mod echo;
 mod ticker;
 
-pub use echo::EchoModule;
+pub use echo_module::EchoModule;
 pub use ticker::TickerModule;
 
 use actix::Addr;

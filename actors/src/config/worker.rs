@@ -95,6 +95,14 @@ impl WorkerConfig {
         }
     }
 
+    /// A plugin module worker loading the library at `path`.
+    pub fn plugin(id: &str, path: &str) -> Self {
+        Self {
+            module_type: Some(ModuleType::Plugin),
+            ..Self::native(id, path)
+        }
+    }
+
     /// A managed process worker running `executable_path` with `args`.
     pub fn process(id: &str, executable_path: &str, args: &[&str]) -> Self {
         Self {

@@ -1,6 +1,12 @@
 //! `echo`: a small HTTP/1.1 service. `GET /health` answers `ok`; any other request is answered
 //! with its method, path and body. Config: `{host: 127.0.0.1, port: 0}` (port 0 picks a free
 //! one; the address is logged and listed in the module's endpoints).
+//!
+//! One module, three deployments, chosen by YAML only (see `examples/configs/echo-*.yaml`):
+//! `module_type: native` (`hsu` registers it as `echo`), `module_type: plugin` (`examples/echo-plugin`,
+//! `libecho_plugin.so`, one line: `export_plugin!`), or `process_type: integrated` (the `hsu-echo`
+//! binary, `hsu_module::run_process(EchoModule::default)`).
+#![warn(missing_docs)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
