@@ -153,6 +153,10 @@ struct Entry {
     resources: Option<ResourceUsage>,
     /// Samples in a row over a limit.
     violations: u32,
+    /// When module code of this worker panicked, within the `quarantine.within` window.
+    panics: std::collections::VecDeque<Instant>,
+    /// Set once moved to the process form.
+    quarantine: Option<crate::worker::QuarantineStatus>,
 }
 
 /// The master. Create it with [`MasterActor::launch`] inside a running actix system.
@@ -331,6 +335,78 @@ impl MasterActor {
                 });
             }
         }
+    }
+
+    /// Moves a module worker that panicked too often to its integrated process form: the old
+    /// actor is dropped (it is in a failed state, its run cleaned up), a process worker takes
+    /// its place under the same id, restart counters start afresh, and it is started (if
+    /// `start`). Returns the text that is logged and added to the failure's reason.
+    fn quarantine(&mut self, id: &WorkerId, start: bool, ctx: &mut Context<Self>) -> String {
+        let Some(entry) = self.workers.get(id) else {
+            return String::new();
+        };
+        let Some(q) = entry.spec.quarantine.clone() else {
+            return String::new();
+        };
+        let executable = q
+            .process
+            .execution
+            .as_ref()
+            .map(|e| e.executable_path.clone())
+            .unwrap_or_default();
+        let text = format!(
+            "quarantined: {} panics within {}; now runs as an integrated process (`{executable}`)",
+            entry.panics.len(),
+            crate::config::duration::format(q.within)
+        );
+        tracing::error!(worker = %id, "{text}");
+        let mut spec = entry.spec.clone();
+        spec.kind = WorkerKind::Process(q.process.clone());
+        spec.quarantine = None;
+        if spec.health_check.probe == Some(crate::config::ProbeType::Module) {
+            spec.health_check.probe = None;
+        }
+        let (addr, kind) = self.create_worker(&spec, None, ctx);
+        let Some(entry) = self.workers.get_mut(id) else {
+            return text;
+        };
+        entry.quarantine = Some(crate::worker::QuarantineStatus {
+            since: SystemTime::now(),
+            panics: entry.panics.len() as u32,
+            within: q.within,
+            last_panic: entry.last_error.clone().unwrap_or_default(),
+            executable_path: executable,
+            was: entry.kind,
+        });
+        entry.spec = spec;
+        entry.kind = kind;
+        entry.addr = addr.clone();
+        entry.state = WorkerState::Idle;
+        entry.restarts.reset();
+        entry.epoch += 1;
+        entry.panics.clear();
+        let id = id.clone();
+        ctx.spawn(
+            async move {
+                let started = match addr.initialize().await {
+                    Ok(Ok(())) if start => addr.start().await,
+                    other => other,
+                };
+                match started {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(error_chain(&e)),
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+            .into_actor(self)
+            .map(move |failure, _, _| {
+                if let Some(e) = failure {
+                    // A failed start was also reported as a state change, and supervised.
+                    tracing::error!(worker = %id, error = %e, "the quarantined worker's process form did not start");
+                }
+            }),
+        );
+        text
     }
 
     fn restart_now(&mut self, id: WorkerId, epoch: u64, ctx: &mut Context<Self>) {
@@ -527,6 +603,8 @@ impl Handler<AddWorker> for MasterActor {
                         last_health_check: None,
                         resources: None,
                         violations: 0,
+                        panics: Default::default(),
+                        quarantine: None,
                     },
                 );
                 Ok(id)
@@ -629,6 +707,7 @@ impl Handler<GetWorkerState> for MasterActor {
         let checked = entry.last_health_check;
         let last_error = entry.last_error.clone();
         let resources = entry.resources;
+        let quarantine = entry.quarantine.clone();
         Box::pin(async move {
             let mut d = addr
                 .diagnostics()
@@ -645,6 +724,7 @@ impl Handler<GetWorkerState> for MasterActor {
             if d.state == WorkerState::Running {
                 d.resources = resources;
             }
+            d.quarantine = quarantine;
             Ok(d)
         })
     }
@@ -778,6 +858,16 @@ impl Handler<WorkerStateChanged> for MasterActor {
             }
             let on_purpose =
                 entry.stop_requested || self.shutting_down || event.from == WorkerState::Stopping;
+            if event.panicked && !self.shutting_down && count_panic(entry) {
+                let mut event = event;
+                // A stop that panicked is still a stop: move, but do not start.
+                let text = self.quarantine(&event.id, !on_purpose, ctx);
+                event.reason = Some(match event.reason.take() {
+                    Some(r) => format!("{r}; {text}"),
+                    None => text,
+                });
+                return self.publish(event);
+            }
             if !on_purpose {
                 if event.to.is_failed() {
                     trigger = Some(Trigger::Failure);
@@ -906,6 +996,26 @@ impl Handler<ResourceSamples> for MasterActor {
 }
 
 /// What limit `usage` breaks, if any, in words.
+/// Records a panic of `entry`'s module code; true when `quarantine:` says it is time to move.
+fn count_panic(entry: &mut Entry) -> bool {
+    let Some(q) = &entry.spec.quarantine else {
+        return false;
+    };
+    if entry.quarantine.is_some() {
+        return false;
+    }
+    let now = Instant::now();
+    entry.panics.push_back(now);
+    while entry
+        .panics
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > q.within)
+    {
+        entry.panics.pop_front();
+    }
+    entry.panics.len() as u32 >= q.after_panics
+}
+
 fn limit_violation(limits: &LimitsConfig, usage: &ResourceUsage) -> Option<String> {
     if let Some(max) = limits.memory_max {
         if usage.rss_bytes > max.0 {

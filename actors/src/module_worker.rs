@@ -41,6 +41,8 @@ struct TaskEnded {
     name: String,
     /// `None` when the task returned `Ok`.
     error: Option<String>,
+    /// It panicked.
+    panicked: bool,
 }
 
 /// What a module worker needs to exist. Built by the master from a validated spec.
@@ -222,6 +224,7 @@ impl Handler<Start> for ModuleWorkerActor {
                         run.cancel.cancel();
                         run.tasks.abort_all();
                     }
+                    act.core.panicked = matches!(e, WorkerError::Panicked { .. });
                     act.advance(Lifecycle::StartFailed, Some(error_chain(&e)))?;
                     Err(e)
                 }
@@ -260,6 +263,7 @@ impl LifecycleActor for ModuleWorkerActor {
                 Ok(()) => act.advance(Lifecycle::StopCompleted, None),
                 Err(e) => {
                     act.needs_fresh_instance = true;
+                    act.core.panicked = matches!(e, WorkerError::Panicked { .. });
                     act.advance(Lifecycle::StopFailed, Some(error_chain(&e)))?;
                     Err(e)
                 }
@@ -272,7 +276,7 @@ impl Handler<Fail> for ModuleWorkerActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, msg: Fail, _: &mut Context<Self>) -> Self::Result {
-        self.fail_running(msg.reason, None)
+        self.fail_running(msg.reason, None, false)
     }
 }
 
@@ -287,7 +291,7 @@ impl Handler<TaskEnded> for ModuleWorkerActor {
                 tracing::debug!(parent: &self.core.span, task = %msg.name, "module task finished");
                 Box::pin(fut::ready(()))
             }
-            Some(error) => self.fail_running(error, Some(msg.generation)),
+            Some(error) => self.fail_running(error, Some(msg.generation), msg.panicked),
         }
     }
 }
@@ -316,7 +320,7 @@ impl Handler<CheckHealth> for ModuleWorkerActor {
             act.last_health_check = Some(SystemTime::now());
             if let Err(e @ WorkerError::Panicked { .. }) = &result {
                 let reason = error_chain(e);
-                ctx.spawn(act.fail_running(reason, Some(generation)));
+                ctx.spawn(act.fail_running(reason, Some(generation), true));
             }
             result
         }))
@@ -355,6 +359,7 @@ impl Handler<GetDiagnostics> for ModuleWorkerActor {
             last_exit: None,
             resources: None,
             log_file: None,
+            quarantine: None,
         })
     }
 }
@@ -493,6 +498,7 @@ impl ModuleWorkerActor {
         &mut self,
         reason: String,
         generation: Option<u64>,
+        panicked: bool,
     ) -> ResponseActFuture<Self, ()> {
         self.with_op_lock(move |act, _| {
             let current = generation.is_none_or(|g| act.run.as_ref().is_some_and(|r| r.generation == g));
@@ -502,6 +508,7 @@ impl ModuleWorkerActor {
             }
             act.needs_fresh_instance = true;
             act.started_at = None;
+            act.core.panicked = panicked;
             let _ = act.advance(Lifecycle::Crashed, Some(reason));
             let cleanup = act.shut_down_run();
             Box::pin(cleanup.into_actor(act).map(|result, act, _| {
@@ -583,15 +590,22 @@ impl TaskSpawner for HostSpawner {
         let worker = self.worker.clone();
         let generation = self.generation;
         let handle = self.runtime.handle().spawn(async move {
-            let error = match AssertUnwindSafe(task).catch_unwind().await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(format!("task `{name}` failed: {}", error_chain(&e))),
-                Err(panic) => Some(format!("task `{name}` panicked: {}", panic_message(panic))),
+            let (error, panicked) = match AssertUnwindSafe(task).catch_unwind().await {
+                Ok(Ok(())) => (None, false),
+                Ok(Err(e)) => (
+                    Some(format!("task `{name}` failed: {}", error_chain(&e))),
+                    false,
+                ),
+                Err(panic) => (
+                    Some(format!("task `{name}` panicked: {}", panic_message(panic))),
+                    true,
+                ),
             };
             worker.do_send(TaskEnded {
                 generation,
                 name,
                 error,
+                panicked,
             });
         });
         self.tasks.push(handle);

@@ -388,6 +388,7 @@ impl Handler<GetDiagnostics> for ProcessWorkerActor {
             last_exit: self.last_exit.clone(),
             resources: None,
             log_file: self.sink.as_ref().map(|s| s.path().to_path_buf()),
+            quarantine: None,
         })
     }
 }

@@ -30,6 +30,8 @@ pub struct WorkerStateChanged {
     pub reason: Option<String>,
     /// The OS process now running, for process workers that just became running.
     pub pid: Option<u32>,
+    /// The failure was a panic in module code (counted by `quarantine:`).
+    pub panicked: bool,
     /// When.
     pub at: SystemTime,
 }
@@ -168,6 +170,26 @@ pub struct WorkerDiagnostics {
     pub resources: Option<ResourceUsage>,
     /// The worker's output file.
     pub log_file: Option<std::path::PathBuf>,
+    /// Set once the module was moved to its process form by `quarantine:` (filled in by the
+    /// master).
+    pub quarantine: Option<QuarantineStatus>,
+}
+
+/// Why and since when a module worker runs as its integrated process form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantineStatus {
+    /// When the move happened.
+    pub since: SystemTime,
+    /// Panics counted within the window.
+    pub panics: u32,
+    /// The window.
+    pub within: std::time::Duration,
+    /// The last panic.
+    pub last_panic: String,
+    /// The process form's executable.
+    pub executable_path: String,
+    /// What the worker was before (`native` or `plugin`).
+    pub was: WorkerKindName,
 }
 
 /// Module-specific diagnostics.
@@ -252,6 +274,9 @@ pub(crate) struct WorkerCore {
     pub last_error: Option<String>,
     /// Serialises start/stop/fail/terminate without blocking the mailbox.
     pub op_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Set just before advancing to a failed state because module code panicked; the next
+    /// failure event carries it.
+    pub panicked: bool,
     events: Recipient<WorkerStateChanged>,
 }
 
@@ -264,6 +289,7 @@ impl WorkerCore {
             state: WorkerState::Idle,
             last_error: None,
             op_lock: Default::default(),
+            panicked: false,
             events,
         }
     }
@@ -292,12 +318,14 @@ impl WorkerCore {
         } else {
             tracing::info!(parent: &self.span, %from, %to, pid, "worker state changed");
         }
+        let panicked = std::mem::take(&mut self.panicked) && to.is_failed();
         self.events.do_send(WorkerStateChanged {
             id: self.id.clone(),
             from,
             to,
             reason,
             pid,
+            panicked,
             at: std::time::SystemTime::now(),
         });
         Ok(())

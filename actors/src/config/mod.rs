@@ -17,11 +17,12 @@ pub use process::{
     StopConfig,
 };
 pub use validate::{
-    validate_config, validate_worker, ProcessSpec, ValidationIssue, WorkerKind, WorkerSpec,
+    validate_config, validate_worker, ProcessSpec, QuarantineSpec, ValidationIssue, WorkerKind,
+    WorkerSpec,
 };
 pub use worker::{
     BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProbeType, ProcessType,
-    RestartConfig, RestartPolicy, WorkerConfig, WorkerType,
+    QuarantineConfig, RestartConfig, RestartPolicy, WorkerConfig, WorkerType,
 };
 
 use crate::error::ConfigError;

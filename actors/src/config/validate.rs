@@ -50,6 +50,19 @@ pub struct WorkerSpec {
     pub start_timeout: Duration,
     /// Time limit of a stop.
     pub stop_timeout: Duration,
+    /// Module workers with `quarantine:`: when and to what process form to move.
+    pub quarantine: Option<QuarantineSpec>,
+}
+
+/// A validated `quarantine:` with the process form it moves the module to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineSpec {
+    /// Panics that trigger the move.
+    pub after_panics: u32,
+    /// Window in which panics are counted.
+    pub within: Duration,
+    /// The module as an integrated process: the worker's `execution:` and `config:`.
+    pub process: Box<ProcessSpec>,
 }
 
 /// The type-specific part of a [`WorkerSpec`].
@@ -259,6 +272,7 @@ fn check_worker(
             issues.add("health_check.failure_threshold", "must be at least 1");
         }
     }
+    let quarantine = check_quarantine(config, &kind, &mut issues);
     let start_timeout = config.start_timeout.unwrap_or(master.start_timeout);
     let stop_timeout = config.stop_timeout.unwrap_or(master.stop_timeout);
     for (field, d) in [
@@ -279,6 +293,7 @@ fn check_worker(
         health_check,
         start_timeout,
         stop_timeout,
+        quarantine,
     })
 }
 
@@ -287,10 +302,10 @@ fn check_module(
     module_config: ModuleConfig,
     issues: &mut Issues<'_>,
 ) -> WorkerKind {
-    if config.execution.is_some() {
+    if config.execution.is_some() && config.quarantine.is_none() {
         issues.add(
             "execution",
-            "only process workers have `execution`; a module runs inside the master",
+            "a module runs inside the master: `execution` on a module worker is only its process form for `quarantine`",
         );
     }
     if config.limits.is_some() {
@@ -327,6 +342,55 @@ fn check_module(
         module_name,
         config: module_config,
     }
+}
+
+/// `quarantine:` needs a module worker with an `execution:` (its integrated process form).
+fn check_quarantine(
+    config: &WorkerConfig,
+    kind: &WorkerKind,
+    issues: &mut Issues<'_>,
+) -> Option<QuarantineSpec> {
+    let q = config.quarantine.as_ref()?;
+    let WorkerKind::Module {
+        config: module_config,
+        ..
+    } = kind
+    else {
+        issues.add(
+            "quarantine",
+            "only module workers have `quarantine` (a process is already isolated)",
+        );
+        return None;
+    };
+    if q.after_panics == 0 {
+        issues.add("quarantine.after_panics", "must be at least 1");
+    }
+    if q.within.is_zero() {
+        issues.add("quarantine.within", "must be greater than 0s");
+    }
+    let execution = match &config.execution {
+        Some(e) if !e.executable_path.trim().is_empty() => e.clone(),
+        _ => {
+            issues.add(
+                "execution.executable_path",
+                "required with `quarantine`: the module's integrated process form (a binary calling hsu_module::run_process)",
+            );
+            return None;
+        }
+    };
+    Some(QuarantineSpec {
+        after_panics: q.after_panics,
+        within: q.within,
+        process: Box::new(ProcessSpec {
+            process_type: ProcessType::Integrated,
+            execution: Some(execution),
+            config: module_config.clone(),
+            stop: StopConfig::default(),
+            attach: None,
+            integrated: IntegratedConfig::default(),
+            limits: None,
+        }),
+    })
 }
 
 fn check_process(

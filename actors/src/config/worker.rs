@@ -56,6 +56,10 @@ pub struct WorkerConfig {
     /// Processes only: memory and CPU limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsConfig>,
+    /// Module workers only: after repeated panics, run the module as its integrated process
+    /// form (`execution:`) instead, where a panic can no longer reach the master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<QuarantineConfig>,
     /// How long `start` may take (default: the master's `start_timeout`, 30s).
     #[serde(
         default,
@@ -90,6 +94,7 @@ impl WorkerConfig {
             attach: None,
             integrated: None,
             limits: None,
+            quarantine: None,
             start_timeout: None,
             stop_timeout: None,
         }
@@ -344,4 +349,16 @@ pub enum ProbeType {
     Ping,
     /// `grpc.health.v1.Health/Check` answers SERVING (integrated processes).
     GrpcHealth,
+}
+
+/// `quarantine:` of a module worker: `after_panics` panics of module code within `within`
+/// move the worker to its integrated process form, given by the worker's `execution:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineConfig {
+    /// Panics (in any module call or task) that trigger the move; at least 1.
+    pub after_panics: u32,
+    /// The window in which they are counted, e.g. `10m`.
+    #[serde(with = "super::duration")]
+    pub within: Duration,
 }

@@ -109,6 +109,12 @@ impl WorkerModule for TestModule {
             "ok" => {}
             "error" => return Err(ModuleError::failed("scripted start failure")),
             "panic" => panic!("scripted panic in start"),
+            // Inside the master (native or plugin) it panics; as its own process (where the
+            // master passes HSU_PORT) it runs: the case `quarantine:` is for.
+            "panic_unless_process" if std::env::var_os("HSU_PORT").is_none() => {
+                panic!("scripted panic in start (not in a process)")
+            }
+            "panic_unless_process" => {}
             "hang" => std::future::pending::<()>().await,
             "block" => std::thread::sleep(Duration::from_millis(self.script.block_ms)),
             other => return Err(ModuleError::Config(format!("unknown start script {other}"))),
