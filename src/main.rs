@@ -1,4 +1,4 @@
-//! The `hsu` command: `hsu run [CONFIG]`, `hsu check CONFIG…`.
+//! The `hsu` command: `hsu run [CONFIG]`, `hsu check CONFIG…`, `hsu package …`.
 
 mod cli;
 
@@ -10,6 +10,9 @@ hsu: run services as OS processes or in-process modules under one lifecycle
 usage:
   hsu run [CONFIG]     run the workers of CONFIG (YAML); without CONFIG, the built-in demo
   hsu check CONFIG...  validate config files and print every problem
+  hsu package install DIR|TARBALL | list | remove NAME[:VERSION]  [--root DIR]
+                       manage installed packages (default root: hsu-packages); a worker's
+                       `package: name[:version]` runs one
   hsu --help | --version
 
 Ctrl-C or SIGTERM stops all workers gracefully. RUST_LOG overrides the log level.";
@@ -19,6 +22,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("run") if args.len() <= 2 => cli::run::main(args.get(1).map(Into::into)),
         Some("check") if args.len() >= 2 => cli::check::main(&args[1..]),
+        Some("package") => cli::package::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

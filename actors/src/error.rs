@@ -282,6 +282,15 @@ pub enum MasterError {
         #[source]
         source: crate::plugin::PluginError,
     },
+    /// A package could not be installed.
+    #[error("cannot install the package at `{}`", source_path.display())]
+    Package {
+        /// The directory or tarball given.
+        source_path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: crate::packages::PackageError,
+    },
     /// A factory of this name is registered already.
     #[error("a native module factory named `{name}` is already registered")]
     FactoryConflict {
@@ -324,6 +333,7 @@ impl MasterError {
             Self::Conflict { .. } | Self::FactoryConflict { .. } => ErrorKind::Conflict,
             Self::NotFound { .. } | Self::UnknownFactory { .. } => ErrorKind::NotFound,
             Self::Unsupported { .. } => ErrorKind::Unsupported,
+            Self::Package { source, .. } => source.kind(),
             Self::Plugin { source, .. } => match source {
                 crate::plugin::PluginError::NotFound { .. } => ErrorKind::NotFound,
                 _ => ErrorKind::Validation,

@@ -10,6 +10,7 @@ pub mod health;
 mod id;
 pub mod master;
 pub mod module_worker;
+pub mod packages;
 pub mod plugin;
 pub mod process;
 pub mod process_worker;
@@ -25,8 +26,9 @@ pub use config::{HsuConfig, MasterConfig, WorkerConfig, WorkerSpec};
 pub use error::{ConfigError, ErrorKind, MasterError, WorkerError};
 pub use id::WorkerId;
 pub use master::{
-    AddWorker, GetAllWorkerStates, GetWorkerState, ListModuleFactories, MasterActor, RemoveWorker,
-    RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
+    AddWorker, GetAllWorkerStates, GetWorkerState, InstallPackage, ListModuleFactories,
+    MasterActor, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker,
+    Subscribe, WorkerSummary,
 };
 pub use plugin::{PluginError, PluginInfo};
 pub use registry::{ListLoadedModules, RegisterNativeModuleFactory};

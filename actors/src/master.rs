@@ -475,6 +475,32 @@ impl Handler<ListModuleFactories> for MasterActor {
     }
 }
 
+/// Installs a package (a directory or a `.tar`/`.tar.gz` with a `package.yaml`) under the
+/// master's `packages_directory`, verifying every file's sha256; atomic. Replies with what was
+/// installed. The file work runs off the master's thread.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<crate::packages::InstalledPackage, MasterError>")]
+pub struct InstallPackage(pub std::path::PathBuf);
+
+impl Handler<InstallPackage> for MasterActor {
+    type Result = ResponseFuture<Result<crate::packages::InstalledPackage, MasterError>>;
+
+    fn handle(&mut self, msg: InstallPackage, _: &mut Context<Self>) -> Self::Result {
+        let root = self.config.packages_directory.clone();
+        let installing = self.runtime.handle().spawn_blocking(move || {
+            crate::packages::install(&msg.0, &root).map_err(|source| MasterError::Package {
+                source_path: msg.0.clone(),
+                source,
+            })
+        });
+        Box::pin(async move {
+            installing
+                .await
+                .unwrap_or_else(|_| Err(MasterError::ShuttingDown { id: String::new() }))
+        })
+    }
+}
+
 impl Handler<ListLoadedModules> for MasterActor {
     type Result = ResponseFuture<Vec<PluginInfo>>;
 

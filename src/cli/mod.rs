@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod check;
+pub mod package;
 pub mod run;
 
 use std::path::Path;

@@ -31,6 +31,9 @@ pub struct MasterConfig {
     /// How often CPU and memory of processes are sampled (default `5s`).
     #[serde(with = "duration")]
     pub resource_interval: Duration,
+    /// Where `hsu package install` puts packages and `package:` finds them (default
+    /// `hsu-packages`).
+    pub packages_directory: PathBuf,
 }
 
 impl Default for MasterConfig {
@@ -44,6 +47,7 @@ impl Default for MasterConfig {
             logs: LogsConfig::default(),
             run_directory: PathBuf::from("hsu-run"),
             resource_interval: Duration::from_secs(5),
+            packages_directory: PathBuf::from("hsu-packages"),
         }
     }
 }

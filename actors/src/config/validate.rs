@@ -237,12 +237,22 @@ fn check_worker(
     if let Err(message) = &id {
         issues.add("id", message.clone());
     }
-    if config.package.is_some() {
-        issues.add(
-            "package",
-            "packages are not supported by this version of hsu",
-        );
-    }
+    // `package:` fills in the executable or library from the installed package.
+    let resolved;
+    let config = if config.package.is_some() {
+        match crate::packages::resolve(config, &master.packages_directory) {
+            Ok(r) => {
+                resolved = r;
+                &resolved
+            }
+            Err(e) => {
+                issues.add("package", crate::error::error_chain(&e));
+                return None;
+            }
+        }
+    } else {
+        config
+    };
     let module_config = ModuleConfig::new(config.config.clone().unwrap_or(serde_yaml::Value::Null));
     let kind = match config.worker_type {
         WorkerType::Module => check_module(config, module_config, &mut issues),
