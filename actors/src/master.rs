@@ -512,27 +512,31 @@ impl Handler<ListLoadedModules> for MasterActor {
 }
 
 impl Handler<AddWorker> for MasterActor {
-    type Result = ResponseActFuture<Self, Result<WorkerId, MasterError>>;
+    type Result = ResponseFuture<Result<WorkerId, MasterError>>;
 
-    /// Waits for the registry and then the worker's `initialize`; other messages are answered
-    /// meanwhile. The id is reserved from the start, so a concurrent add of it conflicts.
-    fn handle(&mut self, msg: AddWorker, _: &mut Context<Self>) -> Self::Result {
+    /// Validates and reserves the id at once (a concurrent add of it conflicts), then waits for
+    /// the registry and the worker's `initialize` in a future of its own: thousands of adds in
+    /// flight cost the master nothing while they wait (a `ResponseActFuture` would be polled
+    /// with every other one on each wake-up). Short self-messages create and insert the worker.
+    fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) -> Self::Result {
         let config = msg.0;
         if self.shutting_down {
-            return Box::pin(fut::ready(Err(MasterError::ShuttingDown { id: config.id })));
+            return Box::pin(async move { Err(MasterError::ShuttingDown { id: config.id }) });
         }
         let spec = match validate_worker(&config, &self.config) {
             Ok(spec) => spec,
             Err(issues) => {
-                return Box::pin(fut::ready(Err(MasterError::Validation {
-                    id: config.id,
-                    issues,
-                })))
+                return Box::pin(async move {
+                    Err(MasterError::Validation {
+                        id: config.id,
+                        issues,
+                    })
+                })
             }
         };
         let id = spec.id.clone();
         if self.workers.contains_key(&id) || self.adding.contains(&id) {
-            return Box::pin(fut::ready(Err(MasterError::Conflict { id })));
+            return Box::pin(async move { Err(MasterError::Conflict { id }) });
         }
         self.adding.insert(id.clone());
         // Modules need their factory from the registry (a plugin is loaded there, once per
@@ -572,70 +576,136 @@ impl Handler<AddWorker> for MasterActor {
             }
             WorkerKind::Process(_) => futures::future::Either::Right(async { Ok(None) }),
         };
-        Box::pin(lookup.into_actor(self).then(move |factory, act, ctx| {
-            let factory = match factory {
+        let me = ctx.address();
+        Box::pin(async move {
+            let factory = match lookup.await {
                 Ok(f) => f,
                 Err(e) => {
-                    act.adding.remove(&id);
-                    return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>;
-                }
-            };
-            let (addr, kind) = act.create_worker(&spec, factory, ctx);
-            let initializing = {
-                let addr = addr.clone();
-                async move { addr.initialize().await }
-            };
-            Box::pin(initializing.into_actor(act).map(move |result, act, _| {
-                act.adding.remove(&id);
-                let failure = match result {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(MasterError::Worker(e)),
-                    Err(source) => Some(MasterError::Mailbox {
-                        id: id.clone(),
-                        source,
-                    }),
-                };
-                if let Some(e) = failure {
-                    tracing::warn!(worker = %id, error = %error_chain(&e), "worker not added");
-                    let addr = addr.clone();
-                    actix::spawn(async move {
-                        let _ = addr.terminate().await;
-                    });
+                    me.do_send(AbortAdd(id));
                     return Err(e);
                 }
-                if act.shutting_down {
-                    actix::spawn(async move {
-                        let _ = addr.terminate().await;
-                    });
-                    return Err(MasterError::ShuttingDown { id: id.to_string() });
-                }
-                tracing::info!(worker = %id, ?kind, "worker added");
-                act.order.push(id.clone());
-                act.workers.insert(
-                    id.clone(),
-                    Entry {
-                        addr,
-                        kind,
-                        spec,
-                        state: WorkerState::Idle,
-                        last_error: None,
-                        restarts: RestartTracker::default(),
-                        manual_restarts: 0,
-                        pending_restart: None,
-                        epoch: 0,
-                        stop_requested: false,
-                        health: HealthStatus::Unknown,
-                        consecutive_health_failures: 0,
-                        last_health_check: None,
-                        resources: None,
-                        violations: 0,
-                        panics: Default::default(),
-                        quarantine: None,
-                    },
-                );
-                Ok(id)
-            }))
-        }))
+            };
+            let mailbox = |source| MasterError::ShuttingDown {
+                id: format!("{id}: {source}"),
+            };
+            let addr = me
+                .send(CreateWorker {
+                    spec: spec.clone(),
+                    factory,
+                })
+                .await
+                .map_err(mailbox)?;
+            let initialized = addr.initialize().await;
+            me.send(FinishAdd {
+                spec,
+                addr,
+                initialized,
+            })
+            .await
+            .map_err(mailbox)?
+        })
+    }
+}
+
+/// Self-message of `AddWorker`: start the worker's actor.
+#[derive(Message)]
+#[rtype(result = "WorkerAddr")]
+struct CreateWorker {
+    spec: WorkerSpec,
+    factory: Option<hsu_module::ModuleFactory>,
+}
+
+impl Handler<CreateWorker> for MasterActor {
+    type Result = MessageResult<CreateWorker>;
+
+    fn handle(&mut self, msg: CreateWorker, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.create_worker(&msg.spec, msg.factory, ctx).0)
+    }
+}
+
+/// Self-message of `AddWorker`: the lookup failed; free the id.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AbortAdd(WorkerId);
+
+impl Handler<AbortAdd> for MasterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AbortAdd, _: &mut Context<Self>) {
+        self.adding.remove(&msg.0);
+    }
+}
+
+/// Self-message of `AddWorker`: `initialize` answered; insert the worker, or end it.
+#[derive(Message)]
+#[rtype(result = "Result<WorkerId, MasterError>")]
+struct FinishAdd {
+    spec: WorkerSpec,
+    addr: WorkerAddr,
+    initialized: Result<Result<(), crate::error::WorkerError>, actix::MailboxError>,
+}
+
+impl Handler<FinishAdd> for MasterActor {
+    type Result = Result<WorkerId, MasterError>;
+
+    fn handle(&mut self, msg: FinishAdd, _: &mut Context<Self>) -> Self::Result {
+        let FinishAdd {
+            spec,
+            addr,
+            initialized,
+        } = msg;
+        let id = spec.id.clone();
+        self.adding.remove(&id);
+        let failure = match initialized {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(MasterError::Worker(e)),
+            Err(source) => Some(MasterError::Mailbox {
+                id: id.clone(),
+                source,
+            }),
+        };
+        if let Some(e) = failure {
+            tracing::warn!(worker = %id, error = %error_chain(&e), "worker not added");
+            actix::spawn(async move {
+                let _ = addr.terminate().await;
+            });
+            return Err(e);
+        }
+        if self.shutting_down {
+            actix::spawn(async move {
+                let _ = addr.terminate().await;
+            });
+            return Err(MasterError::ShuttingDown { id: id.to_string() });
+        }
+        let kind = match &spec.kind {
+            WorkerKind::Module { module_type, .. } => WorkerKindName::from(*module_type),
+            WorkerKind::Process(p) => WorkerKindName::from(p.process_type),
+        };
+        tracing::info!(worker = %id, ?kind, "worker added");
+        self.order.push(id.clone());
+        self.workers.insert(
+            id.clone(),
+            Entry {
+                addr,
+                kind,
+                spec,
+                state: WorkerState::Idle,
+                last_error: None,
+                restarts: RestartTracker::default(),
+                manual_restarts: 0,
+                pending_restart: None,
+                epoch: 0,
+                stop_requested: false,
+                health: HealthStatus::Unknown,
+                consecutive_health_failures: 0,
+                last_health_check: None,
+                resources: None,
+                violations: 0,
+                panics: Default::default(),
+                quarantine: None,
+            },
+        );
+        Ok(id)
     }
 }
 

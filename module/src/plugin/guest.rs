@@ -159,51 +159,51 @@ fn runtime() -> &'static Runtime {
     })
 }
 
-/// Runs the synchronous part of an entry point and its future behind `catch_unwind`, the
-/// future on the plugin runtime. Dropping the returned future (a host timeout) aborts it.
+/// Runs the synchronous part of an entry point behind `catch_unwind`, and returns its future
+/// wrapped so that every poll runs inside the plugin runtime's context (this library's tokio
+/// finds its timers and sockets) and behind `catch_unwind` (a panic becomes
+/// [`CallStatus::Panicked`] with its message). The host polls it on its own threads: a call
+/// costs no thread switch. Dropping it (a host timeout) drops the module's future.
 fn call<F>(body: impl FnOnce() -> Result<F, CallResult>) -> FfiFuture<CallResult>
 where
     F: Future<Output = Result<CallResult, ModuleError>> + Send + 'static,
 {
-    let task = match catch_unwind(AssertUnwindSafe(|| body().map(|f| runtime().spawn(f)))) {
-        Ok(Ok(task)) => task,
-        Ok(Err(result)) => return futures::future::ready(result).into_ffi(),
+    let entered = || {
+        let _context = runtime().enter();
+        body()
+    };
+    match catch_unwind(AssertUnwindSafe(entered)) {
+        Ok(Ok(future)) => InPlugin(Box::pin(future)).into_ffi(),
+        Ok(Err(result)) => futures::future::ready(result).into_ffi(),
         Err(panic) => {
             let result = CallResult::with(CallStatus::Panicked, panic_message(panic));
-            return futures::future::ready(result).into_ffi();
+            futures::future::ready(result).into_ffi()
         }
-    };
-    let mut task = AbortOnDrop(task);
-    async move {
-        match (&mut task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => error_result(&e),
-            Err(e) if e.is_panic() => {
-                CallResult::with(CallStatus::Panicked, panic_message(e.into_panic()))
-            }
-            Err(_) => CallResult::with(CallStatus::Failed, "the call was cancelled".into()),
-        }
-    }
-    .into_ffi()
-}
-
-/// A task handle that aborts the task when dropped (the host gave up waiting).
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
-impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
+/// A module call's future, polled by the host inside the plugin's runtime context.
+struct InPlugin<F>(std::pin::Pin<Box<F>>);
+
+impl<F> Future for InPlugin<F>
+where
+    F: Future<Output = Result<CallResult, ModuleError>>,
+{
+    type Output = CallResult;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
+    ) -> std::task::Poll<CallResult> {
+        use std::task::Poll;
+        let _context = runtime().enter();
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(Ok(result))) => Poll::Ready(result),
+            Ok(Poll::Ready(Err(e))) => Poll::Ready(error_result(&e)),
+            Err(panic) => Poll::Ready(CallResult::with(CallStatus::Panicked, panic_message(panic))),
+        }
     }
 }
 
