@@ -3,7 +3,6 @@
 //! master included. So every module call and task, every log pump and every network probe runs
 //! on this separate multi-threaded tokio runtime, and actors only await its handles.
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,13 +117,4 @@ impl std::fmt::Debug for WorkerRuntime {
     }
 }
 
-/// The text of a panic payload (`panic!("…")` gives a `&str` or a `String`).
-pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => s.to_string(),
-            Err(_) => "panic with a non-text payload".to_string(),
-        },
-    }
-}
+pub use hsu_module::panic_message;

@@ -116,3 +116,15 @@ impl std::fmt::Debug for ModuleFactory {
         f.write_str("ModuleFactory")
     }
 }
+
+/// The text of a panic payload (`panic!("…")` gives a `String` or a `&str`), for reporting a
+/// caught panic.
+pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(s) => s.to_string(),
+            Err(_) => "panic with a non-text payload".to_string(),
+        },
+    }
+}

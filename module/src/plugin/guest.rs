@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{CallResult, CallStatus, Created, HostApi, PluginVTable, RStr, RString};
-use crate::{ModuleConfig, ModuleContext, ModuleError, TaskFuture, TaskSpawner, WorkerModule};
+use crate::{
+    panic_message, ModuleConfig, ModuleContext, ModuleError, TaskFuture, TaskSpawner, WorkerModule,
+};
 
 /// The vtable of a plugin whose instances `create` makes.
 pub const fn vtable(create: extern "C" fn() -> Created) -> PluginVTable {
@@ -396,16 +398,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(s) => s.to_string(),
-            Err(_) => "panic with a non-text payload".to_string(),
-        },
-    }
 }
 
 /// The plugin's tracing subscriber: every event goes to the host's `log` callback.
