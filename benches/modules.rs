@@ -3,6 +3,9 @@
 //! - one `is_healthy` call through the plugin boundary vs the same call on the native module;
 //! - N native module workers: time to add all, start all, stop all (one master).
 
+mod common;
+use common::own_rss_kib;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,7 +152,7 @@ fn many_workers(n: usize) {
             .unwrap()
             .unwrap();
         let ids: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
-        let rss_before = rss_kib();
+        let rss_before = own_rss_kib();
 
         let t = Instant::now();
         let adds = ids.iter().map(|id| {
@@ -168,7 +171,7 @@ fn many_workers(n: usize) {
             r.unwrap().unwrap();
         }
         let start = t.elapsed();
-        let rss_running = rss_kib();
+        let rss_running = own_rss_kib();
 
         let t = Instant::now();
         let stops = ids.iter().map(|id| master.send(StopWorker(id.clone())));
@@ -184,15 +187,4 @@ fn many_workers(n: usize) {
         let _ = master.send(Shutdown).await;
         let _ = std::fs::remove_dir_all(&dir);
     });
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }

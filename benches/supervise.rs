@@ -5,6 +5,9 @@
 //! - hsu: time to start N managed workers until all are running, SIGKILL → running again
 //!   latency (median, p95) with no backoff, stop-all time, and the master's RSS and idle CPU.
 
+mod common;
+use common::own_rss_kib;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -210,17 +213,6 @@ fn thread_cpu() -> Vec<(String, u64)> {
 fn own_cpu_ticks() -> u64 {
     hsu::process::sys::read_stat(std::process::id() as i32)
         .map(|s| s.cpu_ticks)
-        .unwrap_or(0)
-}
-
-fn own_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
         .unwrap_or(0)
 }
 

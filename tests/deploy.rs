@@ -234,6 +234,29 @@ async fn bad_plugins_are_refused_with_a_clear_error_and_the_master_keeps_running
         "smallheader",
         &format!("{HEADER_PREFIX}#[no_mangle] pub static HSU_PLUGIN_HEADER: Prefix = Prefix {{ magic: *b\"HSUPLUGN\", abi_version: 1, header_size: 16 }};"),
     );
+    // A full header of this ABI, but built against another hsu-module, or for another target.
+    // The vtable is never reached: the checks refuse the library first.
+    let full_header = |crate_version: &str, target: &str| {
+        format!(
+            r#"
+#[repr(C)] pub struct S {{ p: *const u8, l: usize }}
+unsafe impl Sync for S {{}}
+#[repr(C)] pub struct H {{ magic: [u8; 8], abi: u32, size: u32, version: S, rustc: S, target: S, vtable: &'static [usize; 9] }}
+static VTABLE: [usize; 9] = [0; 9];
+const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
+#[no_mangle] pub static HSU_PLUGIN_HEADER: H = H {{ magic: *b"HSUPLUGN", abi: 1, size: std::mem::size_of::<H>() as u32,
+    version: s("{crate_version}"), rustc: s("rustc"), target: s("{target}"), vtable: &VTABLE }};
+"#
+        )
+    };
+    let host_version = hsu::module::plugin::CRATE_VERSION;
+    let host_target = hsu::module::plugin::TARGET;
+    let other_version = build_library(&dir, "otherversion", &full_header("9.0.0", host_target));
+    let other_target = build_library(
+        &dir,
+        "othertarget",
+        &full_header(host_version, "mips-unknown-linux-gnu"),
+    );
     let host_abi = hsu::module::plugin::ABI_VERSION;
     let cases = [
         (
@@ -268,6 +291,20 @@ async fn bad_plugins_are_refused_with_a_clear_error_and_the_master_keeps_running
             small_header.clone(),
             ErrorKind::Validation,
             vec!["16-byte header".into()],
+        ),
+        (
+            other_version.clone(),
+            ErrorKind::Validation,
+            vec![format!(
+                "built against hsu-module 9.0.0, this host has hsu-module {host_version}"
+            )],
+        ),
+        (
+            other_target.clone(),
+            ErrorKind::Validation,
+            vec![format!(
+                "built for target mips-unknown-linux-gnu, this host is {host_target}"
+            )],
         ),
     ];
     for (i, (path, kind, expected)) in cases.iter().enumerate() {

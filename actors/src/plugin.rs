@@ -285,10 +285,9 @@ fn check_header(
         });
     }
     if ptr.align_offset(std::mem::align_of::<PluginHeader>()) != 0 {
-        return Err(PluginError::HeaderSize {
+        return Err(PluginError::Open {
             path: path.to_path_buf(),
-            plugin: prefix.header_size,
-            host: host_size,
+            reason: format!("`{HEADER_SYMBOL}` is not aligned as a plugin header"),
         });
     }
     // SAFETY: magic, ABI version and size match this host's layout, and the pointer is aligned:

@@ -1,0 +1,8 @@
+//! Shared by the bench binaries.
+
+/// This process's RSS in KiB, by the same `/proc` reader the master samples workers with.
+pub fn own_rss_kib() -> u64 {
+    hsu::process::sys::read_stat(std::process::id() as i32)
+        .map(|s| s.rss_pages * hsu::process::sys::page_size() / 1024)
+        .unwrap_or(0)
+}
