@@ -33,6 +33,41 @@ fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Where the echo worker `id` serves in its `run`-th run (1 for the first start): the
+/// worker binds port 0, so the address is read back from what the worker reports, never
+/// picked by the test (a picked port can be taken by a concurrent test). A module reports it
+/// in its diagnostics' endpoints; a process in its log ("echo listening on http://…").
+async fn echo_address(
+    master: &actix::Addr<hsu::MasterActor>,
+    id: &str,
+    run: usize,
+) -> Result<String, Box<dyn std::error::Error>> {
+    const PREFIX: &str = "echo listening on http://";
+    let start = std::time::Instant::now();
+    loop {
+        let d = master.send(GetWorkerState(id.into())).await??;
+        let reported = match (&d.module, &d.log_file) {
+            (Some(module), _) => module.info.endpoints.first().cloned(),
+            (None, Some(log)) => std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_once(PREFIX).map(|(_, rest)| rest))
+                .nth(run - 1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|address| format!("http://{address}")),
+            (None, None) => None,
+        };
+        if let Some(address) = reported {
+            return Ok(address.trim_start_matches("http://").to_string());
+        }
+        assert!(
+            start.elapsed() < support::DEADLINE,
+            "{id}: no address reported for run {run}: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// One scenario, the same assertions, whatever the deployment: start, serve a request, be
 /// healthy, restart, serve again, stop (port closed), diagnostics of the right kind.
 async fn echo_scenario(
@@ -40,12 +75,11 @@ async fn echo_scenario(
     config: WorkerConfig,
     kind: WorkerKindName,
     has_pid: bool,
-    port: u16,
 ) -> TestResult {
     let id = config.id.clone();
-    let address = format!("127.0.0.1:{port}");
     master.send(AddWorker(config)).await??;
     master.send(StartWorker(id.clone())).await??;
+    let address = echo_address(master, &id, 1).await?;
     let response = support::http(&address, "POST", "/deployed", "same code").await?;
     assert!(
         response.contains(&format!("echo from {id}: POST /deployed\nsame code")),
@@ -70,6 +104,7 @@ async fn echo_scenario(
             force: false,
         })
         .await??;
+    let address = echo_address(master, &id, 2).await?;
     let response = support::http(&address, "GET", "/again", "").await?;
     assert!(
         response.contains(&format!("echo from {id}: GET /again")),
@@ -93,24 +128,21 @@ async fn the_echo_module_behaves_the_same_native_as_a_plugin_and_as_a_process() 
     hsu::builtin::register(&master).await?;
     let health = "{interval: 20ms, timeout: 1s}";
 
-    let port = support::free_port();
     let native = WorkerConfig::native("echo-native", "echo")
-        .with_config(&format!("{{port: {port}}}"))
+        .with_config("{port: 0}")
         .with_health_check(health);
-    echo_scenario(&master, native, WorkerKindName::Native, false, port).await?;
+    echo_scenario(&master, native, WorkerKindName::Native, false).await?;
 
-    let port = support::free_port();
     let plugin = WorkerConfig::plugin("echo-plugin", &path_str(&support::plugin("echo_plugin")))
-        .with_config(&format!("{{port: {port}}}"))
+        .with_config("{port: 0}")
         .with_health_check(health);
-    echo_scenario(&master, plugin, WorkerKindName::Plugin, false, port).await?;
+    echo_scenario(&master, plugin, WorkerKindName::Plugin, false).await?;
 
-    let port = support::free_port();
     let mut process = WorkerConfig::process("echo-process", env!("CARGO_BIN_EXE_hsu-echo"), &[])
-        .with_config(&format!("{{port: {port}}}"))
+        .with_config("{port: 0}")
         .with_health_check(health);
     process.process_type = Some(hsu::config::ProcessType::Integrated);
-    echo_scenario(&master, process, WorkerKindName::Integrated, true, port).await?;
+    echo_scenario(&master, process, WorkerKindName::Integrated, true).await?;
 
     // Each deployment's own log: the module's events in the master (native, and the plugin's
     // forwarded across the boundary) and the process's output.
@@ -630,22 +662,20 @@ async fn packages_install_verified_and_resolve_to_a_process_or_a_plugin() -> Tes
     assert_eq!(again.manifest.version, "1.2.0");
 
     // `name:version` as a process; `name` (the newest, 1.10.0) as a plugin.
-    let port = support::free_port();
-    let process = WorkerConfig::from_yaml(&format!(
-        "{{id: proc, type: process, process_type: integrated, package: 'echo:1.2.0', config: {{port: {port}}}}}"
-    ))?;
-    echo_scenario(&master, process, WorkerKindName::Integrated, true, port).await?;
+    let process = WorkerConfig::from_yaml(
+        "{id: proc, type: process, process_type: integrated, package: 'echo:1.2.0', config: {port: 0}}",
+    )?;
+    echo_scenario(&master, process, WorkerKindName::Integrated, true).await?;
     let d = master.send(GetWorkerState("proc".into())).await??;
     assert!(
         d.executable_path.contains("/echo/1.2.0/bin/echo.sh"),
         "{d:?}"
     );
 
-    let port = support::free_port();
-    let plugin = WorkerConfig::from_yaml(&format!(
-        "{{id: plug, type: module, package: echo, config: {{port: {port}}}, health_check: {{interval: 20ms}}}}"
-    ))?;
-    echo_scenario(&master, plugin, WorkerKindName::Plugin, false, port).await?;
+    let plugin = WorkerConfig::from_yaml(
+        "{id: plug, type: module, package: echo, config: {port: 0}, health_check: {interval: 20ms}}",
+    )?;
+    echo_scenario(&master, plugin, WorkerKindName::Plugin, false).await?;
     let d = master.send(GetWorkerState("plug".into())).await??;
     assert!(
         d.module

@@ -437,7 +437,8 @@ async fn bad_pids_and_pid_files_are_refused_clearly() -> TestResult {
 async fn http_tcp_and_exec_probes_restart_after_the_threshold() -> TestResult {
     let dir = TempDir::new("probes");
     let (master, mut watch) = support::master_in(&dir).await;
-    let closed = support::free_port();
+    // Bound, never listening: connections are refused, and nobody else can take the port.
+    let (_closed_socket, closed) = support::closed_port()?;
     let probes = [
         ("http", format!("{{type: http, url: 'http://127.0.0.1:{closed}/health', interval: 20ms, timeout: 1s, failure_threshold: 2}}")),
         ("tcp", format!("{{type: tcp, address: '127.0.0.1:{closed}', interval: 20ms, timeout: 1s, failure_threshold: 2}}")),
@@ -467,20 +468,31 @@ async fn http_tcp_and_exec_probes_restart_after_the_threshold() -> TestResult {
         assert_eq!(dir.lines(id), 2, "{id}: launched, then restarted once");
     }
 
-    // A passing http probe against the worker's own server.
-    let port = support::free_port();
-    let config = process_worker("served", &["--serve-http", &port.to_string()])
-        .with_health_check(&format!("{{type: http, url: 'http://127.0.0.1:{port}/health', interval: 20ms, failure_threshold: 100}}"));
-    master.send(AddWorker(config)).await??;
-    master.send(StartWorker("served".into())).await??;
-    let start = std::time::Instant::now();
-    loop {
-        let d = master.send(GetWorkerState("served".into())).await??;
-        if d.health == hsu::worker::HealthStatus::Healthy {
+    // A passing http probe against the worker's own server. The port is picked here and
+    // passed on, so another test may take it first: the worker then exits with 98 and this
+    // tries another port.
+    for attempt in 1.. {
+        let port = support::pick_port()?;
+        let id = format!("served-{attempt}");
+        let config = process_worker(&id, &["--serve-http", &port.to_string()])
+            .with_health_check(&format!("{{type: http, url: 'http://127.0.0.1:{port}/health', interval: 20ms, failure_threshold: 100}}"));
+        master.send(AddWorker(config)).await??;
+        master.send(StartWorker(id.clone())).await??;
+        let start = std::time::Instant::now();
+        let healthy = loop {
+            let d = master.send(GetWorkerState(id.clone())).await??;
+            if d.health == hsu::worker::HealthStatus::Healthy {
+                break true;
+            }
+            if d.last_exit.as_ref().is_some_and(|e| e.code == Some(98)) && attempt < 5 {
+                break false;
+            }
+            assert!(start.elapsed() < support::DEADLINE, "never healthy: {d:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if healthy {
             break;
         }
-        assert!(start.elapsed() < support::DEADLINE, "never healthy: {d:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     master.send(Shutdown).await?;
     Ok(())
@@ -715,5 +727,38 @@ async fn an_integrated_worker_that_never_answers_fails_to_start_and_leaves_nothi
             .contains("exited with code 2 before answering Ping"),
         "{err}"
     );
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn an_integrated_worker_whose_control_port_was_taken_is_started_again_on_another(
+) -> TestResult {
+    let dir = TempDir::new("port-taken");
+    let (master, mut watch) = support::master_in(&dir).await;
+    // A port this test holds: the first launch tries to serve on it and cannot bind it.
+    let held = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let taken = held.local_addr()?.port().to_string();
+    let config = integrated_worker(
+        "moved",
+        &["--first-port", &taken, "--count", &dir.file("launches")],
+    );
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker("moved".into())).await??;
+    assert_eq!(
+        dir.lines("launches"),
+        2,
+        "launched again after the conflict"
+    );
+    let port: u16 = std::fs::read_to_string(dir.0.join("run/moved.port"))?
+        .trim()
+        .parse()?;
+    assert_ne!(port.to_string(), taken);
+    let d = master.send(GetWorkerState("moved".into())).await??;
+    assert_eq!(d.state, WorkerState::Running);
+    // One start, seen once: the retry is inside it, not a failure and a restart.
+    watch.until("moved", WorkerState::Running).await;
+    assert_eq!(watch.count("moved", WorkerState::FailedStart), 0);
+    master.send(Shutdown).await?;
+    drop(held);
     Ok(())
 }

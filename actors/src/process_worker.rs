@@ -32,12 +32,24 @@ use crate::worker::{
     Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
 };
 use crate::WorkerId;
+use hsu_module::integrated::EXIT_PORT_IN_USE;
 
 /// After SIGKILL, how long the group may take to disappear before the stop is a failure.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// After the leader exits, how long its output pipes may stay open (held by a grandchild)
 /// before the exit is reported anyway.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Launches of an integrated worker whose control port keeps being taken before it binds it.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// Why a new run did not become ready.
+enum NotReady {
+    /// It exited with `EXIT_PORT_IN_USE` before its first Ping: worth another port.
+    PortInUse(WorkerError),
+    /// Any other reason.
+    Other(WorkerError),
+}
 
 /// Event: the process of run `generation` ended.
 #[derive(Debug, Message)]
@@ -170,7 +182,7 @@ impl Handler<Start> for ProcessWorkerActor {
                     let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
                     return Box::pin(fut::ready(Err(e))) as ResponseActFuture<Self, _>;
                 }
-                act.when_ready()
+                act.when_ready(1)
             }))
         })
     }
@@ -178,16 +190,32 @@ impl Handler<Start> for ProcessWorkerActor {
 
 impl ProcessWorkerActor {
     /// After a successful spawn or attach: wait for readiness, then `running`; or clean up
-    /// and `failed_start`.
-    fn when_ready(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>> {
+    /// and `failed_start`. An integrated worker that exits because its control port was taken
+    /// (the port is picked here and passed on, so this can happen) is launched again with
+    /// another port, up to `PORT_ATTEMPTS` launches in all.
+    fn when_ready(&mut self, attempt: u32) -> ResponseActFuture<Self, Result<(), WorkerError>> {
         let ready = self.readiness();
-        Box::pin(ready.into_actor(self).then(|ready, act, _| match ready {
+        Box::pin(ready.into_actor(self).then(move |ready, act, _| match ready {
             Ok(()) => {
                 act.started_at = Some((SystemTime::now(), Instant::now()));
                 Box::pin(fut::ready(act.advance(Lifecycle::Started, None)))
                     as ResponseActFuture<Self, _>
             }
-            Err(e) => {
+            Err(NotReady::PortInUse(e)) if attempt < PORT_ATTEMPTS => {
+                tracing::warn!(parent: &act.core.span, attempt, error = %error_chain(&e), "control port taken; starting again with another port");
+                let stopping = act.stop_run();
+                Box::pin(stopping.into_actor(act).then(move |_, act, _| {
+                    act.generation += 1;
+                    Box::pin(act.launch().then(move |launched, act, _| match launched {
+                        Ok(()) => act.when_ready(attempt + 1),
+                        Err(e) => {
+                            let _ = act.advance(Lifecycle::StartFailed, Some(error_chain(&e)));
+                            Box::pin(fut::ready(Err(e)))
+                        }
+                    })) as ResponseActFuture<Self, _>
+                }))
+            }
+            Err(NotReady::PortInUse(e) | NotReady::Other(e)) => {
                 // Not ready: nothing of it may stay behind.
                 let stopping = act.stop_run();
                 Box::pin(stopping.into_actor(act).map(move |_, act, _| {
@@ -564,7 +592,7 @@ impl ProcessWorkerActor {
 
     /// Resolves when the new run is ready: at once, or for integrated workers at the first
     /// successful Ping. Fails if the process exits first or `startup_timeout` passes.
-    fn readiness(&self) -> impl std::future::Future<Output = Result<(), WorkerError>> + 'static {
+    fn readiness(&self) -> impl std::future::Future<Output = Result<(), NotReady>> + 'static {
         let id = self.setup.id.clone();
         let control = self.run.as_ref().and_then(|r| r.control.clone());
         let exited = self.run.as_ref().map(|r| r.exited.clone());
@@ -578,9 +606,15 @@ impl ProcessWorkerActor {
             let mut last_error;
             loop {
                 if let Some(info) = exited.borrow_and_update().clone() {
-                    return Err(WorkerError::NotReady {
+                    let in_use = info.code == Some(i32::from(EXIT_PORT_IN_USE));
+                    let e = WorkerError::NotReady {
                         id,
                         reason: format!("process {info} before answering Ping"),
+                    };
+                    return Err(if in_use {
+                        NotReady::PortInUse(e)
+                    } else {
+                        NotReady::Other(e)
                     });
                 }
                 match control.ping(integrated.call_timeout).await {
@@ -588,13 +622,13 @@ impl ProcessWorkerActor {
                     Err(e) => last_error = e,
                 }
                 if tokio::time::Instant::now() + pause >= deadline {
-                    return Err(WorkerError::NotReady {
+                    return Err(NotReady::Other(WorkerError::NotReady {
                         id,
                         reason: format!(
                             "no successful Ping within startup_timeout {} (last error: {last_error})",
                             crate::config::duration::format(integrated.startup_timeout)
                         ),
-                    });
+                    }));
                 }
                 // Wake early if the process exits meanwhile.
                 let _ = tokio::time::timeout(pause, exited.changed()).await;

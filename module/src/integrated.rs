@@ -7,6 +7,10 @@
 //! Health/Check) as its liveness probe. Stop is a signal (SIGTERM, then SIGKILL), as for any
 //! managed process; there is no stop RPC.
 //!
+//! The port is chosen by the master and passed on, so another program may take it first. A
+//! worker that cannot bind it exits with [`EXIT_PORT_IN_USE`] before answering any Ping; the
+//! master then starts it again with another port (a few times) instead of failing the start.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), hsu_module::ModuleError> {
 //! let port = hsu_module::integrated::port_from_env().expect("started by hsu");
@@ -77,6 +81,22 @@ pub mod proto {
     }
 }
 
+/// Exit code of an integrated worker whose control port was taken (it mirrors `EADDRINUSE` on
+/// Linux). The master retries the start with another port when a worker exits with it before
+/// its first Ping.
+pub const EXIT_PORT_IN_USE: u8 = 98;
+
+/// Binds the control protocol's listener on `127.0.0.1:port`. Bind it first thing, before
+/// slow set-up, so a taken port is found at once (see [`EXIT_PORT_IN_USE`]).
+///
+/// # Errors
+/// When the port cannot be bound (`AddrInUse` when another socket holds it).
+pub fn bind(port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
 /// The port the master chose: `--port N` among the arguments, else `HSU_PORT`.
 pub fn port_from_env() -> Option<u16> {
     let args: Vec<String> = std::env::args().collect();
@@ -93,21 +113,41 @@ type HealthFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Sen
 /// fail with `UNAVAILABLE`.
 ///
 /// # Errors
-/// When the port cannot be bound or the server fails.
+/// `ModuleError::Io` when the port cannot be bound (kind `AddrInUse` when it is taken), or
+/// the server's failure.
 pub async fn serve<H, HF, S>(port: u16, is_healthy: H, shutdown: S) -> Result<(), ModuleError>
 where
     H: Fn() -> HF + Send + Sync + 'static,
     HF: Future<Output = bool> + Send + 'static,
     S: Future<Output = ()> + Send,
 {
+    serve_on(bind(port)?, is_healthy, shutdown).await
+}
+
+/// [`serve`] on a listener bound beforehand with [`bind`].
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve_on<H, HF, S>(
+    listener: tokio::net::TcpListener,
+    is_healthy: H,
+    shutdown: S,
+) -> Result<(), ModuleError>
+where
+    H: Fn() -> HF + Send + Sync + 'static,
+    HF: Future<Output = bool> + Send + 'static,
+    S: Future<Output = ()> + Send,
+{
     let health: HealthFn = Arc::new(move || Box::pin(is_healthy()));
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     tonic::transport::Server::builder()
         .add_service(CoreService {
             health: health.clone(),
         })
         .add_service(HealthService { health })
-        .serve_with_shutdown(address, shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
         .await
         .map_err(|e| ModuleError::Other(Box::new(e)))
 }

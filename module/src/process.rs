@@ -18,6 +18,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +34,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs the module made by `make` as an integrated worker process, and returns the exit code
 /// for `main`:
 ///
-/// 1. reads the module's `config:` from `HSU_CONFIG` (YAML, set by the master; empty if
-///    absent), its id from `HSU_WORKER_ID`, and the control port from `--port N` or `HSU_PORT`;
-/// 2. calls `initialize`, then `start`;
-/// 3. serves HSU's control protocol on 127.0.0.1 (Ping, and gRPC health reflecting
-///    `is_healthy`) until SIGTERM or SIGINT, or until a module task fails;
+/// 1. reads its id from `HSU_WORKER_ID` and the control port from `--port N` or `HSU_PORT`,
+///    and binds that port on 127.0.0.1 (exit code [`crate::integrated::EXIT_PORT_IN_USE`] if it
+///    is taken, so the master retries with another);
+/// 2. serves HSU's control protocol there (Ping, and gRPC health reflecting `is_healthy`;
+///    both say "not serving" until `start` is done) until SIGTERM or SIGINT, or until a module
+///    task fails;
+/// 3. reads the module's `config:` from `HSU_CONFIG` (YAML, set by the master; empty if
+///    absent), calls `initialize`, then `start`;
 /// 4. cancels the context, calls `stop`, and exits: 0 after a requested stop, 1 after a
 ///    task failure (so the master's `on_failure` policy restarts it), 2 on bad setup or a
 ///    failed `initialize`/`start`.
@@ -80,6 +84,20 @@ async fn host<M: WorkerModule>(module: M) -> Result<ExitCode, String> {
     let id = std::env::var("HSU_WORKER_ID").unwrap_or_else(|_| "module".to_string());
     let port = crate::integrated::port_from_env()
         .ok_or("no control port: run this under hsu as an integrated worker (it passes --port N and HSU_PORT)")?;
+    // The port was picked by the master and may have been taken since: bind it before
+    // anything slow, and say so by the exit code, so the master retries with another port.
+    let listener = match crate::integrated::bind(port) {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("error: worker `{id}`: control port 127.0.0.1:{port} is in use: {e}");
+            return Ok(ExitCode::from(crate::integrated::EXIT_PORT_IN_USE));
+        }
+        Err(e) => {
+            return Err(format!(
+                "worker `{id}`: cannot bind the control port 127.0.0.1:{port}: {e}"
+            ))
+        }
+    };
     let config = match std::env::var("HSU_CONFIG") {
         Ok(text) => ModuleConfig::new(
             serde_yaml::from_str(&text)
@@ -97,41 +115,67 @@ async fn host<M: WorkerModule>(module: M) -> Result<ExitCode, String> {
         Arc::new(Spawner { failures }),
     );
     let module = Arc::new(Mutex::new(module));
-    module
-        .lock()
-        .await
-        .initialize(&ctx, &config)
-        .await
-        .map_err(|e| format!("worker `{id}`: initialize failed: {e}"))?;
-    module
-        .lock()
-        .await
-        .start(&ctx)
-        .await
-        .map_err(|e| format!("worker `{id}`: start failed: {e}"))?;
-    tracing::info!(worker = %id, port, "module started; serving the control protocol");
-
+    // The control protocol answers from now on; Ping fails (UNAVAILABLE) until `start` is done,
+    // so the master sees "not ready yet" rather than a connection that hangs.
+    let started = Arc::new(AtomicBool::new(false));
     let health = {
         let module = module.clone();
+        let started = started.clone();
         move || {
             let module = module.clone();
-            async move { module.lock().await.is_healthy().await }
+            let started = started.load(Ordering::SeqCst);
+            async move { started && module.lock().await.is_healthy().await }
         }
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<String>>();
-    let watcher = tokio::spawn(async move {
-        let reason = wait_for_stop(&mut failed).await;
-        let _ = stop_tx.send(reason);
-    });
-    let (reason_tx, reason_rx) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        let reason = stop_rx.await.unwrap_or(None);
-        let _ = reason_tx.send(reason);
+    let (reason_tx, reason_rx) = tokio::sync::oneshot::channel::<Option<String>>();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(crate::integrated::serve_on(
+        listener,
+        health,
+        stop.clone().cancelled_owned(),
+    ));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let reason = wait_for_stop(&mut failed).await;
+            let _ = reason_tx.send(reason);
+            stop.cancel();
+        })
     };
-    crate::integrated::serve(port, health, shutdown)
-        .await
-        .map_err(|e| format!("worker `{id}`: control protocol on 127.0.0.1:{port} failed: {e}"))?;
+    let set_up = async {
+        module
+            .lock()
+            .await
+            .initialize(&ctx, &config)
+            .await
+            .map_err(|e| format!("worker `{id}`: initialize failed: {e}"))?;
+        module
+            .lock()
+            .await
+            .start(&ctx)
+            .await
+            .map_err(|e| format!("worker `{id}`: start failed: {e}"))
+    };
+    if let Err(e) = set_up.await {
+        watcher.abort();
+        stop.cancel();
+        let _ = server.await;
+        return Err(e);
+    }
+    started.store(true, Ordering::SeqCst);
+    tracing::info!(worker = %id, port, "module started; serving the control protocol");
+
+    let served = server.await;
     watcher.abort();
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return Err(format!(
+                "worker `{id}`: control protocol on 127.0.0.1:{port} failed: {e}"
+            ))
+        }
+        Err(e) => return Err(format!("worker `{id}`: control protocol task ended: {e}")),
+    }
     let failure = reason_rx.await.unwrap_or(None);
 
     cancel.cancel();

@@ -7,13 +7,15 @@
 //! `--on-term TEXT`        on SIGTERM print TEXT and exit 0
 //! `--fork-grandchild FILE` start a grandchild (same process group) that ignores SIGTERM and
 //!                         writes its PID to FILE
-//! `--serve-http PORT`     serve HTTP on 127.0.0.1:PORT (`/health` answers 200)
+//! `--serve-http PORT`     serve HTTP on 127.0.0.1:PORT (`/health` answers 200); exit 98 if taken
 //! `--leak-mb N`           allocate and touch N MiB
 //! `--flood N`             print N numbered lines (`line 000001` …) to stdout
 //! `--last-line TEXT`      print TEXT just before exiting
 //! `--integrated`          serve HSU's control protocol (Ping, gRPC health) on `--port N`
 //! `--health-file FILE`    healthy only while FILE exists (default: always healthy)
 //! `--ready-delay MS`      wait MS milliseconds before serving the control protocol
+//! `--first-port P`        on the first launch (per `--count` FILE) serve the control protocol
+//!                         on P instead of `--port` (a port the test holds: a real conflict)
 //! `--exit N`              exit with code N (after the above); `--crash` aborts instead
 //! `--sleep MS`            run for MS milliseconds, then exit 0 (default: until signalled)
 
@@ -38,6 +40,7 @@ struct Flags {
     port: Option<u16>,
     health_file: Option<String>,
     ready_delay_ms: u64,
+    first_port: Option<u16>,
 }
 
 fn parse() -> Flags {
@@ -65,6 +68,7 @@ fn parse() -> Flags {
             "--integrated" => f.integrated = true,
             "--health-file" => f.health_file = Some(value()),
             "--ready-delay" => f.ready_delay_ms = value().parse().expect("ms"),
+            "--first-port" => f.first_port = Some(value().parse().expect("port")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -85,6 +89,9 @@ async fn main() {
             .expect("count file");
         writeln!(file, "launch {}", std::process::id()).expect("count line");
     }
+    let first_launch = flags.count.as_ref().is_some_and(|path| {
+        std::fs::read_to_string(path).is_ok_and(|text| text.lines().count() == 1)
+    });
     let handles_term = flags.ignore_term || flags.on_term.is_some();
     if let Some(path) = &flags.fork_grandchild {
         let exe = std::env::current_exe().expect("own path");
@@ -99,9 +106,14 @@ async fn main() {
         std::thread::spawn(move || grandchild.wait());
     }
     if let Some(port) = flags.serve_http {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind");
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                // A test that picked this port retries with another on this exit code.
+                eprintln!("cannot serve http on 127.0.0.1:{port}: {e}");
+                std::process::exit(hsu_module::integrated::EXIT_PORT_IN_USE.into());
+            }
+        };
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
@@ -118,7 +130,9 @@ async fn main() {
     }
     if flags.integrated {
         let port = flags
-            .port
+            .first_port
+            .filter(|_| first_launch)
+            .or(flags.port)
             .or_else(hsu_module::integrated::port_from_env)
             .expect("--integrated needs --port or HSU_PORT");
         let health_file = flags.health_file.clone();
@@ -135,7 +149,13 @@ async fn main() {
                 hsu_module::integrated::serve(port, healthy, std::future::pending()).await
             {
                 eprintln!("control protocol failed: {e}");
-                std::process::exit(70);
+                // The master retries with another port when this one was taken meanwhile.
+                let in_use = matches!(&e, hsu_module::ModuleError::Io(io) if io.kind() == std::io::ErrorKind::AddrInUse);
+                std::process::exit(if in_use {
+                    hsu_module::integrated::EXIT_PORT_IN_USE.into()
+                } else {
+                    70
+                });
             }
         });
     }

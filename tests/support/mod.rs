@@ -232,13 +232,22 @@ pub async fn read_pid(path: &str) -> u32 {
         .unwrap()
 }
 
-/// A free port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port on 127.0.0.1 that refuses connections for as long as the socket is kept: bound, so
+/// no other socket can take it, and never listening.
+pub fn closed_port() -> std::io::Result<(tokio::net::TcpSocket, u16)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.1:0".parse().unwrap())?;
+    let port = socket.local_addr()?.port();
+    Ok((socket, port))
+}
+
+/// A port free at the moment of the call, for a program that must be told its port (bound and
+/// released, so someone else may take it before the program binds it: the caller retries on
+/// "address in use"). Where the program can bind port 0 and report the address, prefer that.
+pub fn pick_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// The path of a workspace plugin (`echo_plugin`, `hsu_test_plugin`): `cargo test` builds the
