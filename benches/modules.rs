@@ -9,11 +9,11 @@ use common::own_rss_kib;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hsu::internals::{PluginLibrary, PluginModule};
 use hsu::module::{
     async_trait, CancellationToken, ModuleConfig, ModuleContext, ModuleError, ModuleInfo,
     TaskFuture, TaskSpawner, WorkerModule,
 };
-use hsu::plugin::{PluginLibrary, PluginModule};
 use hsu::{
     AddWorker, MasterActor, MasterConfig, RegisterNativeModuleFactory, Shutdown, StartWorker,
     StopWorker, WorkerConfig,

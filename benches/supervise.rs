@@ -24,7 +24,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let _ = hsu::process::sys::raise_fd_limit();
+    let _ = hsu::internals::sys::raise_fd_limit();
     println!(
         "supervise bench: {n} `sleep` children, {} cores",
         std::thread::available_parallelism()
@@ -90,7 +90,7 @@ fn floor_with_options(n: usize) {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        hsu::process::sys::kill_with_parent(&mut command);
+        hsu::internals::sys::kill_with_parent(&mut command);
         children.push(command.spawn().unwrap());
     }
     let start = t.elapsed();
@@ -138,7 +138,7 @@ fn hsu_figures(n: usize) {
             let after = thread_cpu();
             for (name, ticks) in after {
                 let before = threads_before.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).unwrap_or(0);
-                println!("  thread {name}: {} ms CPU during start", (ticks - before) * 1000 / hsu::process::sys::clock_ticks());
+                println!("  thread {name}: {} ms CPU during start", (ticks - before) * 1000 / hsu::internals::sys::clock_ticks());
             }
         }
 
@@ -172,10 +172,10 @@ fn hsu_figures(n: usize) {
         if std::env::var("HSU_BENCH_TRACE").is_ok() {
             for (name, ticks) in thread_cpu() {
                 let before = idle_threads.iter().find(|(n, _)| *n == name).map(|(_, t)| *t).unwrap_or(0);
-                println!("  idle thread {name}: {} ms CPU in 10 s", (ticks - before) * 1000 / hsu::process::sys::clock_ticks());
+                println!("  idle thread {name}: {} ms CPU in 10 s", (ticks - before) * 1000 / hsu::internals::sys::clock_ticks());
             }
         }
-        let idle_cpu = (own_cpu_ticks() - cpu0) as f64 / hsu::process::sys::clock_ticks() as f64 / t0.elapsed().as_secs_f64() * 100.0;
+        let idle_cpu = (own_cpu_ticks() - cpu0) as f64 / hsu::internals::sys::clock_ticks() as f64 / t0.elapsed().as_secs_f64() * 100.0;
         let rss = own_rss_kib();
 
         let t = Instant::now();
@@ -211,7 +211,7 @@ fn thread_cpu() -> Vec<(String, u64)> {
 }
 
 fn own_cpu_ticks() -> u64 {
-    hsu::process::sys::read_stat(std::process::id() as i32)
+    hsu::internals::sys::read_stat(std::process::id() as i32)
         .map(|s| s.cpu_ticks)
         .unwrap_or(0)
 }

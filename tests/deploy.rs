@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
-use hsu::worker::WorkerKindName;
+use hsu::WorkerKindName;
 use hsu::{
     AddWorker, ErrorKind, GetWorkerState, ListLoadedModules, MasterError, RemoveWorker,
     RestartWorker, StartWorker, StopWorker, WorkerConfig, WorkerState,
@@ -23,7 +23,7 @@ fn install_worker_logs() {
     ONCE.call_once(|| {
         use tracing_subscriber::layer::SubscriberExt as _;
         let subscriber = tracing_subscriber::registry()
-            .with(hsu::worker_logs::layer())
+            .with(hsu::worker_logs_layer())
             .with(tracing_subscriber::filter::LevelFilter::INFO);
         tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
     });
@@ -88,7 +88,7 @@ async fn echo_scenario(
     let start = std::time::Instant::now();
     loop {
         let d = master.send(GetWorkerState(id.clone())).await??;
-        if d.health == hsu::worker::HealthStatus::Healthy {
+        if d.health == hsu::HealthStatus::Healthy {
             assert_eq!((d.kind, d.pid.is_some()), (kind, has_pid), "{id}");
             break;
         }
@@ -345,7 +345,7 @@ const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
             .send(AddWorker(WorkerConfig::plugin(&id, path)))
             .await?
             .unwrap_err();
-        let text = hsu::error::error_chain(&err);
+        let text = hsu::error_chain(&err);
         assert!(matches!(err, MasterError::Plugin { .. }), "{text}");
         assert_eq!(err.kind(), *kind, "{text}");
         assert!(text.contains(&format!("worker `{id}`")), "{text}");
@@ -389,9 +389,9 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
     assert!(
-        hsu::error::error_chain(&err).contains("scripted panic in start"),
+        hsu::error_chain(&err).contains("scripted panic in start"),
         "{}",
-        hsu::error::error_chain(&err)
+        hsu::error_chain(&err)
     );
     let failed = watch.until("in-start", WorkerState::FailedStart).await;
     assert!(failed.reason.unwrap().contains("scripted panic in start"));
@@ -439,7 +439,7 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
         .await?
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
-    assert!(hsu::error::error_chain(&err).contains("scripted panic in stop"));
+    assert!(hsu::error_chain(&err).contains("scripted panic in stop"));
     assert_eq!(
         master.send(GetWorkerState("in-stop".into())).await??.state,
         WorkerState::Failed
@@ -745,7 +745,7 @@ async fn a_bad_package_installs_nothing() -> TestResult {
     let source = good();
     std::fs::write(source.join("share/data.txt"), "tampered\n")?;
     let err = master.send(hsu::InstallPackage(source)).await?.unwrap_err();
-    let text = hsu::error::error_chain(&err);
+    let text = hsu::error_chain(&err);
     assert_eq!(err.kind(), ErrorKind::Validation, "{text}");
     assert!(
         text.contains("package tool:1.0.0: checksum mismatch for `share/data.txt`"),
@@ -755,16 +755,14 @@ async fn a_bad_package_installs_nothing() -> TestResult {
     // A listed file missing; an unlisted file present.
     let source = good();
     std::fs::remove_file(source.join("share/data.txt"))?;
-    let text =
-        hsu::error::error_chain(&master.send(hsu::InstallPackage(source)).await?.unwrap_err());
+    let text = hsu::error_chain(&master.send(hsu::InstallPackage(source)).await?.unwrap_err());
     assert!(
         text.contains("`share/data.txt` is listed in `checksum` but missing"),
         "{text}"
     );
     let source = good();
     std::fs::write(source.join("extra"), "x")?;
-    let text =
-        hsu::error::error_chain(&master.send(hsu::InstallPackage(source)).await?.unwrap_err());
+    let text = hsu::error_chain(&master.send(hsu::InstallPackage(source)).await?.unwrap_err());
     assert!(
         text.contains("`extra` is not listed in `checksum`"),
         "{text}"
@@ -774,8 +772,7 @@ async fn a_bad_package_installs_nothing() -> TestResult {
     let source = good();
     let yaml = std::fs::read_to_string(source.join("package.yaml"))?;
     std::fs::write(source.join("package.yaml"), yaml.replace("1.0.0", "one"))?;
-    let text =
-        hsu::error::error_chain(&master.send(hsu::InstallPackage(source)).await?.unwrap_err());
+    let text = hsu::error_chain(&master.send(hsu::InstallPackage(source)).await?.unwrap_err());
     assert!(
         text.contains("`version`: \"one\" must be dotted numbers"),
         "{text}"

@@ -23,7 +23,7 @@ async fn start_stop_restart_go_through_the_state_machine() -> TestResult {
     master.send(StartWorker("svc".into())).await??;
     let d = master.send(GetWorkerState("svc".into())).await??;
     assert_eq!(d.state, WorkerState::Running);
-    assert_eq!(d.kind, hsu::worker::WorkerKindName::Native);
+    assert_eq!(d.kind, hsu::WorkerKindName::Native);
     assert_eq!(d.pid, None, "modules have no pid");
     assert_eq!(d.executable_path, "in-proc-module:test");
     let module = d.module.expect("module diagnostics");
@@ -131,7 +131,7 @@ async fn failing_initialize_rejects_add_worker() -> TestResult {
         .await?
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ModuleFailed);
-    let text = hsu::error::error_chain(&err);
+    let text = hsu::error_chain(&err);
     assert!(
         text.contains("`bad-init`")
             && text.contains("initialize")
@@ -371,7 +371,7 @@ async fn an_unhealthy_module_is_restarted_after_the_threshold() -> TestResult {
     }
     let d = master.send(GetWorkerState("sick".into())).await??;
     assert_eq!(d.state, WorkerState::Running);
-    assert_eq!(d.health, hsu::worker::HealthStatus::Healthy);
+    assert_eq!(d.health, hsu::HealthStatus::Healthy);
     assert_eq!(d.restart_count, 1);
     Ok(())
 }
@@ -558,7 +558,7 @@ async fn add_worker_refuses_bad_ids_duplicates_and_unknown_factories() -> TestRe
     let missing = master.send(AddWorker(plugin)).await?.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
     assert!(
-        hsu::error::error_chain(&missing).contains("plugin `./libnope.so`: no such file"),
+        hsu::error_chain(&missing).contains("plugin `./libnope.so`: no such file"),
         "{missing}"
     );
     assert_eq!(master.send(GetAllWorkerStates).await?.len(), 1);

@@ -30,7 +30,7 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
     let d = master.send(GetWorkerState("sleeper".into())).await??;
     let pid = d.pid.expect("a process has a pid");
     assert_eq!(running.pid, Some(pid));
-    assert_eq!(d.kind, hsu::worker::WorkerKindName::Managed);
+    assert_eq!(d.kind, hsu::WorkerKindName::Managed);
     assert_eq!(d.executable_path, support::TEST_WORKER);
     assert!(d.module.is_none());
     assert!(alive(pid));
@@ -280,7 +280,7 @@ async fn a_missing_executable_is_a_clear_error_and_the_master_keeps_answering() 
     master.send(AddWorker(config)).await??;
     let err = master.send(StartWorker("ghost".into())).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
-    let text = hsu::error::error_chain(&err);
+    let text = hsu::error_chain(&err);
     assert!(
         text.contains("worker `ghost`: cannot start `/nonexistent/bin/ghost`"),
         "{text}"
@@ -352,7 +352,7 @@ async fn unmanaged_attach_detects_exit_and_signals_only_when_allowed() -> TestRe
         (
             WorkerState::Running,
             Some(first.id()),
-            hsu::worker::WorkerKindName::Unmanaged
+            hsu::WorkerKindName::Unmanaged
         )
     );
     assert_eq!(d.executable_path, support::TEST_WORKER);
@@ -481,7 +481,7 @@ async fn http_tcp_and_exec_probes_restart_after_the_threshold() -> TestResult {
         let start = std::time::Instant::now();
         let healthy = loop {
             let d = master.send(GetWorkerState(id.clone())).await??;
-            if d.health == hsu::worker::HealthStatus::Healthy {
+            if d.health == hsu::HealthStatus::Healthy {
                 break true;
             }
             if d.last_exit.as_ref().is_some_and(|e| e.code == Some(98)) && attempt < 5 {
@@ -622,20 +622,14 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
     let d = master.send(GetWorkerState("core".into())).await??;
     assert_eq!(
         (d.state, d.kind),
-        (
-            WorkerState::Running,
-            hsu::worker::WorkerKindName::Integrated
-        )
+        (WorkerState::Running, hsu::WorkerKindName::Integrated)
     );
     let port: u16 = std::fs::read_to_string(dir.0.join("run/core.port"))?
         .trim()
         .parse()?;
-    let client = hsu::process::integrated::ControlClient::new(
-        port,
-        Duration::from_secs(1),
-        &hsu::runtime::WorkerRuntime::new(1)?,
-    )
-    .map_err(|e| e.to_string())?;
+    let client =
+        hsu::ControlClient::new(port, Duration::from_secs(1), &hsu::WorkerRuntime::new(1)?)
+            .map_err(|e| e.to_string())?;
     client.ping(Duration::from_secs(1)).await?;
     assert!(client.health("", Duration::from_secs(1)).await?);
 

@@ -1,36 +1,63 @@
 //! The hsu engine: configuration, the worker state machine, restart policy, and the actors
 //! (master, module workers, health, registry) that run services under one lifecycle.
 //!
-//! Most applications use it through the `hsu` crate, which re-exports everything here.
+//! Most applications use it through the `hsu` crate, which re-exports everything here. The
+//! public surface is what is re-exported below plus the [`config`] and [`packages`] modules;
+//! the actors' internals (process control, the plugin loader, the worker actors) are private,
+//! so they can change without breaking anyone.
+//!
+//! The tree follows the architecture:
+//! - pure core: `state` (the one transition function), `restart` (restart decisions),
+//!   `window` (the sliding window both restart intensity and quarantine count with), `id`,
+//!   `error`;
+//! - [`config`]: the YAML's types, durations, validation;
+//! - `master/`: `MasterActor`, its messages, supervision, quarantine, limits;
+//! - `worker/`: the messages every worker handles, `ModuleWorkerActor`, `ProcessWorkerActor`;
+//! - `process/`: what process workers drive (spawn, stop, logs, attach, the integrated
+//!   protocol's client, resource sampling);
+//! - `health`, `registry`, `plugin/` (the host side of the plugin ABI), [`packages`];
+//! - `runtime`: the multi-threaded runtime module code and process I/O run on.
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod error;
-pub mod health;
+mod error;
+mod health;
 mod id;
-pub mod master;
-pub mod module_worker;
+mod master;
 pub mod packages;
-pub mod plugin;
-pub mod process;
-pub mod process_worker;
-pub mod registry;
-pub mod resources;
-pub mod restart;
-pub mod runtime;
-pub mod state;
-pub mod worker;
-pub mod worker_logs;
+mod plugin;
+mod process;
+mod registry;
+mod restart;
+mod runtime;
+mod state;
+mod window;
+mod worker;
 
 pub use config::{HsuConfig, MasterConfig, WorkerConfig, WorkerSpec};
-pub use error::{ConfigError, ErrorKind, MasterError, WorkerError};
-pub use id::WorkerId;
+pub use error::{error_chain, ConfigError, ErrorKind, MasterError, Operation, WorkerError};
+pub use id::{WorkerId, MAX_ID_LEN};
 pub use master::{
     AddWorker, GetAllWorkerStates, GetWorkerState, InstallPackage, ListModuleFactories,
     MasterActor, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker,
     Subscribe, WorkerSummary,
 };
 pub use plugin::{PluginError, PluginInfo};
+pub use process::integrated::ControlClient;
+pub use process::{ExitInfo, ResourceUsage};
 pub use registry::{ListLoadedModules, RegisterNativeModuleFactory};
-pub use state::{Lifecycle, WorkerState};
-pub use worker::{WorkerDiagnostics, WorkerStateChanged};
+pub use runtime::WorkerRuntime;
+pub use state::{InvalidTransition, Lifecycle, WorkerState};
+pub use worker::logs::layer as worker_logs_layer;
+pub use worker::{
+    HealthStatus, ModuleDiagnostics, QuarantineStatus, WorkerDiagnostics, WorkerKindName,
+    WorkerStateChanged,
+};
+
+/// Not API: what the project's own benchmarks measure with (the master's `/proc` reader, the
+/// spawn helper, the plugin loader). May change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::plugin::{PluginLibrary, PluginModule};
+    pub use crate::process::sys;
+}

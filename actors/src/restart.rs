@@ -1,10 +1,10 @@
 //! Supervision arithmetic: whether to restart, after how long, and when to give up. Pure
 //! functions of `Instant`s so they are tested with made-up times; the master owns the timers.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::{BackoffConfig, RestartConfig, RestartPolicy};
+use crate::window::SlidingWindow;
 
 /// Why a worker stopped running without being asked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub enum Decision {
 /// Restart history of one worker.
 #[derive(Debug, Clone, Default)]
 pub struct RestartTracker {
-    recent: VecDeque<Instant>,
+    recent: SlidingWindow,
     /// Automatic restarts ever made.
     pub total: u32,
     /// The budget is spent: no more automatic restarts until a manual start.
@@ -63,21 +63,14 @@ impl RestartTracker {
         if !wanted {
             return Decision::Leave;
         }
-        while let Some(&t) = self.recent.front() {
-            if now.saturating_duration_since(t) >= config.window {
-                self.recent.pop_front();
-            } else {
-                break;
-            }
-        }
-        let in_window = self.recent.len() as u32;
+        let in_window = self.recent.count(now, config.window);
         if in_window >= config.max_restarts {
             self.circuit_open = true;
             return Decision::GiveUp {
                 restarts: in_window,
             };
         }
-        self.recent.push_back(now);
+        self.recent.record(now, config.window);
         self.total += 1;
         Decision::Restart {
             delay: backoff_delay(&config.backoff, in_window, jitter_sample),

@@ -30,5 +30,5 @@ pub fn load(path: Option<&Path>) -> Result<(HsuConfig, Vec<WorkerSpec>), ConfigE
 
 /// Prints `error: …` with the whole cause chain.
 pub fn print_error(error: &dyn std::error::Error) {
-    eprintln!("error: {}", hsu::error::error_chain(error));
+    eprintln!("error: {}", hsu::error_chain(error));
 }

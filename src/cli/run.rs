@@ -33,7 +33,9 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             let id = worker.id.clone();
             match master.send(AddWorker(worker)).await? {
                 Ok(id) => added.push(id),
-                Err(e) => tracing::error!(worker = %id, error = %hsu::error::error_chain(&e), "worker not added"),
+                Err(e) => {
+                    tracing::error!(worker = %id, error = %hsu::error_chain(&e), "worker not added")
+                }
             }
         }
         let starts = added.iter().map(|id| {
@@ -41,12 +43,15 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             let id = id.clone();
             async move {
                 if let Ok(Err(e)) = master.send(StartWorker(id.to_string())).await {
-                    tracing::error!(worker = %id, error = %hsu::error::error_chain(&e), "start failed");
+                    tracing::error!(worker = %id, error = %hsu::error_chain(&e), "start failed");
                 }
             }
         });
         futures::future::join_all(starts).await;
-        tracing::info!(workers = added.len(), "hsu running {source}; Ctrl-C or SIGTERM stops it");
+        tracing::info!(
+            workers = added.len(),
+            "hsu running {source}; Ctrl-C or SIGTERM stops it"
+        );
         let signal = signal.await?;
         tracing::info!(signal, "stopping all workers");
         let report = master.send(Shutdown).await?;
@@ -101,6 +106,6 @@ fn init_tracing(level: &str) {
         .with(filter)
         .with(console)
         // Module workers' events also go to their own log files, beside process output.
-        .with(hsu::worker_logs::layer())
+        .with(hsu::worker_logs_layer())
         .try_init();
 }

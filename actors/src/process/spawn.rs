@@ -219,11 +219,6 @@ impl RunFile {
         std::fs::write(&path, format!("{content}\n"))?;
         Ok(Self(path))
     }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
 }
 
 impl Drop for RunFile {

@@ -73,8 +73,6 @@ pub struct ProcessWorkerSetup {
     pub logs: LogsConfig,
     /// Where `<id>.pid` (and `<id>.port`) are written.
     pub run_directory: std::path::PathBuf,
-    /// Limit of a start (for integrated workers: spawn until ready).
-    pub start_timeout: Duration,
 }
 
 /// The actor running one process worker.
@@ -234,7 +232,7 @@ impl Handler<Stop> for ProcessWorkerActor {
     /// group; replies once no process of the group is left. Unmanaged: the same through the
     /// pinned process if `allow_signals`, else it only detaches.
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
-        crate::worker::stop(self)
+        super::stop(self)
     }
 }
 
@@ -426,7 +424,7 @@ impl Handler<Terminate> for ProcessWorkerActor {
 
     /// Stops the process if it runs, then ends the actor.
     fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> Self::Result {
-        crate::worker::terminate(self)
+        super::terminate(self)
     }
 }
 
@@ -437,7 +435,7 @@ impl ProcessWorkerActor {
         body: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
     ) -> ResponseActFuture<Self, R> {
         let lock = self.core.op_lock.clone();
-        crate::worker::with_op_lock(self, lock, body)
+        super::with_op_lock(self, lock, body)
     }
 
     /// Applies `event` through the state machine, records `reason`, logs and reports it.

@@ -65,7 +65,7 @@ pub struct ModuleWorkerSetup {
     pub start_timeout: Duration,
     /// Limit of stop (tasks included).
     pub stop_timeout: Duration,
-    /// Where the module's tracing events go (with [`crate::worker_logs::layer`] installed).
+    /// Where the module's tracing events go (with [`super::logs::layer`] installed).
     pub logs: crate::config::LogsConfig,
 }
 
@@ -126,11 +126,11 @@ impl Actor for ModuleWorkerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
-        self.log_token = crate::worker_logs::register(&self.setup.id, &self.setup.logs);
+        self.log_token = super::logs::register(&self.setup.id, &self.setup.logs);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        crate::worker_logs::unregister(&self.setup.id, self.log_token);
+        super::logs::unregister(&self.setup.id, self.log_token);
         // Whatever way the actor ends, the module's tasks end with it.
         for run in [self.run.take(), self.init_run.take()]
             .into_iter()
@@ -239,7 +239,7 @@ impl Handler<Stop> for ModuleWorkerActor {
     /// Cancels the run, calls `stop`, waits for the module's tasks (aborting them at the stop
     /// timeout). From a failed state it only records the stop: the run is already cleaned up.
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
-        crate::worker::stop(self)
+        super::stop(self)
     }
 }
 
@@ -369,7 +369,7 @@ impl Handler<Terminate> for ModuleWorkerActor {
 
     /// Stops the module if it runs, then ends the actor.
     fn handle(&mut self, _: Terminate, _: &mut Context<Self>) -> Self::Result {
-        crate::worker::terminate(self)
+        super::terminate(self)
     }
 }
 
@@ -380,7 +380,7 @@ impl ModuleWorkerActor {
         body: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
     ) -> ResponseActFuture<Self, R> {
         let lock = self.core.op_lock.clone();
-        crate::worker::with_op_lock(self, lock, body)
+        super::with_op_lock(self, lock, body)
     }
 
     /// Applies `event` through the state machine, records `reason`, logs and reports it.

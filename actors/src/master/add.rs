@@ -1,0 +1,248 @@
+//! `AddWorker`: validate, reserve the id, look up the factory (or load the plugin), create the
+//! worker actor, `initialize` it, insert it into the table. The waiting happens in a plain
+//! future; short self-messages touch the table.
+
+use actix::prelude::*;
+
+use super::messages::AddWorker;
+use super::table::{Entry, WorkerAddr};
+use super::MasterActor;
+use crate::config::{validate_worker, ModuleType, WorkerKind, WorkerSpec};
+use crate::error::{error_chain, MasterError};
+use crate::registry::{GetFactory, LoadPlugin};
+use crate::worker::module_worker::{ModuleWorkerActor, ModuleWorkerSetup};
+use crate::worker::process_worker::{ProcessWorkerActor, ProcessWorkerSetup};
+use crate::worker::WorkerKindName;
+use crate::WorkerId;
+
+impl MasterActor {
+    /// Starts the actor for a validated worker (`factory` for native modules).
+    pub(super) fn create_worker(
+        &self,
+        spec: &WorkerSpec,
+        factory: Option<hsu_module::ModuleFactory>,
+        ctx: &mut Context<Self>,
+    ) -> (WorkerAddr, WorkerKindName) {
+        let events = ctx.address().recipient();
+        match (&spec.kind, factory) {
+            (
+                WorkerKind::Module {
+                    module_type,
+                    module_name,
+                    config,
+                },
+                Some(factory),
+            ) => {
+                let setup = ModuleWorkerSetup {
+                    id: spec.id.clone(),
+                    module_type: *module_type,
+                    module_name: module_name.clone(),
+                    factory,
+                    config: config.clone(),
+                    runtime: self.runtime.clone(),
+                    events,
+                    start_timeout: spec.start_timeout,
+                    stop_timeout: spec.stop_timeout,
+                    logs: self.config.logs.clone(),
+                };
+                (
+                    WorkerAddr::Module(ModuleWorkerActor::new(setup).start()),
+                    WorkerKindName::from(*module_type),
+                )
+            }
+            (WorkerKind::Process(process), _) => {
+                let setup = ProcessWorkerSetup {
+                    id: spec.id.clone(),
+                    spec: (**process).clone(),
+                    runtime: self.runtime.clone(),
+                    events,
+                    logs: self.config.logs.clone(),
+                    run_directory: self.config.run_directory.clone(),
+                };
+                (
+                    WorkerAddr::Process(ProcessWorkerActor::new(setup).start()),
+                    WorkerKindName::from(process.process_type),
+                )
+            }
+            (WorkerKind::Module { .. }, None) => unreachable!("native modules are looked up first"),
+        }
+    }
+}
+
+impl Handler<AddWorker> for MasterActor {
+    type Result = ResponseFuture<Result<WorkerId, MasterError>>;
+
+    /// Validates and reserves the id at once (a concurrent add of it conflicts), then waits for
+    /// the registry and the worker's `initialize` in a future of its own: thousands of adds in
+    /// flight cost the master nothing while they wait (a `ResponseActFuture` would be polled
+    /// with every other one on each wake-up). Short self-messages create and insert the worker.
+    fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let config = msg.0;
+        if self.shutting_down {
+            return Box::pin(async move { Err(MasterError::ShuttingDown { id: config.id }) });
+        }
+        let spec = match validate_worker(&config, &self.config) {
+            Ok(spec) => spec,
+            Err(issues) => {
+                return Box::pin(async move {
+                    Err(MasterError::Validation {
+                        id: config.id,
+                        issues,
+                    })
+                })
+            }
+        };
+        let id = spec.id.clone();
+        if self.workers.contains_key(&id) || self.adding.contains(&id) {
+            return Box::pin(async move { Err(MasterError::Conflict { id }) });
+        }
+        self.adding.insert(id.clone());
+        // Modules need their factory from the registry (a plugin is loaded there, once per
+        // path); processes need nothing.
+        let lookup = match &spec.kind {
+            WorkerKind::Module {
+                module_type: ModuleType::Plugin,
+                module_name,
+                ..
+            } => {
+                let registry = self.registry.clone();
+                let path = std::path::PathBuf::from(module_name);
+                let id = id.clone();
+                futures::future::Either::Left(futures::future::Either::Left(async move {
+                    match registry.send(LoadPlugin(path)).await {
+                        Ok(Ok(factory)) => Ok(Some(factory)),
+                        Ok(Err(source)) => Err(MasterError::Plugin { id, source }),
+                        Err(_) => Err(MasterError::ShuttingDown { id: id.to_string() }),
+                    }
+                }))
+            }
+            WorkerKind::Module { module_name, .. } => {
+                let registry = self.registry.clone();
+                let name = module_name.clone();
+                let id = id.clone();
+                futures::future::Either::Left(futures::future::Either::Right(async move {
+                    match registry.send(GetFactory(name.clone())).await {
+                        Ok(Ok(factory)) => Ok(Some(factory)),
+                        Ok(Err(registered)) => Err(MasterError::UnknownFactory {
+                            id,
+                            name,
+                            registered,
+                        }),
+                        Err(_) => Err(MasterError::ShuttingDown { id: id.to_string() }),
+                    }
+                }))
+            }
+            WorkerKind::Process(_) => futures::future::Either::Right(async { Ok(None) }),
+        };
+        let me = ctx.address();
+        Box::pin(async move {
+            let factory = match lookup.await {
+                Ok(f) => f,
+                Err(e) => {
+                    me.do_send(AbortAdd(id));
+                    return Err(e);
+                }
+            };
+            let mailbox = |source| MasterError::ShuttingDown {
+                id: format!("{id}: {source}"),
+            };
+            let addr = me
+                .send(CreateWorker {
+                    spec: spec.clone(),
+                    factory,
+                })
+                .await
+                .map_err(mailbox)?;
+            let initialized = addr.initialize().await;
+            me.send(FinishAdd {
+                spec,
+                addr,
+                initialized,
+            })
+            .await
+            .map_err(mailbox)?
+        })
+    }
+}
+
+/// Self-message of `AddWorker`: start the worker's actor.
+#[derive(Message)]
+#[rtype(result = "WorkerAddr")]
+struct CreateWorker {
+    spec: WorkerSpec,
+    factory: Option<hsu_module::ModuleFactory>,
+}
+
+impl Handler<CreateWorker> for MasterActor {
+    type Result = MessageResult<CreateWorker>;
+
+    fn handle(&mut self, msg: CreateWorker, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.create_worker(&msg.spec, msg.factory, ctx).0)
+    }
+}
+
+/// Self-message of `AddWorker`: the lookup failed; free the id.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AbortAdd(WorkerId);
+
+impl Handler<AbortAdd> for MasterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AbortAdd, _: &mut Context<Self>) {
+        self.adding.remove(&msg.0);
+    }
+}
+
+/// Self-message of `AddWorker`: `initialize` answered; insert the worker, or end it.
+#[derive(Message)]
+#[rtype(result = "Result<WorkerId, MasterError>")]
+struct FinishAdd {
+    spec: WorkerSpec,
+    addr: WorkerAddr,
+    initialized: Result<Result<(), crate::error::WorkerError>, actix::MailboxError>,
+}
+
+impl Handler<FinishAdd> for MasterActor {
+    type Result = Result<WorkerId, MasterError>;
+
+    fn handle(&mut self, msg: FinishAdd, _: &mut Context<Self>) -> Self::Result {
+        let FinishAdd {
+            spec,
+            addr,
+            initialized,
+        } = msg;
+        let id = spec.id.clone();
+        self.adding.remove(&id);
+        let failure = match initialized {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(MasterError::Worker(e)),
+            Err(source) => Some(MasterError::Mailbox {
+                id: id.clone(),
+                source,
+            }),
+        };
+        if let Some(e) = failure {
+            tracing::warn!(worker = %id, error = %error_chain(&e), "worker not added");
+            actix::spawn(async move {
+                let _ = addr.terminate().await;
+            });
+            return Err(e);
+        }
+        if self.shutting_down {
+            actix::spawn(async move {
+                let _ = addr.terminate().await;
+            });
+            return Err(MasterError::ShuttingDown { id: id.to_string() });
+        }
+        let kind = match &spec.kind {
+            WorkerKind::Module { module_type, .. } => WorkerKindName::from(*module_type),
+            WorkerKind::Process(p) => WorkerKindName::from(p.process_type),
+        };
+        tracing::info!(worker = %id, ?kind, "worker added");
+        self.order.push(id.clone());
+        self.workers
+            .insert(id.clone(), Entry::new(addr, spec, kind));
+        Ok(id)
+    }
+}

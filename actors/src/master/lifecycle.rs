@@ -1,0 +1,275 @@
+//! Lifecycle requests (start, stop, restart, remove), state queries, shutdown and
+//! subscriptions; and the requests the master forwards to its registry or runs off its thread.
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use super::messages::*;
+use super::{forward, MasterActor};
+use crate::error::{error_chain, MasterError};
+use crate::health::UnwatchHealth;
+use crate::plugin::PluginInfo;
+use crate::registry::{ListFactories, ListLoadedModules, RegisterNativeModuleFactory};
+use crate::state::WorkerState;
+use crate::worker::WorkerDiagnostics;
+
+impl Handler<RemoveWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: RemoveWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = match self.manual_request(&msg.0, true, ctx) {
+            Ok(addr) => addr,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let id = self.workers.remove(msg.0.as_str()).map(|e| e.spec.id);
+        self.order.retain(|w| w.as_str() != msg.0);
+        if let Some(id) = &id {
+            self.health.do_send(UnwatchHealth(id.clone()));
+            tracing::info!(worker = %id, "worker removed");
+        }
+        Box::pin(async move {
+            match addr.terminate().await {
+                Ok(result) => result.map_err(MasterError::from),
+                // Already gone: removed all the same.
+                Err(_) => Ok(()),
+            }
+        })
+    }
+}
+
+impl Handler<StartWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: StartWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.manual_request(&msg.0, false, ctx);
+        let id = msg.0;
+        Box::pin(async move {
+            let addr = addr?;
+            forward(&id, addr.start().await)
+        })
+    }
+}
+
+impl Handler<StopWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: StopWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.manual_request(&msg.0, true, ctx);
+        let id = msg.0;
+        Box::pin(async move {
+            let addr = addr?;
+            forward(&id, addr.stop().await)
+        })
+    }
+}
+
+impl Handler<RestartWorker> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: RestartWorker, ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.manual_request(&msg.id, false, ctx);
+        let running = self
+            .workers
+            .get(msg.id.as_str())
+            .map(|e| matches!(e.state, WorkerState::Running | WorkerState::Starting));
+        if let Some(entry) = self.workers.get_mut(msg.id.as_str()) {
+            entry.supervision.manual_restarts += 1;
+        }
+        let RestartWorker { id, force } = msg;
+        Box::pin(async move {
+            let addr = addr?;
+            if running == Some(true) {
+                if let Err(e) = forward(&id, addr.stop().await) {
+                    if !force {
+                        return Err(e);
+                    }
+                    tracing::warn!(worker = %id, error = %error_chain(&e), "stop failed; starting anyway (force)");
+                }
+            }
+            forward(&id, addr.start().await)
+        })
+    }
+}
+
+impl Handler<GetWorkerState> for MasterActor {
+    type Result = ResponseFuture<Result<WorkerDiagnostics, MasterError>>;
+
+    fn handle(&mut self, msg: GetWorkerState, _: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.workers.get(msg.0.as_str()) else {
+            return Box::pin(async move { Err(MasterError::NotFound { id: msg.0 }) });
+        };
+        let addr = entry.addr.clone();
+        let id = entry.spec.id.clone();
+        let restart_count = entry.restart_count();
+        let circuit_open = entry.supervision.restarts.circuit_open;
+        let health = entry.health.status;
+        let failures = entry.health.consecutive_failures;
+        let checked = entry.health.last_check;
+        let last_error = entry.last_error.clone();
+        let resources = entry.usage.latest;
+        let quarantine = entry.quarantine.moved.clone();
+        Box::pin(async move {
+            let mut d = addr
+                .diagnostics()
+                .await
+                .map_err(|source| MasterError::Mailbox { id, source })?;
+            d.restart_count = restart_count;
+            d.circuit_open = circuit_open;
+            d.health = health;
+            d.consecutive_health_failures = failures;
+            d.last_health_check = checked.or(d.last_health_check);
+            if last_error.is_some() {
+                d.last_error = last_error;
+            }
+            if d.state == WorkerState::Running {
+                d.resources = resources;
+            }
+            d.quarantine = quarantine;
+            Ok(d)
+        })
+    }
+}
+
+impl Handler<GetAllWorkerStates> for MasterActor {
+    type Result = MessageResult<GetAllWorkerStates>;
+
+    fn handle(&mut self, _: GetAllWorkerStates, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.order
+                .iter()
+                .filter_map(|id| self.workers.get(id))
+                .map(|e| WorkerSummary {
+                    id: e.spec.id.clone(),
+                    kind: e.kind,
+                    state: e.state,
+                    restart_count: e.restart_count(),
+                    circuit_open: e.supervision.restarts.circuit_open,
+                    health: e.health.status,
+                    last_error: e.last_error.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<Shutdown> for MasterActor {
+    type Result = ResponseActFuture<Self, ShutdownReport>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let mut targets = Vec::new();
+        for id in self.order.iter().rev() {
+            if let Some(entry) = self.workers.get_mut(id) {
+                entry.supervision.stop_requested = true;
+                if let Some(h) = entry.supervision.pending_restart.take() {
+                    ctx.cancel_future(h);
+                }
+                targets.push((id.clone(), entry.addr.clone()));
+            }
+        }
+        tracing::info!(workers = targets.len(), "shutting down");
+        // All at once, each within its own stop timeout, so a slow worker delays no other;
+        // the requests go out in reverse order of addition.
+        let stopping = async move {
+            let results = futures::future::join_all(
+                targets
+                    .into_iter()
+                    .map(|(id, addr)| async move { (id, addr.terminate().await) }),
+            )
+            .await;
+            let mut report = ShutdownReport::default();
+            for (id, result) in results {
+                match result {
+                    Ok(Ok(())) | Err(_) => report.stopped.push(id),
+                    Ok(Err(e)) => report.errors.push((id, error_chain(&e))),
+                }
+            }
+            report
+        };
+        Box::pin(stopping.into_actor(self).map(|report, act, _| {
+            for id in report
+                .stopped
+                .iter()
+                .chain(report.errors.iter().map(|(id, _)| id))
+            {
+                act.workers.remove(id);
+                act.health.do_send(UnwatchHealth(id.clone()));
+            }
+            act.order.retain(|id| act.workers.contains_key(id));
+            tracing::info!(
+                stopped = report.stopped.len(),
+                failed = report.errors.len(),
+                "shutdown complete"
+            );
+            report
+        }))
+    }
+}
+
+impl Handler<Subscribe> for MasterActor {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, _: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers.push(tx);
+        MessageResult(rx)
+    }
+}
+
+impl Handler<RegisterNativeModuleFactory> for MasterActor {
+    type Result = ResponseFuture<Result<(), MasterError>>;
+
+    fn handle(&mut self, msg: RegisterNativeModuleFactory, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        let name = msg.name.clone();
+        Box::pin(async move {
+            registry
+                .send(msg)
+                .await
+                .map_err(|_| MasterError::ShuttingDown { id: name })?
+        })
+    }
+}
+
+impl Handler<ListModuleFactories> for MasterActor {
+    type Result = ResponseFuture<Result<Vec<String>, MasterError>>;
+
+    fn handle(&mut self, _: ListModuleFactories, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            registry
+                .send(ListFactories)
+                .await
+                .map_err(|_| MasterError::ShuttingDown { id: String::new() })
+        })
+    }
+}
+
+impl Handler<InstallPackage> for MasterActor {
+    type Result = ResponseFuture<Result<crate::packages::InstalledPackage, MasterError>>;
+
+    fn handle(&mut self, msg: InstallPackage, _: &mut Context<Self>) -> Self::Result {
+        let root = self.config.packages_directory.clone();
+        let installing = self.runtime.handle().spawn_blocking(move || {
+            crate::packages::install(&msg.0, &root).map_err(|source| MasterError::Package {
+                source_path: msg.0.clone(),
+                source,
+            })
+        });
+        Box::pin(async move {
+            installing
+                .await
+                .unwrap_or_else(|_| Err(MasterError::ShuttingDown { id: String::new() }))
+        })
+    }
+}
+
+impl Handler<ListLoadedModules> for MasterActor {
+    type Result = ResponseFuture<Vec<PluginInfo>>;
+
+    /// Forwarded to the registry; empty if it is gone.
+    fn handle(&mut self, msg: ListLoadedModules, _: &mut Context<Self>) -> Self::Result {
+        let registry = self.registry.clone();
+        Box::pin(async move { registry.send(msg).await.unwrap_or_default() })
+    }
+}

@@ -1,0 +1,81 @@
+//! Resource samples and `limits:`: `grace` samples in a row over a limit trigger
+//! `on_violation` (log, restart through the failure path, or stop).
+
+use actix::prelude::*;
+
+use super::MasterActor;
+use crate::config::{ByteSize, LimitsConfig, OnViolation, WorkerKind};
+use crate::process::resources::ResourceSamples;
+use crate::process::ResourceUsage;
+use crate::state::WorkerState;
+
+impl Handler<ResourceSamples> for MasterActor {
+    type Result = ();
+
+    /// Records each sample and enforces `limits:`: `grace` samples in a row over a limit
+    /// trigger `on_violation`.
+    fn handle(&mut self, msg: ResourceSamples, ctx: &mut Context<Self>) {
+        for (id, usage) in msg.0 {
+            let Some(entry) = self.workers.get_mut(&id) else {
+                continue;
+            };
+            if entry.state != WorkerState::Running {
+                continue;
+            }
+            entry.usage.latest = Some(usage);
+            let WorkerKind::Process(process) = &entry.spec.kind else {
+                continue;
+            };
+            let Some(limits) = &process.limits else {
+                continue;
+            };
+            let Some(violation) = limit_violation(limits, &usage) else {
+                entry.usage.violations = 0;
+                continue;
+            };
+            entry.usage.violations += 1;
+            if entry.usage.violations < limits.grace {
+                continue;
+            }
+            let reason = format!("{violation} ({} samples in a row)", entry.usage.violations);
+            entry.usage.violations = 0;
+            match limits.on_violation {
+                OnViolation::Log => tracing::warn!(worker = %id, "limit exceeded: {reason}"),
+                OnViolation::Restart => {
+                    tracing::warn!(worker = %id, "limit exceeded, failing the worker: {reason}");
+                    entry.addr.fail(format!("limit exceeded: {reason}"));
+                }
+                OnViolation::Stop => {
+                    tracing::warn!(worker = %id, "limit exceeded, stopping the worker: {reason}");
+                    entry.last_error = Some(format!("stopped: limit exceeded: {reason}"));
+                    if let Ok(addr) = self.manual_request(id.as_str(), true, ctx) {
+                        actix::spawn(async move {
+                            let _ = addr.stop().await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What limit `usage` breaks, if any, in words.
+fn limit_violation(limits: &LimitsConfig, usage: &ResourceUsage) -> Option<String> {
+    if let Some(max) = limits.memory_max {
+        if usage.rss_bytes > max.0 {
+            return Some(format!(
+                "memory: RSS {} > memory_max {max}",
+                ByteSize(usage.rss_bytes)
+            ));
+        }
+    }
+    if let Some(max) = limits.cpu_percent_max {
+        if usage.cpu_percent > max {
+            return Some(format!(
+                "cpu: {:.1}% > cpu_percent_max {max}%",
+                usage.cpu_percent
+            ));
+        }
+    }
+    None
+}

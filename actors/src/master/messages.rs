@@ -1,0 +1,112 @@
+//! The master's public messages: what an embedding application, the CLI or a control API sends
+//! to [`super::MasterActor`], and the shapes of their answers.
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::config::WorkerConfig;
+use crate::error::MasterError;
+use crate::state::WorkerState;
+use crate::worker::{HealthStatus, WorkerDiagnostics, WorkerKindName, WorkerStateChanged};
+use crate::WorkerId;
+
+/// Adds a worker from its config: validates it, creates its actor and (for modules) the
+/// instance, and calls `initialize`. The worker is then `idle`; send [`StartWorker`] to run it.
+///
+/// # Errors
+/// `Validation` naming the field, `Conflict` for a taken id, `UnknownFactory`, or the
+/// `initialize` failure (the worker is not added then).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<WorkerId, MasterError>")]
+pub struct AddWorker(pub WorkerConfig);
+
+/// Stops (if running) and removes a worker.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct RemoveWorker(pub String);
+
+/// Starts a worker; replies when it runs. A manual start also closes an open restart circuit.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct StartWorker(pub String);
+
+/// Stops a worker on purpose; replies when it is stopped. Never triggers a restart, and cancels
+/// a pending one.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct StopWorker(pub String);
+
+/// Stops a worker if it runs, then starts it. With `force`, a stop that fails or times out
+/// does not prevent the start (the old run's tasks are aborted); without it, the error is
+/// returned and no start is made.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), MasterError>")]
+pub struct RestartWorker {
+    /// The worker.
+    pub id: String,
+    /// Start even if the stop fails.
+    pub force: bool,
+}
+
+/// State and diagnostics of one worker.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<WorkerDiagnostics, MasterError>")]
+pub struct GetWorkerState(pub String);
+
+/// A summary line for every worker, in the order they were added.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<WorkerSummary>")]
+pub struct GetAllWorkerStates;
+
+/// Stops every worker, then removes them. The stops run concurrently (each within its own
+/// timeout, so a slow worker delays no other) and are requested in reverse order of addition.
+/// Later requests to add workers are refused. Replies when all are stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "ShutdownReport")]
+pub struct Shutdown;
+
+/// Subscribes to every [`WorkerStateChanged`] from now on. The stream is unbounded (no event is
+/// dropped) and ends when the master stops; drop the receiver to unsubscribe.
+#[derive(Debug, Message)]
+#[rtype(result = "mpsc::UnboundedReceiver<WorkerStateChanged>")]
+pub struct Subscribe;
+
+/// Names of the registered native module factories.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, MasterError>")]
+pub struct ListModuleFactories;
+
+/// One line of [`GetAllWorkerStates`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerSummary {
+    /// The worker.
+    pub id: WorkerId,
+    /// Deployment kind.
+    pub kind: WorkerKindName,
+    /// Current state.
+    pub state: WorkerState,
+    /// Restarts made.
+    pub restart_count: u32,
+    /// Restart budget used up.
+    pub circuit_open: bool,
+    /// Latest health result.
+    pub health: HealthStatus,
+    /// Latest error.
+    pub last_error: Option<String>,
+}
+
+/// What [`Shutdown`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShutdownReport {
+    /// Workers stopped and removed.
+    pub stopped: Vec<WorkerId>,
+    /// Workers whose stop failed (they were removed anyway), with the error.
+    pub errors: Vec<(WorkerId, String)>,
+}
+
+/// Installs a package (a directory or a `.tar`/`.tar.gz` with a `package.yaml`) under the
+/// master's `packages_directory`, verifying every file's sha256; atomic. Replies with what was
+/// installed. The file work runs off the master's thread.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<crate::packages::InstalledPackage, MasterError>")]
+pub struct InstallPackage(pub std::path::PathBuf);

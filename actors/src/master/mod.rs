@@ -1,0 +1,142 @@
+//! `MasterActor`: owns the worker table, routes lifecycle requests to worker actors, forwards
+//! state changes to subscribers, and applies each worker's restart policy.
+//!
+//! Why an actor: the worker table and the restart timers are shared state that embedding code,
+//! the CLI, the health actor and every worker touch; one mailbox orders all of it without locks.
+//! Handlers that wait for a worker (`AddWorker`, `StartWorker`, …) return a future that does
+//! not hold the actor, so other messages are answered while they wait; one slow worker never
+//! stalls the master.
+//!
+//! The files of this folder follow the actor's seams:
+//! - `messages.rs`: the public messages and their answers;
+//! - `lifecycle.rs`: start, stop, restart, remove, state queries, shutdown, subscriptions, and
+//!   the requests forwarded to the registry or run off the master's thread (packages);
+//! - `add.rs`: the `AddWorker` protocol and its self-messages;
+//! - `supervision.rs`: state changes from workers, health reports, the restart decision and
+//!   its timers;
+//! - `quarantine.rs`: moving a module that keeps panicking to its process form;
+//! - `limits.rs`: resource samples and `limits:`;
+//! - `table.rs`: the table row and the handle on a worker actor of either kind.
+
+mod add;
+mod lifecycle;
+mod limits;
+mod messages;
+mod quarantine;
+mod supervision;
+mod table;
+
+use std::collections::{HashMap, HashSet};
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::config::MasterConfig;
+use crate::error::MasterError;
+use crate::health::HealthActor;
+use crate::process::resources::ResourceMonitor;
+use crate::registry::RegistryActor;
+use crate::runtime::WorkerRuntime;
+use crate::worker::WorkerStateChanged;
+use crate::WorkerId;
+
+pub use messages::{
+    AddWorker, GetAllWorkerStates, GetWorkerState, InstallPackage, ListModuleFactories,
+    RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe,
+    WorkerSummary,
+};
+use table::Entry;
+
+/// The master. Create it with [`MasterActor::launch`] inside a running actix system.
+pub struct MasterActor {
+    config: MasterConfig,
+    registry: Addr<RegistryActor>,
+    health: Addr<HealthActor>,
+    runtime: WorkerRuntime,
+    workers: HashMap<WorkerId, Entry>,
+    /// Ids in order of addition (shutdown goes backwards).
+    order: Vec<WorkerId>,
+    /// Ids between validation and insertion, so two concurrent adds of one id conflict.
+    adding: HashSet<WorkerId>,
+    subscribers: Vec<mpsc::UnboundedSender<WorkerStateChanged>>,
+    shutting_down: bool,
+    /// Samples CPU and memory of running processes.
+    resources: Option<ResourceMonitor>,
+}
+
+impl MasterActor {
+    /// Starts a master, its registry and health actors, and the worker runtime, on the
+    /// current arbiter.
+    ///
+    /// # Errors
+    /// When the worker runtime's threads cannot be created.
+    ///
+    /// # Panics
+    /// Outside a running actix system.
+    pub fn launch(config: MasterConfig) -> std::io::Result<Addr<MasterActor>> {
+        let threads = config
+            .module_threads
+            .unwrap_or_else(WorkerRuntime::default_threads);
+        let runtime = WorkerRuntime::new(threads)?;
+        if let Err(e) = crate::process::sys::raise_fd_limit() {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; many process workers may hit EMFILE");
+        }
+        let registry = RegistryActor::default().start();
+        Ok(MasterActor::create(move |ctx| {
+            let health = HealthActor::new(ctx.address().recipient(), runtime.clone()).start();
+            MasterActor {
+                config,
+                registry,
+                health,
+                runtime,
+                workers: HashMap::new(),
+                order: Vec::new(),
+                adding: HashSet::new(),
+                subscribers: Vec::new(),
+                shutting_down: false,
+                resources: None,
+            }
+        }))
+    }
+
+    fn entry(&mut self, id: &str) -> Result<&mut Entry, MasterError> {
+        self.workers
+            .get_mut(id)
+            .ok_or_else(|| MasterError::NotFound { id: id.to_string() })
+    }
+
+    /// Sends `event` to every subscriber; drops those that went away.
+    fn publish(&mut self, event: WorkerStateChanged) {
+        self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    }
+}
+
+impl Actor for MasterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Many workers report at once; do_send never blocks, and requests should not wait
+        // behind a small default mailbox.
+        ctx.set_mailbox_capacity(1024);
+        match ResourceMonitor::start(self.config.resource_interval, ctx.address().recipient()) {
+            Ok(monitor) => self.resources = Some(monitor),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start resource sampling; limits are not enforced")
+            }
+        }
+    }
+}
+
+/// Maps a worker's reply (or its absence) to the master's error.
+fn forward<T>(
+    id: &str,
+    reply: Result<Result<T, crate::error::WorkerError>, MailboxError>,
+) -> Result<T, MasterError> {
+    match reply {
+        Ok(result) => result.map_err(MasterError::from),
+        Err(source) => Err(match WorkerId::new(id) {
+            Ok(id) => MasterError::Mailbox { id, source },
+            Err(_) => MasterError::NotFound { id: id.to_string() },
+        }),
+    }
+}

@@ -1,0 +1,241 @@
+//! Supervision: state changes reported by workers and health reports from the health actor
+//! become restart triggers; `restart::decide` says what to do; timers and `RestartNow` do it.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::table::WorkerAddr;
+use super::MasterActor;
+use crate::error::MasterError;
+use crate::health::{HealthReport, Probe, UnwatchHealth, WatchHealth};
+use crate::restart::{jitter_sample, Decision, Trigger};
+use crate::state::WorkerState;
+use crate::worker::{HealthStatus, WorkerStateChanged};
+use crate::WorkerId;
+
+impl MasterActor {
+    /// Forgets any scheduled restart of `id` and marks what the user asked for last.
+    pub(super) fn manual_request(
+        &mut self,
+        id: &str,
+        stop: bool,
+        ctx: &mut Context<Self>,
+    ) -> Result<WorkerAddr, MasterError> {
+        let entry = self.entry(id)?;
+        entry.supervision.epoch += 1;
+        entry.supervision.stop_requested = stop;
+        let pending = entry.supervision.pending_restart.take();
+        let addr = entry.addr.clone();
+        if !stop {
+            entry.supervision.restarts.reset();
+        }
+        if let Some(handle) = pending {
+            ctx.cancel_future(handle);
+        }
+        Ok(addr)
+    }
+
+    /// Applies the restart policy after a trigger.
+    pub(super) fn supervise(&mut self, id: &WorkerId, trigger: Trigger, ctx: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        let restart = &entry.spec.restart;
+        match entry
+            .supervision
+            .restarts
+            .decide(restart, trigger, Instant::now(), jitter_sample())
+        {
+            Decision::Leave => {
+                tracing::info!(worker = %id, policy = ?restart.policy, "not restarting: policy");
+            }
+            Decision::Restart { delay, attempt } => {
+                tracing::info!(
+                    worker = %id,
+                    delay = ?delay,
+                    attempt,
+                    max_restarts = restart.max_restarts,
+                    "restarting"
+                );
+                entry.supervision.epoch += 1;
+                let epoch = entry.supervision.epoch;
+                let id = id.clone();
+                if delay.is_zero() {
+                    // A zero timer would still wait for the timer wheel's next millisecond.
+                    ctx.notify(RestartNow { id, epoch });
+                } else {
+                    entry.supervision.pending_restart =
+                        Some(ctx.run_later(delay, move |act, ctx| act.restart_now(id, epoch, ctx)));
+                }
+            }
+            Decision::GiveUp { restarts } => {
+                let text = format!(
+                    "restart limit reached ({restarts} restarts within {}): circuit open, not restarting until started by hand",
+                    crate::config::duration::format(restart.window)
+                );
+                tracing::error!(worker = %id, "{text}");
+                entry.last_error = Some(match entry.last_error.take() {
+                    Some(e) => format!("{e}; {text}"),
+                    None => text,
+                });
+            }
+        }
+    }
+
+    pub(super) fn restart_now(&mut self, id: WorkerId, epoch: u64, ctx: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if entry.supervision.epoch != epoch
+            || entry.supervision.stop_requested
+            || self.shutting_down
+        {
+            return;
+        }
+        entry.supervision.pending_restart = None;
+        let addr = entry.addr.clone();
+        ctx.spawn(
+            async move { addr.start().await }
+                .into_actor(self)
+                .map(move |result, _, _| match result {
+                    // A failed start is reported as a state change and supervised again.
+                    Ok(Ok(())) | Ok(Err(_)) => {}
+                    Err(e) => tracing::warn!(worker = %id, error = %e, "worker did not answer the restart"),
+                }),
+        );
+    }
+}
+
+impl Handler<WorkerStateChanged> for MasterActor {
+    type Result = ();
+
+    /// Records the new state, starts or stops health polling, applies the restart policy,
+    /// then forwards the event (so a subscriber that sees it can already read the decision).
+    fn handle(&mut self, event: WorkerStateChanged, ctx: &mut Context<Self>) {
+        let mut trigger = None;
+        if let Some(entry) = self.workers.get_mut(&event.id) {
+            entry.state = event.to;
+            if event.reason.is_some() {
+                entry.last_error = event.reason.clone();
+            }
+            if event.from == WorkerState::Running {
+                self.health.do_send(UnwatchHealth(event.id.clone()));
+                entry.usage.violations = 0;
+                entry.usage.latest = None;
+                if let Some(monitor) = &self.resources {
+                    monitor.unwatch(event.id.clone());
+                }
+            }
+            if let (WorkerState::Running, Some(pid), Some(monitor)) =
+                (event.to, event.pid, &self.resources)
+            {
+                monitor.watch(event.id.clone(), pid);
+            }
+            if event.to == WorkerState::Running {
+                entry.health.status = HealthStatus::Unknown;
+                entry.health.consecutive_failures = 0;
+                if entry.spec.health_check.enabled {
+                    self.health.do_send(WatchHealth {
+                        id: event.id.clone(),
+                        probe: Probe::from_config(
+                            &entry.spec.health_check,
+                            entry.spec.kind.default_probe(),
+                            entry.addr.health_recipient(),
+                        ),
+                        config: entry.spec.health_check.clone(),
+                    });
+                }
+            }
+            let on_purpose = entry.supervision.stop_requested
+                || self.shutting_down
+                || event.from == WorkerState::Stopping;
+            if event.panicked
+                && !self.shutting_down
+                && super::quarantine::count_panic(entry, Instant::now())
+            {
+                let mut event = event;
+                // A stop that panicked is still a stop: move, but do not start.
+                let text = self.quarantine(&event.id, !on_purpose, ctx);
+                event.reason = Some(match event.reason.take() {
+                    Some(r) => format!("{r}; {text}"),
+                    None => text,
+                });
+                return self.publish(event);
+            }
+            if !on_purpose {
+                if event.to.is_failed() {
+                    trigger = Some(Trigger::Failure);
+                } else if event.to == WorkerState::Stopped {
+                    trigger = Some(Trigger::CleanExit);
+                }
+            }
+        }
+        if let Some(trigger) = trigger {
+            self.supervise(&event.id, trigger, ctx);
+            if let Some(entry) = self.workers.get(&event.id) {
+                if entry.supervision.restarts.circuit_open && event.to.is_failed() {
+                    let mut event = event;
+                    event.reason = entry.last_error.clone();
+                    return self.publish(event);
+                }
+            }
+        }
+        self.publish(event);
+    }
+}
+
+impl Handler<HealthReport> for MasterActor {
+    type Result = ();
+
+    /// Records the result; at `failure_threshold` failures in a row, fails the worker (which
+    /// then goes through the restart policy like any failure).
+    fn handle(&mut self, report: HealthReport, _: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(&report.id) else {
+            return;
+        };
+        entry.health.status = if report.healthy {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        };
+        entry.health.consecutive_failures = report.consecutive_failures;
+        entry.health.last_check = Some(report.at);
+        if !report.healthy {
+            tracing::warn!(
+                worker = %report.id,
+                failures = report.consecutive_failures,
+                threshold = report.failure_threshold,
+                error = report.error.as_deref().unwrap_or(""),
+                "health check failed"
+            );
+        }
+        if report.consecutive_failures >= report.failure_threshold
+            && entry.state == WorkerState::Running
+        {
+            self.health.do_send(UnwatchHealth(report.id.clone()));
+            entry.addr.fail(format!(
+                "health check failed {} times in a row: {}",
+                report.consecutive_failures,
+                report.error.unwrap_or_default()
+            ));
+        }
+    }
+}
+
+/// Self-message: an automatic restart with no backoff. Stale ones (the worker was started or
+/// stopped by hand since) are ignored by their epoch.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct RestartNow {
+    id: WorkerId,
+    epoch: u64,
+}
+
+impl Handler<RestartNow> for MasterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestartNow, ctx: &mut Context<Self>) {
+        self.restart_now(msg.id, msg.epoch, ctx);
+    }
+}

@@ -1,0 +1,152 @@
+//! The worker table's row: what the master knows of one worker, in named parts (supervision,
+//! health view, resource usage, quarantine), and its handle on the worker actor.
+
+use std::time::SystemTime;
+
+use actix::prelude::*;
+
+use crate::config::WorkerSpec;
+use crate::error::WorkerError;
+use crate::process::ResourceUsage;
+use crate::restart::RestartTracker;
+use crate::state::WorkerState;
+use crate::window::SlidingWindow;
+use crate::worker::module_worker::ModuleWorkerActor;
+use crate::worker::process_worker::ProcessWorkerActor;
+use crate::worker::{
+    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, QuarantineStatus, Start, Stop,
+    Terminate, WorkerDiagnostics, WorkerKindName,
+};
+
+/// One row of the worker table.
+pub(super) struct Entry {
+    pub addr: WorkerAddr,
+    pub spec: WorkerSpec,
+    pub kind: WorkerKindName,
+    /// Last state reported by the worker.
+    pub state: WorkerState,
+    pub last_error: Option<String>,
+    pub supervision: Supervision,
+    pub health: HealthView,
+    pub usage: Usage,
+    pub quarantine: Quarantine,
+}
+
+impl Entry {
+    /// A new row for a worker just added (`idle`).
+    pub fn new(addr: WorkerAddr, spec: WorkerSpec, kind: WorkerKindName) -> Self {
+        Self {
+            addr,
+            spec,
+            kind,
+            state: WorkerState::Idle,
+            last_error: None,
+            supervision: Supervision::default(),
+            health: HealthView::default(),
+            usage: Usage::default(),
+            quarantine: Quarantine::default(),
+        }
+    }
+
+    /// Restarts made, automatic and by hand.
+    pub fn restart_count(&self) -> u32 {
+        self.supervision.restarts.total + self.supervision.manual_restarts
+    }
+}
+
+/// The restart policy's memory of one worker, and what the user asked for last.
+#[derive(Default)]
+pub(super) struct Supervision {
+    pub restarts: RestartTracker,
+    /// Restarts asked for by hand (`RestartWorker`).
+    pub manual_restarts: u32,
+    /// The timer of a scheduled automatic restart.
+    pub pending_restart: Option<SpawnHandle>,
+    /// Bumped by every manual request, so a timer scheduled before it does nothing.
+    pub epoch: u64,
+    /// The last request was a stop: failures and exits are not restarted.
+    pub stop_requested: bool,
+}
+
+/// What the health actor last reported.
+#[derive(Default)]
+pub(super) struct HealthView {
+    pub status: HealthStatus,
+    pub consecutive_failures: u32,
+    pub last_check: Option<SystemTime>,
+}
+
+/// The latest resource sample and the limit bookkeeping (processes).
+#[derive(Default)]
+pub(super) struct Usage {
+    pub latest: Option<ResourceUsage>,
+    /// Samples in a row over a limit.
+    pub violations: u32,
+}
+
+/// Crash quarantine of a module worker.
+#[derive(Default)]
+pub(super) struct Quarantine {
+    /// Panics of the module's code within `quarantine.within`.
+    pub panics: SlidingWindow,
+    /// Panics counted when the worker was moved (for the status).
+    pub counted: u32,
+    /// Set once moved to the process form.
+    pub moved: Option<QuarantineStatus>,
+}
+
+/// The master's handle on a worker actor of either kind.
+#[derive(Clone)]
+pub(crate) enum WorkerAddr {
+    /// A module worker.
+    Module(Addr<ModuleWorkerActor>),
+    /// A process worker.
+    Process(Addr<ProcessWorkerActor>),
+}
+
+/// Sends `msg` to whichever actor `$addr` holds; every worker actor handles the same messages.
+macro_rules! dispatch {
+    ($addr:expr, $msg:expr) => {
+        match $addr {
+            WorkerAddr::Module(a) => futures::future::Either::Left(a.send($msg)),
+            WorkerAddr::Process(a) => futures::future::Either::Right(a.send($msg)),
+        }
+    };
+}
+
+impl WorkerAddr {
+    /// Sends [`Initialize`].
+    pub(crate) async fn initialize(&self) -> Result<Result<(), WorkerError>, MailboxError> {
+        dispatch!(self, Initialize).await
+    }
+    /// Sends [`Start`].
+    pub(crate) async fn start(&self) -> Result<Result<(), WorkerError>, MailboxError> {
+        dispatch!(self, Start).await
+    }
+    /// Sends [`Stop`].
+    pub(crate) async fn stop(&self) -> Result<Result<(), WorkerError>, MailboxError> {
+        dispatch!(self, Stop).await
+    }
+    /// Sends [`GetDiagnostics`].
+    pub(crate) async fn diagnostics(&self) -> Result<WorkerDiagnostics, MailboxError> {
+        dispatch!(self, GetDiagnostics).await
+    }
+    /// Sends [`Terminate`].
+    pub(crate) async fn terminate(&self) -> Result<Result<(), WorkerError>, MailboxError> {
+        dispatch!(self, Terminate).await
+    }
+    /// Queues [`Fail`] without waiting.
+    pub(crate) fn fail(&self, reason: String) {
+        match self {
+            WorkerAddr::Module(a) => a.do_send(Fail { reason }),
+            WorkerAddr::Process(a) => a.do_send(Fail { reason }),
+        }
+    }
+    /// The recipient of health probes of the worker's own kind.
+    pub(crate) fn health_recipient(&self) -> Recipient<CheckHealth> {
+        match self {
+            WorkerAddr::Module(a) => a.clone().recipient(),
+            WorkerAddr::Process(a) => a.clone().recipient(),
+        }
+    }
+}

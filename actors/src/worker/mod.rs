@@ -1,0 +1,218 @@
+//! Workers: the messages every worker actor (module or process) understands, the event it
+//! reports, and its diagnostics; the two worker actors and the part they share.
+//!
+//! - [`module_worker`]: `ModuleWorkerActor`, a `WorkerModule` in this process;
+//! - [`process_worker`]: `ProcessWorkerActor`, an OS process (managed, integrated, unmanaged);
+//! - `core`: state, op lock and the stop/terminate paths both share;
+//! - `logs`: the tracing layer that writes module workers' events to their log files.
+
+mod lifecycle;
+pub mod logs;
+pub mod module_worker;
+pub mod process_worker;
+
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use hsu_module::ModuleInfo;
+use serde::Serialize;
+
+use crate::config::{ModuleType, ProbeType, ProcessType};
+use crate::error::WorkerError;
+use crate::process::{ExitInfo, ResourceUsage};
+use crate::state::WorkerState;
+use crate::WorkerId;
+
+/// Event: a worker changed state. Sent by worker actors to the master, which forwards it to
+/// subscribers ([`crate::master::Subscribe`]).
+#[derive(Debug, Clone, PartialEq, Message, Serialize)]
+#[rtype(result = "()")]
+pub struct WorkerStateChanged {
+    /// The worker.
+    pub id: WorkerId,
+    /// Its state before.
+    pub from: WorkerState,
+    /// Its state now.
+    pub to: WorkerState,
+    /// Why, for failures: the error text (also the worker's `last_error`).
+    pub reason: Option<String>,
+    /// The OS process now running, for process workers that just became running.
+    pub pid: Option<u32>,
+    /// The failure was a panic in module code (counted by `quarantine:`).
+    pub panicked: bool,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// Makes an added worker ready to start (for modules: create the instance and `initialize`).
+/// Sent once by the master during `AddWorker`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), WorkerError>")]
+pub struct Initialize;
+
+/// Starts the worker. Replies when it is running, or with why it is not.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), WorkerError>")]
+pub struct Start;
+
+/// Stops the worker. Replies when it is stopped.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), WorkerError>")]
+pub struct Stop;
+
+/// Marks a running worker failed (failed health checks, a limit) and cleans it up.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Fail {
+    /// Why; becomes `last_error`.
+    pub reason: String,
+}
+
+/// One health probe of the worker's own kind (module: `is_healthy`). `Ok(false)` is unhealthy;
+/// an error (panic, timeout) is a failed probe.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<bool, WorkerError>")]
+pub struct CheckHealth {
+    /// Which probe: `module`, `process`, `ping` or `grpc_health`.
+    pub probe: ProbeType,
+    /// For `grpc_health`: the service name asked about.
+    pub service: String,
+    /// Limit for the probe.
+    pub timeout: Duration,
+}
+
+/// The worker's own diagnostics (the master adds restart and health data).
+#[derive(Debug, Message)]
+#[rtype(result = "WorkerDiagnostics")]
+pub struct GetDiagnostics;
+
+/// Ends the worker actor, stopping it first if it runs. Sent on removal and shutdown; the
+/// reply carries the stop's error, if any (the actor ends either way).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), WorkerError>")]
+pub struct Terminate;
+
+/// Which kind of worker, as one name: the deployment chosen in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerKindName {
+    /// Native module.
+    Native,
+    /// Plugin module.
+    Plugin,
+    /// Managed process.
+    Managed,
+    /// Integrated process.
+    Integrated,
+    /// Unmanaged process.
+    Unmanaged,
+}
+
+impl From<ModuleType> for WorkerKindName {
+    fn from(t: ModuleType) -> Self {
+        match t {
+            ModuleType::Native => Self::Native,
+            ModuleType::Plugin => Self::Plugin,
+        }
+    }
+}
+
+impl From<ProcessType> for WorkerKindName {
+    fn from(t: ProcessType) -> Self {
+        match t {
+            ProcessType::Managed => Self::Managed,
+            ProcessType::Integrated => Self::Integrated,
+            ProcessType::Unmanaged => Self::Unmanaged,
+        }
+    }
+}
+
+/// Result of the last health probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Not probed since it started (or health checks are off).
+    #[default]
+    Unknown,
+    /// The last probe passed.
+    Healthy,
+    /// The last probe failed.
+    Unhealthy,
+}
+
+/// Everything known about one worker: `GetWorkerState`'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerDiagnostics {
+    /// The worker.
+    pub id: WorkerId,
+    /// Deployment kind.
+    pub kind: WorkerKindName,
+    /// Current state.
+    pub state: WorkerState,
+    /// The last error (start failure, panic, failed health checks…), kept until the next one.
+    pub last_error: Option<String>,
+    /// When the current run started.
+    pub started_at: Option<SystemTime>,
+    /// How long the current run has lasted (none unless running).
+    pub uptime: Option<Duration>,
+    /// Restarts made (automatic and manual).
+    pub restart_count: u32,
+    /// True when `max_restarts` within `window` was used up: no automatic restart until a
+    /// manual start.
+    pub circuit_open: bool,
+    /// Latest health result.
+    pub health: HealthStatus,
+    /// Failed probes in a row.
+    pub consecutive_health_failures: u32,
+    /// When health was last probed.
+    pub last_health_check: Option<SystemTime>,
+    /// OS process id; none for modules.
+    pub pid: Option<u32>,
+    /// The program, or `in-proc-module:NAME` for modules.
+    pub executable_path: String,
+    /// Module details; none for processes.
+    pub module: Option<ModuleDiagnostics>,
+    /// How the process last ended (processes only).
+    pub last_exit: Option<ExitInfo>,
+    /// Latest CPU and memory sample (processes only).
+    pub resources: Option<ResourceUsage>,
+    /// The worker's output file.
+    pub log_file: Option<std::path::PathBuf>,
+    /// Set once the module was moved to its process form by `quarantine:` (filled in by the
+    /// master).
+    pub quarantine: Option<QuarantineStatus>,
+}
+
+/// Why and since when a module worker runs as its integrated process form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantineStatus {
+    /// When the move happened.
+    pub since: SystemTime,
+    /// Panics counted within the window.
+    pub panics: u32,
+    /// The window.
+    pub within: std::time::Duration,
+    /// The last panic.
+    pub last_panic: String,
+    /// The process form's executable.
+    pub executable_path: String,
+    /// What the worker was before (`native` or `plugin`).
+    pub was: WorkerKindName,
+}
+
+/// Module-specific diagnostics.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleDiagnostics {
+    /// What the module says about itself.
+    pub info: ModuleInfo,
+    /// Factory name or plugin path.
+    pub module_name: String,
+    /// How long creating and initialising the instance took.
+    pub load_time: Duration,
+    /// When the current instance was created.
+    pub loaded_at: Option<SystemTime>,
+    /// When `is_healthy` was last called.
+    pub last_health_check: Option<SystemTime>,
+}
+
+pub(crate) use lifecycle::{stop, terminate, with_op_lock, LifecycleActor, WorkerCore};
