@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::error::{Operation, WorkerError};
-use crate::process::spawn::Spawner;
 use crate::WorkerId;
 
 /// A cheap handle to the worker runtime. The runtime shuts down (without blocking) when the last
@@ -18,10 +17,11 @@ use crate::WorkerId;
 #[derive(Clone)]
 pub struct WorkerRuntime {
     handle: Handle,
-    owner: Arc<Owner>,
+    /// Keeps the runtime alive while any handle exists (read only by its `Drop`).
+    _owner: Arc<Owner>,
 }
 
-struct Owner(Option<Runtime>, Spawner);
+struct Owner(Option<Runtime>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
@@ -33,7 +33,7 @@ impl Drop for Owner {
 }
 
 impl WorkerRuntime {
-    /// Starts a runtime with `threads` worker threads named `hsu-module`.
+    /// Starts a runtime with `threads` worker threads named `hsu-worker`.
     ///
     /// # Errors
     /// When the OS refuses the threads.
@@ -43,11 +43,9 @@ impl WorkerRuntime {
             .thread_name("hsu-worker")
             .enable_all()
             .build()?;
-        // Up to four threads fork at once; each waits for its child's exec.
-        let spawner = Spawner::new(4)?;
         Ok(Self {
             handle: rt.handle().clone(),
-            owner: Arc::new(Owner(Some(rt), spawner)),
+            _owner: Arc::new(Owner(Some(rt))),
         })
     }
 
@@ -62,11 +60,6 @@ impl WorkerRuntime {
     /// The runtime's handle, for spawning.
     pub fn handle(&self) -> &Handle {
         &self.handle
-    }
-
-    /// The threads that fork managed children.
-    pub fn spawner(&self) -> &Spawner {
-        &self.owner.1
     }
 
     /// Runs `fut` on the worker runtime, inside `span`, with a time limit. A panic becomes

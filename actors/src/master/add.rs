@@ -55,6 +55,7 @@ impl MasterActor {
                     id: spec.id.clone(),
                     spec: (**process).clone(),
                     runtime: self.runtime.clone(),
+                    spawner: self.spawner.clone(),
                     events,
                     logs: self.config.logs.clone(),
                     run_directory: self.config.run_directory.clone(),

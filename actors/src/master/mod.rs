@@ -27,6 +27,7 @@ mod supervision;
 mod table;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
@@ -35,6 +36,7 @@ use crate::config::MasterConfig;
 use crate::error::MasterError;
 use crate::health::HealthActor;
 use crate::process::resources::ResourceMonitor;
+use crate::process::spawn::Spawner;
 use crate::registry::RegistryActor;
 use crate::runtime::WorkerRuntime;
 use crate::worker::WorkerStateChanged;
@@ -53,6 +55,8 @@ pub struct MasterActor {
     registry: Addr<RegistryActor>,
     health: Addr<HealthActor>,
     runtime: WorkerRuntime,
+    /// The threads that fork process workers' children, handed to each process worker.
+    spawner: Arc<Spawner>,
     workers: HashMap<WorkerId, Entry>,
     /// Ids in order of addition (shutdown goes backwards).
     order: Vec<WorkerId>,
@@ -69,7 +73,7 @@ impl MasterActor {
     /// current arbiter.
     ///
     /// # Errors
-    /// When the worker runtime's threads cannot be created.
+    /// When the worker runtime's or the spawner's threads cannot be created.
     ///
     /// # Panics
     /// Outside a running actix system.
@@ -78,6 +82,8 @@ impl MasterActor {
             .module_threads
             .unwrap_or_else(WorkerRuntime::default_threads);
         let runtime = WorkerRuntime::new(threads)?;
+        // Up to four threads fork at once; each waits for its child's exec.
+        let spawner = Arc::new(Spawner::new(4)?);
         if let Err(e) = crate::process::sys::raise_fd_limit() {
             tracing::warn!(error = %e, "cannot raise the open-file limit; many process workers may hit EMFILE");
         }
@@ -89,6 +95,7 @@ impl MasterActor {
                 registry,
                 health,
                 runtime,
+                spawner,
                 workers: HashMap::new(),
                 order: Vec::new(),
                 adding: HashSet::new(),

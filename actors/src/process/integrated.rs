@@ -4,10 +4,15 @@
 
 use std::time::Duration;
 
+use hsu_module::integrated::EXIT_PORT_IN_USE;
+use tokio::sync::watch;
+
 use hsu_module::integrated::{proto, HEALTH_CHECK_PATH, PING_PATH};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
+use super::ExitInfo;
+use crate::config::IntegratedConfig;
 use crate::runtime::WorkerRuntime;
 
 /// A lazily connecting client for one integrated worker.
@@ -102,4 +107,53 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port())
+}
+
+/// Why an integrated worker did not become ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotReady {
+    /// In words, for the worker's error.
+    pub reason: String,
+    /// It exited with [`EXIT_PORT_IN_USE`] before answering: its control port was taken, and
+    /// a launch with another port may well succeed.
+    pub port_in_use: bool,
+}
+
+/// Waits for the first successful Ping of a new run, polling with a growing pause (20 ms up
+/// to 250 ms) until `startup_timeout`; fails at once if the process exits first (`exited`).
+///
+/// # Errors
+/// [`NotReady`] on exit before the first Ping, or when `startup_timeout` passes.
+pub async fn wait_ready(
+    control: &ControlClient,
+    mut exited: watch::Receiver<Option<ExitInfo>>,
+    config: &IntegratedConfig,
+) -> Result<(), NotReady> {
+    let deadline = tokio::time::Instant::now() + config.startup_timeout;
+    let mut pause = Duration::from_millis(20);
+    let mut last_error;
+    loop {
+        if let Some(info) = exited.borrow_and_update().clone() {
+            return Err(NotReady {
+                reason: format!("process {info} before answering Ping"),
+                port_in_use: info.code == Some(i32::from(EXIT_PORT_IN_USE)),
+            });
+        }
+        match control.ping(config.call_timeout).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last_error = e,
+        }
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(NotReady {
+                reason: format!(
+                    "no successful Ping within startup_timeout {} (last error: {last_error})",
+                    crate::config::duration::format(config.startup_timeout)
+                ),
+                port_in_use: false,
+            });
+        }
+        // Wake early if the process exits meanwhile.
+        let _ = tokio::time::timeout(pause, exited.changed()).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
 }

@@ -1,11 +1,13 @@
-//! What `ProcessWorkerActor` drives: spawning, process groups and signals, output logs,
-//! attaching to running processes, and resource sampling.
+//! What `ProcessWorkerActor` drives: spawning, stopping process groups, output logs,
+//! attaching to running processes, the integrated protocol's client and readiness wait, and
+//! resource sampling. These act; the worker actor decides.
 
 pub mod attach;
 pub mod integrated;
 pub mod logs;
 pub mod resources;
 pub mod spawn;
+pub mod stop;
 pub mod sys;
 
 use std::os::unix::process::ExitStatusExt;

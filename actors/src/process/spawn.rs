@@ -42,8 +42,9 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A few long-lived threads that fork children.
 ///
 /// Why threads of our own: `PR_SET_PDEATHSIG` fires when the *thread* that forked the child
-/// exits, so the forking thread must live exactly as long as the master (these do: they end
-/// when the master's runtime is dropped, and the children then die with them). And a spawn
+/// exits, so the forking thread must live exactly as long as the master (these do: the master
+/// and its process workers share one `Arc<Spawner>`, and the threads end when the last of them
+/// is gone; the children then die with them). And a spawn
 /// blocks its thread until the child has exec'd, so several threads let a thousand spawns
 /// overlap instead of queueing behind one another.
 pub struct Spawner {
@@ -106,7 +107,7 @@ impl std::fmt::Debug for Spawner {
 }
 
 /// Spawns `exec` in a new process group, with stdin closed and stdout/stderr piped into
-/// `sink`, on a spawner thread of `runtime`.
+/// `sink`, on a thread of `spawner`; the output pumps run on `runtime`.
 ///
 /// # Errors
 /// The OS error of the spawn (not found, permission denied, EMFILE, EAGAIN…), or of resolving
@@ -115,12 +116,10 @@ pub async fn spawn(
     exec: ExecutionConfig,
     extras: SpawnExtras,
     sink: Arc<LogSink>,
+    spawner: &Spawner,
     runtime: &WorkerRuntime,
 ) -> io::Result<Spawned> {
-    let (mut child, out, err) = runtime
-        .spawner()
-        .run(move || start(&exec, extras))
-        .await??;
+    let (mut child, out, err) = spawner.run(move || start(&exec, extras)).await??;
     let pid = child.id();
     let mut pumps = Vec::with_capacity(2);
     for (fd, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {

@@ -8,6 +8,7 @@
 
 mod lifecycle;
 pub mod logs;
+mod module_tasks;
 pub mod module_worker;
 pub mod process_worker;
 

@@ -8,22 +8,19 @@
 //! one after another; diagnostics and health probes do not take it and are answered meanwhile.
 //! All module code runs on the [`WorkerRuntime`], never on this actor's thread.
 
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use futures::FutureExt;
 use hsu_module::{
-    CancellationToken, ModuleConfig, ModuleContext, ModuleFactory, ModuleInfo, TaskFuture,
-    TaskSpawner, WorkerModule,
+    CancellationToken, ModuleConfig, ModuleContext, ModuleFactory, ModuleInfo, WorkerModule,
 };
 use tokio::sync::Mutex as AsyncMutex;
-use tokio::task::JoinHandle;
 
+use super::module_tasks::{HostSpawner, TaskEnded, TaskSet};
 use crate::config::ModuleType;
 use crate::error::{error_chain, Operation, WorkerError};
-use crate::runtime::{panic_message, WorkerRuntime};
+use crate::runtime::WorkerRuntime;
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
     CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, LifecycleActor, ModuleDiagnostics,
@@ -32,18 +29,6 @@ use crate::worker::{
 use crate::WorkerId;
 
 type SharedModule = Arc<AsyncMutex<Box<dyn WorkerModule>>>;
-
-/// Event: a task the module spawned has ended. Sent by the task's wrapper on the worker runtime.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct TaskEnded {
-    generation: u64,
-    name: String,
-    /// `None` when the task returned `Ok`.
-    error: Option<String>,
-    /// It panicked.
-    panicked: bool,
-}
 
 /// What a module worker needs to exist. Built by the master from a validated spec.
 pub struct ModuleWorkerSetup {
@@ -530,84 +515,4 @@ struct Loaded {
 /// Drops a module instance on the worker runtime: its `Drop` is module code too.
 fn drop_on_runtime(runtime: &WorkerRuntime, module: SharedModule) {
     runtime.handle().spawn(async move { drop(module) });
-}
-
-/// The tasks of one run. `None` once closed: a task spawned after the run ended is aborted.
-#[derive(Default)]
-struct TaskSet {
-    handles: StdMutex<Option<Vec<JoinHandle<()>>>>,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl TaskSet {
-    fn push(&self, handle: JoinHandle<()>) {
-        let mut guard = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            handle.abort();
-            return;
-        }
-        let handles = guard.get_or_insert_with(Vec::new);
-        handles.retain(|h| !h.is_finished());
-        handles.push(handle);
-    }
-
-    fn take(&self) -> Vec<JoinHandle<()>> {
-        let mut guard = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        guard.take().unwrap_or_default()
-    }
-
-    /// Waits up to `limit` for every task, then aborts those still running.
-    async fn join(&self, limit: Duration) {
-        let mut handles = self.take();
-        let all = futures::future::join_all(handles.iter_mut());
-        if tokio::time::timeout(limit, all).await.is_err() {
-            for h in &handles {
-                h.abort();
-            }
-        }
-    }
-
-    fn abort_all(&self) {
-        for h in self.take() {
-            h.abort();
-        }
-    }
-}
-
-/// The host side of [`ModuleContext::spawn`]: runs a module task on the worker runtime behind
-/// `catch_unwind` and tells the worker how it ended.
-struct HostSpawner {
-    runtime: WorkerRuntime,
-    worker: Recipient<TaskEnded>,
-    generation: u64,
-    tasks: Arc<TaskSet>,
-}
-
-impl TaskSpawner for HostSpawner {
-    fn spawn(&self, name: String, task: TaskFuture) {
-        let worker = self.worker.clone();
-        let generation = self.generation;
-        let handle = self.runtime.handle().spawn(async move {
-            let (error, panicked) = match AssertUnwindSafe(task).catch_unwind().await {
-                Ok(Ok(())) => (None, false),
-                Ok(Err(e)) => (
-                    Some(format!("task `{name}` failed: {}", error_chain(&e))),
-                    false,
-                ),
-                Err(panic) => (
-                    Some(format!("task `{name}` panicked: {}", panic_message(panic))),
-                    true,
-                ),
-            };
-            worker.do_send(TaskEnded {
-                generation,
-                name,
-                error,
-                panicked,
-            });
-        });
-        self.tasks.push(handle);
-    }
 }

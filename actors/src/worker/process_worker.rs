@@ -7,23 +7,28 @@
 //! run one after another; diagnostics and health probes are answered meanwhile. A process exit
 //! is an event (`ProcessExited`), never something found by polling.
 //!
-//! Children are spawned on this actor's thread, which is the master's arbiter: it lives as long
-//! as the master, so `PR_SET_PDEATHSIG` (which fires when the spawning *thread* exits) kills
-//! them when the master dies, even by SIGKILL. Only tokio's `Child::wait` reaps them.
+//! Children are forked by the master's long-lived `Spawner` threads (handed over in the setup),
+//! never on this actor's thread: those threads live as long as the master, so
+//! `PR_SET_PDEATHSIG` (which fires when the spawning *thread* exits) kills them when the master
+//! dies, even by SIGKILL. Each child is reaped by exactly one wait, through its pidfd, on the
+//! worker runtime (`process::stop::wait_child`); there is no `waitpid(-1)`.
+//!
+//! This file decides (which state, which stop, what an exit means); `process/` acts (spawn,
+//! signals and waits, readiness).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use actix::prelude::*;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::config::{ExecutionConfig, LogsConfig, ProbeType, ProcessSpec, ProcessType};
 use crate::error::{error_chain, Operation, WorkerError};
 use crate::process::attach::{self, Attached};
 use crate::process::integrated::{self, ControlClient};
 use crate::process::logs::LogSink;
-use crate::process::spawn::{self, RunFile, SpawnExtras};
+use crate::process::spawn::{self, RunFile, SpawnExtras, Spawner};
+use crate::process::stop::{self as stopping, wait_attached, wait_child};
 use crate::process::{sys, ExitInfo};
 use crate::runtime::WorkerRuntime;
 use crate::state::{Lifecycle, WorkerState};
@@ -32,13 +37,6 @@ use crate::worker::{
     Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
 };
 use crate::WorkerId;
-use hsu_module::integrated::EXIT_PORT_IN_USE;
-
-/// After SIGKILL, how long the group may take to disappear before the stop is a failure.
-const KILL_WAIT: Duration = Duration::from_secs(5);
-/// After the leader exits, how long its output pipes may stay open (held by a grandchild)
-/// before the exit is reported anyway.
-const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Launches of an integrated worker whose control port keeps being taken before it binds it.
 const PORT_ATTEMPTS: u32 = 3;
@@ -65,8 +63,10 @@ pub struct ProcessWorkerSetup {
     pub id: WorkerId,
     /// What to run and how.
     pub spec: ProcessSpec,
-    /// Where output pumps run.
+    /// Where output pumps, exit waits and control calls run.
     pub runtime: WorkerRuntime,
+    /// The long-lived threads that fork children (shared by all process workers).
+    pub spawner: Arc<Spawner>,
     /// Where state changes go.
     pub events: Recipient<WorkerStateChanged>,
     /// Output files.
@@ -310,7 +310,7 @@ impl Handler<ProcessExited> for ProcessWorkerActor {
                 let span = self.core.span.clone();
                 ctx.spawn(
                     async move {
-                        let _ = stop_group(pid, None, &spec, &span).await;
+                        let _ = stopping::group(pid, None, &spec, &span).await;
                     }
                     .into_actor(self),
                 );
@@ -446,8 +446,8 @@ impl ProcessWorkerActor {
 
     /// Spawns the child of a managed or integrated worker and starts watching its exit.
     ///
-    /// The fork happens on a worker-runtime thread: those threads live exactly as long as the
-    /// master's runtime, so `PR_SET_PDEATHSIG` (which follows the spawning *thread*) kills the
+    /// The fork happens on a thread of the shared `Spawner`: those threads live as long as the
+    /// master, so `PR_SET_PDEATHSIG` (which follows the spawning *thread*) kills the
     /// child when the master goes, and spawns of many workers run on all cores instead of
     /// queueing on this actor's thread. The child is reaped on that runtime too.
     fn launch(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>> {
@@ -458,12 +458,13 @@ impl ProcessWorkerActor {
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
         let runtime = self.setup.runtime.clone();
+        let spawner = self.setup.spawner.clone();
         let path = exec.executable_path.clone();
         let id_for_files = id.clone();
         let run_directory = self.setup.run_directory.clone();
         let span = self.core.span.clone();
         let spawning = self.setup.runtime.handle().spawn(async move {
-            let spawned = spawn::spawn(exec, extras, sink, &runtime).await?;
+            let spawned = spawn::spawn(exec, extras, sink, &spawner, &runtime).await?;
             let (tx, rx) = watch::channel(None);
             let pid = spawned.pid;
             tokio::spawn(wait_child(spawned.child, spawned.pumps, tx));
@@ -589,49 +590,30 @@ impl ProcessWorkerActor {
     }
 
     /// Resolves when the new run is ready: at once, or for integrated workers at the first
-    /// successful Ping. Fails if the process exits first or `startup_timeout` passes.
+    /// successful Ping (`process::integrated::wait_ready`).
     fn readiness(&self) -> impl std::future::Future<Output = Result<(), NotReady>> + 'static {
         let id = self.setup.id.clone();
         let control = self.run.as_ref().and_then(|r| r.control.clone());
         let exited = self.run.as_ref().map(|r| r.exited.clone());
         let integrated = self.setup.spec.integrated.clone();
         async move {
-            let (Some(control), Some(mut exited)) = (control, exited) else {
+            let (Some(control), Some(exited)) = (control, exited) else {
                 return Ok(());
             };
-            let deadline = tokio::time::Instant::now() + integrated.startup_timeout;
-            let mut pause = Duration::from_millis(20);
-            let mut last_error;
-            loop {
-                if let Some(info) = exited.borrow_and_update().clone() {
-                    let in_use = info.code == Some(i32::from(EXIT_PORT_IN_USE));
+            integrated::wait_ready(&control, exited, &integrated)
+                .await
+                .map_err(|not_ready| {
+                    let port_in_use = not_ready.port_in_use;
                     let e = WorkerError::NotReady {
                         id,
-                        reason: format!("process {info} before answering Ping"),
+                        reason: not_ready.reason,
                     };
-                    return Err(if in_use {
+                    if port_in_use {
                         NotReady::PortInUse(e)
                     } else {
                         NotReady::Other(e)
-                    });
-                }
-                match control.ping(integrated.call_timeout).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => last_error = e,
-                }
-                if tokio::time::Instant::now() + pause >= deadline {
-                    return Err(NotReady::Other(WorkerError::NotReady {
-                        id,
-                        reason: format!(
-                            "no successful Ping within startup_timeout {} (last error: {last_error})",
-                            crate::config::duration::format(integrated.startup_timeout)
-                        ),
-                    }));
-                }
-                // Wake early if the process exits meanwhile.
-                let _ = tokio::time::timeout(pause, exited.changed()).await;
-                pause = (pause * 2).min(Duration::from_millis(250));
-            }
+                    }
+                })
         }
     }
 
@@ -716,14 +698,16 @@ async fn stop_target(
 ) -> Result<(), WorkerError> {
     let Some(run) = run else { return Ok(()) };
     let outcome = match &run.target {
-        Target::Group => stop_group(run.pid as i32, Some(run.exited.clone()), &spec, &span).await,
+        Target::Group => {
+            stopping::group(run.pid as i32, Some(run.exited.clone()), &spec, &span).await
+        }
         Target::Attached(attached) => {
             let allowed = spec.attach.as_ref().is_some_and(|a| a.allow_signals);
             if !allowed {
                 tracing::info!(parent: &span, pid = run.pid, "detached (allow_signals is false, so the process was not signalled)");
                 return Ok(());
             }
-            stop_attached(attached, run.exited.clone(), &spec, &span).await
+            stopping::attached(attached, run.exited.clone(), &spec, &span).await
         }
     };
     outcome.map_err(|after| WorkerError::Timeout {
@@ -731,108 +715,4 @@ async fn stop_target(
         op: Operation::Stop,
         after,
     })
-}
-
-/// Signal, grace, SIGKILL, for the whole group `pgid`; Ok once no member is left. `exited`
-/// (when the leader is ours) also waits for the leader to be reaped and its output read.
-async fn stop_group(
-    pgid: i32,
-    exited: Option<watch::Receiver<Option<ExitInfo>>>,
-    spec: &ProcessSpec,
-    span: &tracing::Span,
-) -> Result<(), Duration> {
-    let signal = spec.stop.signal;
-    if let Err(e) = sys::signal_group(pgid, signal.number()) {
-        tracing::warn!(parent: span, error = %e, "cannot send SIG{signal} to the process group");
-    }
-    if group_gone(pgid, exited.clone(), spec.stop.timeout).await {
-        return Ok(());
-    }
-    tracing::warn!(parent: span, grace = ?spec.stop.timeout, "process group still alive after SIG{signal}; sending SIGKILL");
-    let _ = sys::signal_group(pgid, libc::SIGKILL);
-    if group_gone(pgid, exited, KILL_WAIT).await {
-        Ok(())
-    } else {
-        Err(spec.stop.timeout + KILL_WAIT)
-    }
-}
-
-/// Waits until the leader has been reaped (if `exited` is given) and no live process is left
-/// in group `pgid`, up to `limit`.
-async fn group_gone(
-    pgid: i32,
-    exited: Option<watch::Receiver<Option<ExitInfo>>>,
-    limit: Duration,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    if let Some(mut rx) = exited {
-        let reaped = rx.wait_for(|e| e.is_some());
-        if tokio::time::timeout_at(deadline, reaped).await.is_err() {
-            return false;
-        }
-    }
-    // Grandchildren have no exit event for us: poll the group, briefly and backing off.
-    let mut pause = Duration::from_millis(1);
-    while sys::group_alive(pgid) {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-    true
-}
-
-async fn stop_attached(
-    attached: &Attached,
-    mut exited: watch::Receiver<Option<ExitInfo>>,
-    spec: &ProcessSpec,
-    span: &tracing::Span,
-) -> Result<(), Duration> {
-    let signal = spec.stop.signal;
-    match attached.signal(signal.number()) {
-        Ok(true) => {}
-        Ok(false) => return Ok(()),
-        Err(e) => tracing::warn!(parent: span, error = %e, "cannot send SIG{signal}"),
-    }
-    if tokio::time::timeout(spec.stop.timeout, exited.wait_for(|e| e.is_some()))
-        .await
-        .is_ok()
-    {
-        return Ok(());
-    }
-    tracing::warn!(parent: span, "attached process still alive after SIG{signal}; sending SIGKILL");
-    let _ = attached.signal(libc::SIGKILL);
-    match tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| e.is_some())).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(spec.stop.timeout + KILL_WAIT),
-    }
-}
-
-/// Reaps the child (the only `wait` on it), then lets its output drain, then publishes the
-/// exit.
-async fn wait_child(
-    child: std::process::Child,
-    pumps: Vec<JoinHandle<u64>>,
-    tx: watch::Sender<Option<ExitInfo>>,
-) -> ExitInfo {
-    let info = spawn::reap(child).await;
-    // Output written just before the exit is still in the pipe; a grandchild that inherited
-    // the pipe may keep it open, so the wait is bounded (its pump keeps running).
-    let _ = tokio::time::timeout(DRAIN_WAIT, futures::future::join_all(pumps)).await;
-    let _ = tx.send(Some(info.clone()));
-    info
-}
-
-/// Resolves when the attached process has exited: at once through the pidfd, or by polling
-/// its identity where the kernel has no pidfds.
-async fn wait_attached(attached: &Attached) {
-    if let Some(fd) = &attached.pidfd {
-        if fd.exited().await.is_ok() {
-            return;
-        }
-    }
-    while attached.is_alive() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

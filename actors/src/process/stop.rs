@@ -1,0 +1,126 @@
+//! Stopping processes and waiting for them: the stop signal to a whole process group, the grace
+//! period, SIGKILL, and the wait until no member is left; the same for an attached process
+//! through its pinned identity; reaping a child and draining its output.
+//!
+//! The worker actor decides when to stop and what the outcome means; this file only acts.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::attach::Attached;
+use super::{spawn, sys, ExitInfo};
+use crate::config::ProcessSpec;
+
+/// After SIGKILL, how long the group may take to disappear before the stop is a failure.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// After the leader exits, how long its output pipes may stay open (held by a grandchild)
+/// before the exit is reported anyway.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Signal, grace, SIGKILL, for the whole group `pgid`; Ok once no member is left. `exited`
+/// (when the leader is ours) also waits for the leader to be reaped and its output read.
+pub(crate) async fn group(
+    pgid: i32,
+    exited: Option<watch::Receiver<Option<ExitInfo>>>,
+    spec: &ProcessSpec,
+    span: &tracing::Span,
+) -> Result<(), Duration> {
+    let signal = spec.stop.signal;
+    if let Err(e) = sys::signal_group(pgid, signal.number()) {
+        tracing::warn!(parent: span, error = %e, "cannot send SIG{signal} to the process group");
+    }
+    if group_gone(pgid, exited.clone(), spec.stop.timeout).await {
+        return Ok(());
+    }
+    tracing::warn!(parent: span, grace = ?spec.stop.timeout, "process group still alive after SIG{signal}; sending SIGKILL");
+    let _ = sys::signal_group(pgid, libc::SIGKILL);
+    if group_gone(pgid, exited, KILL_WAIT).await {
+        Ok(())
+    } else {
+        Err(spec.stop.timeout + KILL_WAIT)
+    }
+}
+
+/// Waits until the leader has been reaped (if `exited` is given) and no live process is left
+/// in group `pgid`, up to `limit`.
+async fn group_gone(
+    pgid: i32,
+    exited: Option<watch::Receiver<Option<ExitInfo>>>,
+    limit: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    if let Some(mut rx) = exited {
+        let reaped = rx.wait_for(|e| e.is_some());
+        if tokio::time::timeout_at(deadline, reaped).await.is_err() {
+            return false;
+        }
+    }
+    // Grandchildren have no exit event for us: poll the group, briefly and backing off.
+    let mut pause = Duration::from_millis(1);
+    while sys::group_alive(pgid) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Signal, grace, SIGKILL, for an attached process (through its pinned identity); Ok once it
+/// has exited.
+pub(crate) async fn attached(
+    attached: &Attached,
+    mut exited: watch::Receiver<Option<ExitInfo>>,
+    spec: &ProcessSpec,
+    span: &tracing::Span,
+) -> Result<(), Duration> {
+    let signal = spec.stop.signal;
+    match attached.signal(signal.number()) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => tracing::warn!(parent: span, error = %e, "cannot send SIG{signal}"),
+    }
+    if tokio::time::timeout(spec.stop.timeout, exited.wait_for(|e| e.is_some()))
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    tracing::warn!(parent: span, "attached process still alive after SIG{signal}; sending SIGKILL");
+    let _ = attached.signal(libc::SIGKILL);
+    match tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| e.is_some())).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(spec.stop.timeout + KILL_WAIT),
+    }
+}
+
+/// Reaps the child (the only `wait` on it), then lets its output drain, then publishes the
+/// exit.
+pub(crate) async fn wait_child(
+    child: std::process::Child,
+    pumps: Vec<JoinHandle<u64>>,
+    tx: watch::Sender<Option<ExitInfo>>,
+) -> ExitInfo {
+    let info = spawn::reap(child).await;
+    // Output written just before the exit is still in the pipe; a grandchild that inherited
+    // the pipe may keep it open, so the wait is bounded (its pump keeps running).
+    let _ = tokio::time::timeout(DRAIN_WAIT, futures::future::join_all(pumps)).await;
+    let _ = tx.send(Some(info.clone()));
+    info
+}
+
+/// Resolves when the attached process has exited: at once through the pidfd, or by polling
+/// its identity where the kernel has no pidfds.
+pub(crate) async fn wait_attached(attached: &Attached) {
+    if let Some(fd) = &attached.pidfd {
+        if fd.exited().await.is_ok() {
+            return;
+        }
+    }
+    while attached.is_alive() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
