@@ -1,6 +1,7 @@
 //! `HealthActor`: polls the health of running workers and reports each result to the master.
 //!
-//! One actor for every worker and probe kind, so probe scheduling lives in one place. Each
+//! One actor for every worker and probe kind, so probe scheduling and failure counting live in
+//! one place: it counts failures in a row and says when a report reaches the threshold. Each
 //! probe runs as its own future with its own timeout: a slow probe never delays another
 //! worker's. A probe that times out counts as failed, never as passed.
 
@@ -72,8 +73,11 @@ pub struct HealthReport {
     pub healthy: bool,
     /// Failed probes in a row, this one included (0 when healthy).
     pub consecutive_failures: u32,
-    /// The configured threshold, so the receiver can act on it.
+    /// The configured threshold (for the log line).
     pub failure_threshold: u32,
+    /// This failure reached the threshold: the worker is unhealthy for good and should be
+    /// failed. The watch ends with this report (no further probes of this run).
+    pub threshold_reached: bool,
     /// Why it failed.
     pub error: Option<String>,
     /// When the probe finished.
@@ -150,14 +154,21 @@ impl HealthActor {
                 Ok(()) => watch.consecutive_failures = 0,
                 Err(_) => watch.consecutive_failures += 1,
             }
+            let threshold_reached =
+                result.is_err() && watch.consecutive_failures >= watch.config.failure_threshold;
             act.reports.do_send(HealthReport {
                 id: id.clone(),
                 healthy: result.is_ok(),
                 consecutive_failures: watch.consecutive_failures,
                 failure_threshold: watch.config.failure_threshold,
+                threshold_reached,
                 error: result.err(),
                 at: SystemTime::now(),
             });
+            if threshold_reached {
+                act.watched.remove(&id);
+                return;
+            }
             let interval = watch.config.interval;
             ctx.run_later(interval, move |act, ctx| act.probe(id, token, ctx));
         }));

@@ -35,7 +35,6 @@ impl MasterActor {
             ) => {
                 let setup = ModuleWorkerSetup {
                     id: spec.id.clone(),
-                    module_type: *module_type,
                     module_name: module_name.clone(),
                     factory,
                     config: config.clone(),

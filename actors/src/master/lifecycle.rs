@@ -99,33 +99,13 @@ impl Handler<GetWorkerState> for MasterActor {
             return Box::pin(async move { Err(MasterError::NotFound { id: msg.0 }) });
         };
         let addr = entry.addr.clone();
-        let id = entry.spec.id.clone();
-        let restart_count = entry.restart_count();
-        let circuit_open = entry.supervision.restarts.circuit_open;
-        let health = entry.health.status;
-        let failures = entry.health.consecutive_failures;
-        let checked = entry.health.last_check;
-        let last_error = entry.last_error.clone();
-        let resources = entry.usage.latest;
-        let quarantine = entry.quarantine.moved.clone();
+        let records = entry.records();
         Box::pin(async move {
-            let mut d = addr
-                .diagnostics()
-                .await
-                .map_err(|source| MasterError::Mailbox { id, source })?;
-            d.restart_count = restart_count;
-            d.circuit_open = circuit_open;
-            d.health = health;
-            d.consecutive_health_failures = failures;
-            d.last_health_check = checked.or(d.last_health_check);
-            if last_error.is_some() {
-                d.last_error = last_error;
-            }
-            if d.state == WorkerState::Running {
-                d.resources = resources;
-            }
-            d.quarantine = quarantine;
-            Ok(d)
+            let facts = addr.facts().await.map_err(|source| MasterError::Mailbox {
+                id: records.id.clone(),
+                source,
+            })?;
+            Ok(records.compose(facts))
         })
     }
 }

@@ -188,8 +188,8 @@ impl Handler<WorkerStateChanged> for MasterActor {
 impl Handler<HealthReport> for MasterActor {
     type Result = ();
 
-    /// Records the result; at `failure_threshold` failures in a row, fails the worker (which
-    /// then goes through the restart policy like any failure).
+    /// Records the result; when the health actor says the threshold is reached, fails the
+    /// worker (which then goes through the restart policy like any failure).
     fn handle(&mut self, report: HealthReport, _: &mut Context<Self>) {
         let Some(entry) = self.workers.get_mut(&report.id) else {
             return;
@@ -210,10 +210,7 @@ impl Handler<HealthReport> for MasterActor {
                 "health check failed"
             );
         }
-        if report.consecutive_failures >= report.failure_threshold
-            && entry.state == WorkerState::Running
-        {
-            self.health.do_send(UnwatchHealth(report.id.clone()));
+        if report.threshold_reached && entry.state == WorkerState::Running {
             entry.addr.fail(format!(
                 "health check failed {} times in a row: {}",
                 report.consecutive_failures,

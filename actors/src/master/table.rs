@@ -14,9 +14,10 @@ use crate::window::SlidingWindow;
 use crate::worker::module_worker::ModuleWorkerActor;
 use crate::worker::process_worker::ProcessWorkerActor;
 use crate::worker::{
-    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, QuarantineStatus, Start, Stop,
-    Terminate, WorkerDiagnostics, WorkerKindName,
+    CheckHealth, Fail, GetFacts, HealthStatus, Initialize, QuarantineStatus, Start, Stop,
+    Terminate, WorkerDiagnostics, WorkerFacts, WorkerKindName,
 };
+use crate::WorkerId;
 
 /// One row of the worker table.
 pub(super) struct Entry {
@@ -48,9 +49,65 @@ impl Entry {
         }
     }
 
+    /// What the master adds to the worker's facts, as of now.
+    pub fn records(&self) -> Records {
+        Records {
+            id: self.spec.id.clone(),
+            kind: self.kind,
+            restart_count: self.restart_count(),
+            circuit_open: self.supervision.restarts.circuit_open,
+            health: self.health.clone(),
+            last_error: self.last_error.clone(),
+            resources: self.usage.latest,
+            quarantine: self.quarantine.moved.clone(),
+        }
+    }
+
     /// Restarts made, automatic and by hand.
     pub fn restart_count(&self) -> u32 {
         self.supervision.restarts.total + self.supervision.manual_restarts
+    }
+}
+
+/// The master's part of a worker's diagnostics, copied out of the row so the worker's facts
+/// can be awaited without holding the table.
+pub(super) struct Records {
+    pub id: WorkerId,
+    kind: WorkerKindName,
+    restart_count: u32,
+    circuit_open: bool,
+    health: HealthView,
+    /// Includes the master's own additions (the circuit opening, quarantine).
+    last_error: Option<String>,
+    resources: Option<ResourceUsage>,
+    quarantine: Option<QuarantineStatus>,
+}
+
+impl Records {
+    /// The diagnostics: the worker's facts, and the master's records beside them. The worker's
+    /// last error stands only when the master has none (the master's carries its additions).
+    pub fn compose(self, facts: WorkerFacts) -> WorkerDiagnostics {
+        let running = facts.state == WorkerState::Running;
+        WorkerDiagnostics {
+            id: self.id,
+            kind: self.kind,
+            state: facts.state,
+            last_error: self.last_error.or(facts.last_error),
+            started_at: facts.started_at,
+            uptime: facts.uptime,
+            restart_count: self.restart_count,
+            circuit_open: self.circuit_open,
+            health: self.health.status,
+            consecutive_health_failures: self.health.consecutive_failures,
+            last_health_check: self.health.last_check,
+            pid: facts.pid,
+            executable_path: facts.executable_path,
+            module: facts.module,
+            last_exit: facts.last_exit,
+            resources: self.resources.filter(|_| running),
+            log_file: facts.log_file,
+            quarantine: self.quarantine,
+        }
     }
 }
 
@@ -69,7 +126,7 @@ pub(super) struct Supervision {
 }
 
 /// What the health actor last reported.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct HealthView {
     pub status: HealthStatus,
     pub consecutive_failures: u32,
@@ -127,9 +184,9 @@ impl WorkerAddr {
     pub(crate) async fn stop(&self) -> Result<Result<(), WorkerError>, MailboxError> {
         dispatch!(self, Stop).await
     }
-    /// Sends [`GetDiagnostics`].
-    pub(crate) async fn diagnostics(&self) -> Result<WorkerDiagnostics, MailboxError> {
-        dispatch!(self, GetDiagnostics).await
+    /// Sends [`GetFacts`].
+    pub(crate) async fn facts(&self) -> Result<WorkerFacts, MailboxError> {
+        dispatch!(self, GetFacts).await
     }
     /// Sends [`Terminate`].
     pub(crate) async fn terminate(&self) -> Result<Result<(), WorkerError>, MailboxError> {

@@ -82,10 +82,34 @@ pub struct CheckHealth {
     pub timeout: Duration,
 }
 
-/// The worker's own diagnostics (the master adds restart and health data).
+/// The worker's own facts ([`WorkerFacts`]); the master composes [`WorkerDiagnostics`] from
+/// them and its own records (restarts, circuit, health, resources, quarantine).
 #[derive(Debug, Message)]
-#[rtype(result = "WorkerDiagnostics")]
-pub struct GetDiagnostics;
+#[rtype(result = "WorkerFacts")]
+pub struct GetFacts;
+
+/// What a worker actor knows of itself, and nothing the master knows better.
+#[derive(Debug, Clone)]
+pub struct WorkerFacts {
+    /// Current state.
+    pub state: WorkerState,
+    /// The worker's last error, as it recorded it.
+    pub last_error: Option<String>,
+    /// When the current run started.
+    pub started_at: Option<SystemTime>,
+    /// How long the current run has lasted (none unless running).
+    pub uptime: Option<Duration>,
+    /// OS process id; none for modules.
+    pub pid: Option<u32>,
+    /// The program, or `in-proc-module:NAME` for modules.
+    pub executable_path: String,
+    /// Module details; none for processes.
+    pub module: Option<ModuleDiagnostics>,
+    /// How the process last ended (processes only).
+    pub last_exit: Option<ExitInfo>,
+    /// The worker's output file.
+    pub log_file: Option<std::path::PathBuf>,
+}
 
 /// Ends the worker actor, stopping it first if it runs. Sent on removal and shutdown; the
 /// reply carries the stop's error, if any (the actor ends either way).
@@ -141,7 +165,8 @@ pub enum HealthStatus {
     Unhealthy,
 }
 
-/// Everything known about one worker: `GetWorkerState`'s answer.
+/// Everything known about one worker: `GetWorkerState`'s answer, composed by the master from
+/// the worker's [`WorkerFacts`] and its own records.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerDiagnostics {
     /// The worker.
@@ -165,7 +190,7 @@ pub struct WorkerDiagnostics {
     pub health: HealthStatus,
     /// Failed probes in a row.
     pub consecutive_health_failures: u32,
-    /// When health was last probed.
+    /// When health was last probed (the latest report of the health actor).
     pub last_health_check: Option<SystemTime>,
     /// OS process id; none for modules.
     pub pid: Option<u32>,
@@ -179,8 +204,7 @@ pub struct WorkerDiagnostics {
     pub resources: Option<ResourceUsage>,
     /// The worker's output file.
     pub log_file: Option<std::path::PathBuf>,
-    /// Set once the module was moved to its process form by `quarantine:` (filled in by the
-    /// master).
+    /// Set once the module was moved to its process form by `quarantine:`.
     pub quarantine: Option<QuarantineStatus>,
 }
 
@@ -212,8 +236,6 @@ pub struct ModuleDiagnostics {
     pub load_time: Duration,
     /// When the current instance was created.
     pub loaded_at: Option<SystemTime>,
-    /// When `is_healthy` was last called.
-    pub last_health_check: Option<SystemTime>,
 }
 
 pub(crate) use lifecycle::{stop, terminate, with_op_lock, LifecycleActor, WorkerCore};

@@ -18,13 +18,12 @@ use hsu_module::{
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::module_tasks::{HostSpawner, TaskEnded, TaskSet};
-use crate::config::ModuleType;
 use crate::error::{error_chain, Operation, WorkerError};
 use crate::runtime::WorkerRuntime;
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
-    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, LifecycleActor, ModuleDiagnostics,
-    Start, Stop, Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+    CheckHealth, Fail, GetFacts, Initialize, LifecycleActor, ModuleDiagnostics, Start, Stop,
+    Terminate, WorkerCore, WorkerFacts, WorkerStateChanged,
 };
 use crate::WorkerId;
 
@@ -34,8 +33,6 @@ type SharedModule = Arc<AsyncMutex<Box<dyn WorkerModule>>>;
 pub struct ModuleWorkerSetup {
     /// The worker.
     pub id: WorkerId,
-    /// Native or plugin.
-    pub module_type: ModuleType,
     /// Factory name or plugin path (for diagnostics).
     pub module_name: String,
     /// Creates instances.
@@ -73,7 +70,6 @@ pub struct ModuleWorkerActor {
     info: ModuleInfo,
     load_time: Duration,
     loaded_at: Option<SystemTime>,
-    last_health_check: Option<SystemTime>,
     /// This actor's registration with the tracing layer.
     log_token: u64,
 }
@@ -101,7 +97,6 @@ impl ModuleWorkerActor {
             info: ModuleInfo::default(),
             load_time: Duration::ZERO,
             loaded_at: None,
-            last_health_check: None,
             log_token: 0,
         }
     }
@@ -302,7 +297,6 @@ impl Handler<CheckHealth> for ModuleWorkerActor {
             async move { Ok(m.lock().await.is_healthy().await) },
         );
         Box::pin(probe.into_actor(self).map(move |result, act, ctx| {
-            act.last_health_check = Some(SystemTime::now());
             if let Err(e @ WorkerError::Panicked { .. }) = &result {
                 let reason = error_chain(e);
                 ctx.spawn(act.fail_running(reason, Some(generation), true));
@@ -312,14 +306,12 @@ impl Handler<CheckHealth> for ModuleWorkerActor {
     }
 }
 
-impl Handler<GetDiagnostics> for ModuleWorkerActor {
-    type Result = MessageResult<GetDiagnostics>;
+impl Handler<GetFacts> for ModuleWorkerActor {
+    type Result = MessageResult<GetFacts>;
 
-    fn handle(&mut self, _: GetDiagnostics, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetFacts, _: &mut Context<Self>) -> Self::Result {
         let running = self.core.state == WorkerState::Running;
-        MessageResult(WorkerDiagnostics {
-            id: self.setup.id.clone(),
-            kind: WorkerKindName::from(self.setup.module_type),
+        MessageResult(WorkerFacts {
             state: self.core.state,
             last_error: self.core.last_error.clone(),
             started_at: self.started_at.map(|(at, _)| at),
@@ -327,11 +319,6 @@ impl Handler<GetDiagnostics> for ModuleWorkerActor {
                 .started_at
                 .filter(|_| running)
                 .map(|(_, since)| since.elapsed()),
-            restart_count: 0,
-            circuit_open: false,
-            health: HealthStatus::Unknown,
-            consecutive_health_failures: 0,
-            last_health_check: self.last_health_check,
             pid: None,
             executable_path: format!("in-proc-module:{}", self.setup.module_name),
             module: Some(ModuleDiagnostics {
@@ -339,12 +326,9 @@ impl Handler<GetDiagnostics> for ModuleWorkerActor {
                 module_name: self.setup.module_name.clone(),
                 load_time: self.load_time,
                 loaded_at: self.loaded_at,
-                last_health_check: self.last_health_check,
             }),
             last_exit: None,
-            resources: None,
             log_file: None,
-            quarantine: None,
         })
     }
 }

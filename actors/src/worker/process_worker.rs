@@ -33,8 +33,8 @@ use crate::process::{sys, ExitInfo};
 use crate::runtime::WorkerRuntime;
 use crate::state::{Lifecycle, WorkerState};
 use crate::worker::{
-    CheckHealth, Fail, GetDiagnostics, HealthStatus, Initialize, LifecycleActor, Start, Stop,
-    Terminate, WorkerCore, WorkerDiagnostics, WorkerKindName, WorkerStateChanged,
+    CheckHealth, Fail, GetFacts, Initialize, LifecycleActor, Start, Stop, Terminate, WorkerCore,
+    WorkerFacts, WorkerStateChanged,
 };
 use crate::WorkerId;
 
@@ -87,7 +87,6 @@ pub struct ProcessWorkerActor {
     sink: Option<Arc<LogSink>>,
     started_at: Option<(SystemTime, Instant)>,
     last_exit: Option<ExitInfo>,
-    last_health_check: Option<SystemTime>,
 }
 
 /// One run of the process.
@@ -122,12 +121,7 @@ impl ProcessWorkerActor {
             sink: None,
             started_at: None,
             last_exit: None,
-            last_health_check: None,
         }
-    }
-
-    fn kind(&self) -> WorkerKindName {
-        WorkerKindName::from(self.setup.spec.process_type)
     }
 }
 
@@ -332,7 +326,6 @@ impl Handler<CheckHealth> for ProcessWorkerActor {
     /// `process`: the leader is alive (for attached processes: alive and still the same
     /// process). Other probe kinds of the worker's own are answered by the integrated client.
     fn handle(&mut self, msg: CheckHealth, _: &mut Context<Self>) -> Self::Result {
-        self.last_health_check = Some(SystemTime::now());
         let Some(run) = self
             .run
             .as_ref()
@@ -381,10 +374,10 @@ impl Handler<CheckHealth> for ProcessWorkerActor {
     }
 }
 
-impl Handler<GetDiagnostics> for ProcessWorkerActor {
-    type Result = MessageResult<GetDiagnostics>;
+impl Handler<GetFacts> for ProcessWorkerActor {
+    type Result = MessageResult<GetFacts>;
 
-    fn handle(&mut self, _: GetDiagnostics, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetFacts, _: &mut Context<Self>) -> Self::Result {
         let running = self.core.state == WorkerState::Running;
         let executable_path = match (&self.setup.spec.execution, &self.run) {
             (Some(exec), _) => exec.executable_path.clone(),
@@ -393,9 +386,7 @@ impl Handler<GetDiagnostics> for ProcessWorkerActor {
                 .unwrap_or_else(|_| format!("pid:{}", run.pid)),
             (None, None) => String::new(),
         };
-        MessageResult(WorkerDiagnostics {
-            id: self.setup.id.clone(),
-            kind: self.kind(),
+        MessageResult(WorkerFacts {
             state: self.core.state,
             last_error: self.core.last_error.clone(),
             started_at: self.started_at.map(|(at, _)| at),
@@ -403,18 +394,11 @@ impl Handler<GetDiagnostics> for ProcessWorkerActor {
                 .started_at
                 .filter(|_| running)
                 .map(|(_, since)| since.elapsed()),
-            restart_count: 0,
-            circuit_open: false,
-            health: HealthStatus::Unknown,
-            consecutive_health_failures: 0,
-            last_health_check: self.last_health_check,
             pid: self.run.as_ref().map(|r| r.pid),
             executable_path,
             module: None,
             last_exit: self.last_exit.clone(),
-            resources: None,
             log_file: self.sink.as_ref().map(|s| s.path().to_path_buf()),
-            quarantine: None,
         })
     }
 }
