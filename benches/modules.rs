@@ -160,9 +160,11 @@ fn many_workers(n: usize) {
                 WorkerConfig::native(id, "noop").with_health_check("{enabled: false}"),
             ))
         });
-        for r in futures::future::join_all(adds).await {
-            r.unwrap().unwrap();
-        }
+        let ids: Vec<hsu::WorkerId> = futures::future::join_all(adds)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap())
+            .collect();
         let add = t.elapsed();
 
         let t = Instant::now();

@@ -124,7 +124,7 @@ fn hsu_figures(n: usize) {
         }
         let threads_before = thread_cpu();
         let t = Instant::now();
-        let starts: Vec<_> = (0..n).map(|i| master.send(StartWorker(format!("w{i}")))).collect();
+        let starts: Vec<_> = (0..n).map(|i| master.send(StartWorker(hsu::WorkerId::new(&format!("w{i}")).expect("valid id")))).collect();
         futures::future::join_all(starts).await;
         let mut pids = HashMap::new();
         while pids.len() < n {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hsu::{
     async_trait, AddWorker, GetAllWorkerStates, GetWorkerState, MasterActor, MasterConfig,
     ModuleConfig, ModuleContext, ModuleError, ModuleInfo, RegisterNativeModuleFactory, Shutdown,
-    StartWorker, StopWorker, WorkerConfig, WorkerModule,
+    StartWorker, StopWorker, WorkerConfig, WorkerId, WorkerModule,
 };
 
 /// A module that greets on an interval; each instance has its own greeting.
@@ -71,16 +71,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (id, greeting) in [("english", "hello"), ("french", "bonjour")] {
         let config =
             WorkerConfig::native(id, "greeter").with_config(&format!("greeting: {greeting}"));
-        master.send(AddWorker(config)).await??;
-        master.send(StartWorker(id.into())).await??;
+        // AddWorker answers the validated id: the handle for every later request.
+        let id = master.send(AddWorker(config)).await??;
+        master.send(StartWorker(id.clone())).await??;
         println!("added and started `{id}` (greeting: {greeting})");
     }
     tokio::time::sleep(Duration::from_millis(450)).await;
 
     for summary in master.send(GetAllWorkerStates).await? {
-        let d = master
-            .send(GetWorkerState(summary.id.to_string()))
-            .await??;
+        let d = master.send(GetWorkerState(summary.id.clone())).await??;
         println!(
             "{}: state={} kind={:?} path={} module={} v{} uptime={:?}",
             d.id,
@@ -93,8 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    master.send(StopWorker("english".into())).await??;
-    let d = master.send(GetWorkerState("english".into())).await??;
+    // An id from text is checked, like every id that comes from outside.
+    let english = WorkerId::new("english")?;
+    master.send(StopWorker(english.clone())).await??;
+    let d = master.send(GetWorkerState(english)).await??;
     println!("stopped `english`: state={}", d.state);
     let report = master.send(Shutdown).await?;
     println!("shutdown stopped {} worker(s)", report.stopped.len());

@@ -12,8 +12,8 @@
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let master = MasterActor::launch(MasterConfig::default())?;
 //!     hsu::builtin::register(&master).await?;
-//!     master.send(AddWorker(WorkerConfig::native("echo", "echo"))).await??;
-//!     master.send(StartWorker("echo".into())).await??;
+//!     let id = master.send(AddWorker(WorkerConfig::native("echo", "echo"))).await??;
+//!     master.send(StartWorker(id)).await??;
 //!     Ok(())
 //! }
 //! ```

@@ -13,7 +13,7 @@ use hsu::{
     AddWorker, ErrorKind, GetWorkerState, ListLoadedModules, MasterError, RemoveWorker,
     RestartWorker, StartWorker, StopWorker, WorkerConfig, WorkerState,
 };
-use support::TempDir;
+use support::{id, TempDir};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -45,7 +45,7 @@ async fn echo_address(
     const PREFIX: &str = "echo listening on http://";
     let start = std::time::Instant::now();
     loop {
-        let d = master.send(GetWorkerState(id.into())).await??;
+        let d = master.send(GetWorkerState(support::id(id))).await??;
         let reported = match (&d.module, &d.log_file) {
             (Some(module), _) => module.info.endpoints.first().cloned(),
             (None, Some(log)) => std::fs::read_to_string(log)
@@ -78,7 +78,7 @@ async fn echo_scenario(
 ) -> TestResult {
     let id = config.id.clone();
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker(id.clone())).await??;
+    master.send(StartWorker(support::id(&id))).await??;
     let address = echo_address(master, &id, 1).await?;
     let response = support::http(&address, "POST", "/deployed", "same code").await?;
     assert!(
@@ -87,7 +87,7 @@ async fn echo_scenario(
     );
     let start = std::time::Instant::now();
     loop {
-        let d = master.send(GetWorkerState(id.clone())).await??;
+        let d = master.send(GetWorkerState(support::id(&id))).await??;
         if d.health == hsu::HealthStatus::Healthy {
             assert_eq!((d.kind, d.pid.is_some()), (kind, has_pid), "{id}");
             break;
@@ -100,7 +100,7 @@ async fn echo_scenario(
     }
     master
         .send(RestartWorker {
-            id: id.clone(),
+            id: support::id(&id),
             force: false,
         })
         .await??;
@@ -110,9 +110,9 @@ async fn echo_scenario(
         response.contains(&format!("echo from {id}: GET /again")),
         "{id}: {response}"
     );
-    let d = master.send(GetWorkerState(id.clone())).await??;
+    let d = master.send(GetWorkerState(support::id(&id))).await??;
     assert_eq!((d.state, d.restart_count), (WorkerState::Running, 1));
-    master.send(StopWorker(id.clone())).await??;
+    master.send(StopWorker(support::id(&id))).await??;
     assert!(
         support::http(&address, "GET", "/", "").await.is_err(),
         "{id}: port closed after stop"
@@ -173,7 +173,7 @@ async fn one_library_is_loaded_once_and_shared_by_the_workers_using_it() -> Test
                 WorkerConfig::plugin(id, &path_str(&path)).with_config("{}"),
             ))
             .await??;
-        master.send(StartWorker(id.into())).await??;
+        master.send(StartWorker(support::id(id))).await??;
         watch.until(id, WorkerState::Running).await;
     }
     let loaded = master.send(ListLoadedModules).await?;
@@ -189,14 +189,14 @@ async fn one_library_is_loaded_once_and_shared_by_the_workers_using_it() -> Test
     assert_eq!(info.target, hsu::module::plugin::TARGET);
     assert!(info.rustc_version.contains("rustc"), "{info:?}");
 
-    let d = master.send(GetWorkerState("a".into())).await??;
+    let d = master.send(GetWorkerState(id("a"))).await??;
     assert_eq!(d.kind, WorkerKindName::Plugin);
     assert_eq!(
         d.module.as_ref().map(|m| m.info.name.as_str()),
         Some("test")
     );
 
-    master.send(RemoveWorker("a".into())).await??;
+    master.send(RemoveWorker(id("a"))).await??;
     let begun = std::time::Instant::now();
     while !master
         .send(ListLoadedModules)
@@ -212,7 +212,7 @@ async fn one_library_is_loaded_once_and_shared_by_the_workers_using_it() -> Test
     }
     // Still loaded (never unloaded) and still serving the other worker.
     assert_eq!(
-        master.send(GetWorkerState("b".into())).await??.state,
+        master.send(GetWorkerState(id("b"))).await??.state,
         WorkerState::Running
     );
     Ok(())
@@ -354,7 +354,7 @@ const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
             assert!(text.contains(part.as_str()), "{part:?} in {text}");
         }
         // Not added: the id is free again.
-        assert!(master.send(GetWorkerState(id)).await?.is_err());
+        assert!(master.send(GetWorkerState(support::id(id))).await?.is_err());
     }
     // The master still works, including with a good plugin.
     let good = path_str(&support::plugin("hsu_test_plugin"));
@@ -363,7 +363,7 @@ const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
             WorkerConfig::plugin("good", &good).with_config("{}"),
         ))
         .await??;
-    master.send(StartWorker("good".into())).await??;
+    master.send(StartWorker(id("good"))).await??;
     watch.until("good", WorkerState::Running).await;
     Ok(())
 }
@@ -383,10 +383,7 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
     master
         .send(AddWorker(worker("in-start", "{start: panic}")))
         .await??;
-    let err = master
-        .send(StartWorker("in-start".into()))
-        .await?
-        .unwrap_err();
+    let err = master.send(StartWorker(id("in-start"))).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
     assert!(
         hsu::error_chain(&err).contains("scripted panic in start"),
@@ -403,7 +400,7 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
             "{task: panic, task_after_ms: 50}",
         )))
         .await??;
-    master.send(StartWorker("in-task".into())).await??;
+    master.send(StartWorker(id("in-task"))).await??;
     let failed = watch.until("in-task", WorkerState::Failed).await;
     let reason = failed.reason.unwrap();
     assert!(
@@ -418,7 +415,7 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
                 .with_health_check("{interval: 20ms, timeout: 1s}"),
         ))
         .await??;
-    master.send(StartWorker("in-health".into())).await??;
+    master.send(StartWorker(id("in-health"))).await??;
     let failed = watch.until("in-health", WorkerState::Failed).await;
     assert!(
         failed
@@ -433,15 +430,12 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
     master
         .send(AddWorker(worker("in-stop", "{stop: panic}")))
         .await??;
-    master.send(StartWorker("in-stop".into())).await??;
-    let err = master
-        .send(StopWorker("in-stop".into()))
-        .await?
-        .unwrap_err();
+    master.send(StartWorker(id("in-stop"))).await??;
+    let err = master.send(StopWorker(id("in-stop"))).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
     assert!(hsu::error_chain(&err).contains("scripted panic in stop"));
     assert_eq!(
-        master.send(GetWorkerState("in-stop".into())).await??.state,
+        master.send(GetWorkerState(id("in-stop"))).await??.state,
         WorkerState::Failed
     );
 
@@ -449,8 +443,8 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
     master
         .send(AddWorker(worker("fine", "{log: still here}")))
         .await??;
-    master.send(StartWorker("fine".into())).await??;
-    master.send(StartWorker("in-task".into())).await??;
+    master.send(StartWorker(id("fine"))).await??;
+    master.send(StartWorker(id("in-task"))).await??;
     watch.until("in-task", WorkerState::Running).await;
     Ok(())
 }
@@ -467,7 +461,7 @@ async fn a_plugins_tracing_events_reach_the_workers_log_with_its_id() -> TestRes
                 WorkerConfig::plugin(id, &path).with_config(&format!("{{log: hello from {id}}}")),
             ))
             .await??;
-        master.send(StartWorker(id.into())).await??;
+        master.send(StartWorker(support::id(id))).await??;
         watch.until(id, WorkerState::Running).await;
     }
     for (id, other) in [("left", "right"), ("right", "left")] {
@@ -504,7 +498,10 @@ async fn quarantine_moves_a_module_that_keeps_panicking_to_its_process_form() ->
             env!("CARGO_BIN_EXE_hsu-test-module")
         ))?);
         master.send(AddWorker(config)).await??;
-        let err = master.send(StartWorker(id.into())).await?.unwrap_err();
+        let err = master
+            .send(StartWorker(support::id(id)))
+            .await?
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Panicked, "{err}");
 
         // Panic 1: restarted in place. Panic 2: quarantined, then running as a process.
@@ -519,7 +516,7 @@ async fn quarantine_moves_a_module_that_keeps_panicking_to_its_process_form() ->
         let running = watch.until(id, WorkerState::Running).await;
         let pid = running.pid.expect("a process now");
         assert!(support::alive(pid));
-        let d = master.send(GetWorkerState(id.into())).await??;
+        let d = master.send(GetWorkerState(support::id(id))).await??;
         assert_eq!(d.kind, WorkerKindName::Integrated, "{d:?}");
         assert_eq!(d.pid, Some(pid));
         let q = d.quarantine.expect("visible in diagnostics");
@@ -529,7 +526,7 @@ async fn quarantine_moves_a_module_that_keeps_panicking_to_its_process_form() ->
         assert!(q.last_panic.contains("scripted panic in start"), "{q:?}");
 
         // It is an ordinary process worker now: stop and start work, the pid goes away.
-        master.send(StopWorker(id.into())).await??;
+        master.send(StopWorker(support::id(id))).await??;
         support::eventually("the process form is gone", || !support::alive(pid)).await;
     }
     Ok(())
@@ -666,7 +663,7 @@ async fn packages_install_verified_and_resolve_to_a_process_or_a_plugin() -> Tes
         "{id: proc, type: process, process_type: integrated, package: 'echo:1.2.0', config: {port: 0}}",
     )?;
     echo_scenario(&master, process, WorkerKindName::Integrated, true).await?;
-    let d = master.send(GetWorkerState("proc".into())).await??;
+    let d = master.send(GetWorkerState(id("proc"))).await??;
     assert!(
         d.executable_path.contains("/echo/1.2.0/bin/echo.sh"),
         "{d:?}"
@@ -676,7 +673,7 @@ async fn packages_install_verified_and_resolve_to_a_process_or_a_plugin() -> Tes
         "{id: plug, type: module, package: echo, config: {port: 0}, health_check: {interval: 20ms}}",
     )?;
     echo_scenario(&master, plugin, WorkerKindName::Plugin, false).await?;
-    let d = master.send(GetWorkerState("plug".into())).await??;
+    let d = master.send(GetWorkerState(id("plug"))).await??;
     assert!(
         d.module
             .unwrap()

@@ -8,7 +8,7 @@ use hsu::{
     AddWorker, ErrorKind, GetAllWorkerStates, GetWorkerState, RemoveWorker, RestartWorker,
     Shutdown, StartWorker, StopWorker, WorkerConfig, WorkerState,
 };
-use support::{test_worker, Calls};
+use support::{id, test_worker, Calls};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -16,12 +16,12 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 async fn start_stop_restart_go_through_the_state_machine() -> TestResult {
     let (master, mut watch, calls) = support::master().await;
     master.send(AddWorker(test_worker("svc", "{}"))).await??;
-    let d = master.send(GetWorkerState("svc".into())).await??;
+    let d = master.send(GetWorkerState(id("svc"))).await??;
     assert_eq!(d.state, WorkerState::Idle);
     assert_eq!(Calls::get(&calls.initializes), 1);
 
-    master.send(StartWorker("svc".into())).await??;
-    let d = master.send(GetWorkerState("svc".into())).await??;
+    master.send(StartWorker(id("svc"))).await??;
+    let d = master.send(GetWorkerState(id("svc"))).await??;
     assert_eq!(d.state, WorkerState::Running);
     assert_eq!(d.kind, hsu::WorkerKindName::Native);
     assert_eq!(d.pid, None, "modules have no pid");
@@ -34,29 +34,29 @@ async fn start_stop_restart_go_through_the_state_machine() -> TestResult {
 
     master
         .send(RestartWorker {
-            id: "svc".into(),
+            id: id("svc"),
             force: false,
         })
         .await??;
     assert_eq!(Calls::get(&calls.stops), 1);
     assert_eq!(Calls::get(&calls.starts), 2);
-    let d = master.send(GetWorkerState("svc".into())).await??;
+    let d = master.send(GetWorkerState(id("svc"))).await??;
     assert_eq!(d.state, WorkerState::Running);
     assert_eq!(d.restart_count, 1);
 
-    master.send(StopWorker("svc".into())).await??;
+    master.send(StopWorker(id("svc"))).await??;
     assert_eq!(
         Calls::get(&calls.live_tasks),
         0,
         "the module's task ended with the stop"
     );
-    let d = master.send(GetWorkerState("svc".into())).await??;
+    let d = master.send(GetWorkerState(id("svc"))).await??;
     assert_eq!((d.state, d.uptime), (WorkerState::Stopped, None));
 
     // A clean stop keeps the instance: the next start does not initialize again.
-    master.send(StartWorker("svc".into())).await??;
+    master.send(StartWorker(id("svc"))).await??;
     assert_eq!(Calls::get(&calls.initializes), 1);
-    master.send(StopWorker("svc".into())).await??;
+    master.send(StopWorker(id("svc"))).await??;
 
     let expected = [
         "idle -> starting",
@@ -77,7 +77,7 @@ async fn start_stop_restart_go_through_the_state_machine() -> TestResult {
         assert_eq!(format!("{} -> {}", e.from, e.to), want);
     }
     // Invalid transitions are errors, not overwrites.
-    let err = master.send(StopWorker("svc".into())).await?.unwrap_err();
+    let err = master.send(StopWorker(id("svc"))).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidState);
     assert!(
         err.to_string().contains("`svc`") && err.to_string().contains("stopped"),
@@ -92,11 +92,11 @@ async fn two_instances_of_one_factory_serve_with_their_own_config() -> TestResul
     for id in ["echo-a", "echo-b"] {
         let config = WorkerConfig::native(id, "echo").with_config("{host: 127.0.0.1, port: 0}");
         master.send(AddWorker(config)).await??;
-        master.send(StartWorker(id.into())).await??;
+        master.send(StartWorker(support::id(id))).await??;
     }
     let mut addresses = Vec::new();
     for id in ["echo-a", "echo-b"] {
-        let d = master.send(GetWorkerState(id.into())).await??;
+        let d = master.send(GetWorkerState(support::id(id))).await??;
         let endpoint = d.module.unwrap().info.endpoints[0].clone();
         let address = endpoint.trim_start_matches("http://").to_string();
         let response = support::http(&address, "POST", "/greet", "hi").await?;
@@ -108,7 +108,7 @@ async fn two_instances_of_one_factory_serve_with_their_own_config() -> TestResul
         addresses.push(address);
     }
     assert_ne!(addresses[0], addresses[1]);
-    master.send(StopWorker("echo-a".into())).await??;
+    master.send(StopWorker(id("echo-a"))).await??;
     assert!(
         support::http(&addresses[0], "GET", "/", "").await.is_err(),
         "a stopped echo closes its port"
@@ -139,7 +139,7 @@ async fn failing_initialize_rejects_add_worker() -> TestResult {
         "{text}"
     );
     let missing = master
-        .send(GetWorkerState("bad-init".into()))
+        .send(GetWorkerState(id("bad-init")))
         .await?
         .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
@@ -156,15 +156,12 @@ async fn panic_in_start_gives_failed_start_and_the_master_keeps_answering() -> T
     master
         .send(AddWorker(test_worker("healthy", "{}")))
         .await??;
-    master.send(StartWorker("healthy".into())).await??;
+    master.send(StartWorker(id("healthy"))).await??;
     let config = test_worker("panicky", "{start: panic}").with_restart("{policy: never}");
     master.send(AddWorker(config)).await??;
-    let err = master
-        .send(StartWorker("panicky".into()))
-        .await?
-        .unwrap_err();
+    let err = master.send(StartWorker(id("panicky"))).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked);
-    let d = master.send(GetWorkerState("panicky".into())).await??;
+    let d = master.send(GetWorkerState(id("panicky"))).await??;
     assert_eq!(d.state, WorkerState::FailedStart);
     assert!(
         d.last_error
@@ -190,13 +187,10 @@ async fn panics_in_stop_and_is_healthy_fail_only_that_worker() -> TestResult {
     master
         .send(AddWorker(test_worker("bad-stop", "{stop: panic}")))
         .await??;
-    master.send(StartWorker("bad-stop".into())).await??;
-    let err = master
-        .send(StopWorker("bad-stop".into()))
-        .await?
-        .unwrap_err();
+    master.send(StartWorker(id("bad-stop"))).await??;
+    let err = master.send(StopWorker(id("bad-stop"))).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Panicked);
-    let d = master.send(GetWorkerState("bad-stop".into())).await??;
+    let d = master.send(GetWorkerState(id("bad-stop"))).await??;
     assert_eq!(d.state, WorkerState::Failed);
     assert!(d.last_error.unwrap().contains("scripted panic in stop"));
 
@@ -204,14 +198,14 @@ async fn panics_in_stop_and_is_healthy_fail_only_that_worker() -> TestResult {
         .with_restart("{policy: never}")
         .with_health_check("{interval: 10ms, failure_threshold: 5}");
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("bad-health".into())).await??;
+    master.send(StartWorker(id("bad-health"))).await??;
     let failed = watch.until("bad-health", WorkerState::Failed).await;
     assert!(failed
         .reason
         .unwrap()
         .contains("scripted panic in is_healthy"));
     // Still serving requests.
-    master.send(StartWorker("bad-stop".into())).await??;
+    master.send(StartWorker(id("bad-stop"))).await??;
     Ok(())
 }
 
@@ -221,16 +215,16 @@ async fn hanging_start_times_out_while_state_queries_are_answered() -> TestResul
     let mut config = test_worker("hang", "{start: hang}").with_restart("{policy: never}");
     config.start_timeout = Some(Duration::from_millis(300));
     master.send(AddWorker(config)).await??;
-    let starting = master.send(StartWorker("hang".into()));
+    let starting = master.send(StartWorker(id("hang")));
     let pending = actix_rt::spawn(starting);
     watch.until("hang", WorkerState::Starting).await;
     // The start hangs, yet the master and the worker answer.
-    let d = master.send(GetWorkerState("hang".into())).await??;
+    let d = master.send(GetWorkerState(id("hang"))).await??;
     assert_eq!(d.state, WorkerState::Starting);
     let err = pending.await??.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.to_string().contains("`hang`: start timed out"), "{err}");
-    let d = master.send(GetWorkerState("hang".into())).await??;
+    let d = master.send(GetWorkerState(id("hang"))).await??;
     assert_eq!(d.state, WorkerState::FailedStart);
     Ok(())
 }
@@ -244,19 +238,19 @@ async fn a_blocking_module_does_not_stall_the_master() -> TestResult {
             "{start: block, block_ms: 1500}",
         )))
         .await??;
-    let pending = actix_rt::spawn(master.send(StartWorker("blocker".into())));
+    let pending = actix_rt::spawn(master.send(StartWorker(id("blocker"))));
     watch.until("blocker", WorkerState::Starting).await;
     // While its thread is blocked, other workers are added, started and stopped.
     master.send(AddWorker(test_worker("other", "{}"))).await??;
-    master.send(StartWorker("other".into())).await??;
+    master.send(StartWorker(id("other"))).await??;
     assert_eq!(
-        master.send(GetWorkerState("blocker".into())).await??.state,
+        master.send(GetWorkerState(id("blocker"))).await??.state,
         WorkerState::Starting
     );
-    master.send(StopWorker("other".into())).await??;
+    master.send(StopWorker(id("other"))).await??;
     pending.await???;
     assert_eq!(
-        master.send(GetWorkerState("blocker".into())).await??.state,
+        master.send(GetWorkerState(id("blocker"))).await??.state,
         WorkerState::Running
     );
     Ok(())
@@ -269,11 +263,11 @@ async fn start_failures_restart_with_backoff_until_max_restarts_then_circuit_ope
         "{policy: on_failure, max_restarts: 2, window: 60s, backoff: {initial: 20ms, max: 100ms, multiplier: 2.0, jitter: 0.0}}",
     );
     master.send(AddWorker(config)).await??;
-    assert!(master.send(StartWorker("crashy".into())).await?.is_err());
+    assert!(master.send(StartWorker(id("crashy"))).await?.is_err());
     for _ in 0..3 {
         watch.until("crashy", WorkerState::FailedStart).await;
     }
-    let d = master.send(GetWorkerState("crashy".into())).await??;
+    let d = master.send(GetWorkerState(id("crashy"))).await??;
     assert!(d.circuit_open, "{d:?}");
     assert_eq!(d.state, WorkerState::FailedStart);
     assert!(
@@ -287,11 +281,11 @@ async fn start_failures_restart_with_backoff_until_max_restarts_then_circuit_ope
     assert_eq!(Calls::get(&calls.creates), 3);
 
     // A manual start closes the circuit and grants a fresh budget.
-    assert!(master.send(StartWorker("crashy".into())).await?.is_err());
+    assert!(master.send(StartWorker(id("crashy"))).await?.is_err());
     watch.until("crashy", WorkerState::FailedStart).await;
     assert!(
         !master
-            .send(GetWorkerState("crashy".into()))
+            .send(GetWorkerState(id("crashy")))
             .await??
             .circuit_open
     );
@@ -304,10 +298,10 @@ async fn a_failing_start_recovers_when_a_restart_succeeds() -> TestResult {
     master
         .send(AddWorker(test_worker("flaky", "{fail_first_starts: 2}")))
         .await??;
-    assert!(master.send(StartWorker("flaky".into())).await?.is_err());
+    assert!(master.send(StartWorker(id("flaky"))).await?.is_err());
     watch.until("flaky", WorkerState::Running).await;
     assert_eq!(Calls::get(&calls.starts), 3);
-    let d = master.send(GetWorkerState("flaky".into())).await??;
+    let d = master.send(GetWorkerState(id("flaky"))).await??;
     assert_eq!(
         (d.state, d.restart_count, d.circuit_open),
         (WorkerState::Running, 2, false)
@@ -323,7 +317,7 @@ async fn task_error_and_task_panic_fail_the_worker_and_restart_it() -> TestResul
             "{policy: on_failure, max_restarts: 1, window: 60s, backoff: {initial: 0s, max: 0s}}",
         );
         master.send(AddWorker(config)).await??;
-        master.send(StartWorker(id.into())).await??;
+        master.send(StartWorker(support::id(id))).await??;
         let failed = watch.until(id, WorkerState::Failed).await;
         let reason = failed.reason.unwrap();
         let want = if task == "error" {
@@ -338,7 +332,7 @@ async fn task_error_and_task_panic_fail_the_worker_and_restart_it() -> TestResul
         watch.until(id, WorkerState::Running).await;
         // The restarted run fails again and the budget (1) is spent.
         watch.until(id, WorkerState::Failed).await;
-        let d = master.send(GetWorkerState(id.into())).await??;
+        let d = master.send(GetWorkerState(support::id(id))).await??;
         assert!(d.circuit_open);
     }
     assert_eq!(Calls::get(&calls.starts), 4);
@@ -351,7 +345,7 @@ async fn an_unhealthy_module_is_restarted_after_the_threshold() -> TestResult {
     let config = test_worker("sick", "{healthy: 'false', unhealthy_starts: 1}")
         .with_health_check("{interval: 10ms, timeout: 1s, failure_threshold: 3}");
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("sick".into())).await??;
+    master.send(StartWorker(id("sick"))).await??;
     let failed = watch.until("sick", WorkerState::Failed).await;
     assert!(
         failed
@@ -369,7 +363,7 @@ async fn an_unhealthy_module_is_restarted_after_the_threshold() -> TestResult {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let d = master.send(GetWorkerState("sick".into())).await??;
+    let d = master.send(GetWorkerState(id("sick"))).await??;
     assert_eq!(d.state, WorkerState::Running);
     assert_eq!(d.health, hsu::HealthStatus::Healthy);
     assert_eq!(d.restart_count, 1);
@@ -385,16 +379,16 @@ async fn a_stop_on_purpose_is_never_restarted() -> TestResult {
             test_worker("keep-down", "{}").with_restart(always),
         ))
         .await??;
-    master.send(StartWorker("keep-down".into())).await??;
-    master.send(StopWorker("keep-down".into())).await??;
+    master.send(StartWorker(id("keep-down"))).await??;
+    master.send(StopWorker(id("keep-down"))).await??;
 
     // A pending restart is cancelled by a stop, too.
     let slow = "{policy: on_failure, max_restarts: 5, window: 60s, backoff: {initial: 300ms, max: 300ms, jitter: 0.0}}";
     let config = test_worker("pending", "{task: error, task_after_ms: 0}").with_restart(slow);
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("pending".into())).await??;
+    master.send(StartWorker(id("pending"))).await??;
     watch.until("pending", WorkerState::Failed).await;
-    master.send(StopWorker("pending".into())).await??;
+    master.send(StopWorker(id("pending"))).await??;
 
     // Canary: fails after both stops, with a longer backoff; once it has been restarted,
     // any restart of the stopped workers would have happened before.
@@ -404,19 +398,16 @@ async fn a_stop_on_purpose_is_never_restarted() -> TestResult {
             test_worker("canary", "{task: error, task_after_ms: 0}").with_restart(canary),
         ))
         .await??;
-    master.send(StartWorker("canary".into())).await??;
+    master.send(StartWorker(id("canary"))).await??;
     watch.until("canary", WorkerState::Failed).await;
     watch.until("canary", WorkerState::Running).await;
 
     assert_eq!(
-        master
-            .send(GetWorkerState("keep-down".into()))
-            .await??
-            .state,
+        master.send(GetWorkerState(id("keep-down"))).await??.state,
         WorkerState::Stopped
     );
     assert_eq!(
-        master.send(GetWorkerState("pending".into())).await??.state,
+        master.send(GetWorkerState(id("pending"))).await??.state,
         WorkerState::Stopped
     );
     assert_eq!(watch.count("keep-down", WorkerState::Starting), 1);
@@ -435,15 +426,15 @@ async fn tasks_that_ignore_cancellation_are_aborted_at_the_stop_timeout() -> Tes
     let mut config = test_worker("stubborn", "{task: ignore_cancel}");
     config.stop_timeout = Some(Duration::from_millis(200));
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("stubborn".into())).await??;
+    master.send(StartWorker(id("stubborn"))).await??;
     assert_eq!(Calls::get(&calls.live_tasks), 1);
-    master.send(StopWorker("stubborn".into())).await??;
+    master.send(StopWorker(id("stubborn"))).await??;
     // Abort drops the task's future on the runtime; wait for the drop to land.
     while Calls::get(&calls.live_tasks) != 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(
-        master.send(GetWorkerState("stubborn".into())).await??.state,
+        master.send(GetWorkerState(id("stubborn"))).await??.state,
         WorkerState::Stopped
     );
     Ok(())
@@ -455,34 +446,28 @@ async fn a_hanging_stop_times_out_and_force_restart_still_starts() -> TestResult
     let mut config = test_worker("slow-stop", "{stop: hang}");
     config.stop_timeout = Some(Duration::from_millis(200));
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("slow-stop".into())).await??;
+    master.send(StartWorker(id("slow-stop"))).await??;
     let err = master
         .send(RestartWorker {
-            id: "slow-stop".into(),
+            id: id("slow-stop"),
             force: false,
         })
         .await?
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert_eq!(
-        master
-            .send(GetWorkerState("slow-stop".into()))
-            .await??
-            .state,
+        master.send(GetWorkerState(id("slow-stop"))).await??.state,
         WorkerState::Failed
     );
-    master.send(StartWorker("slow-stop".into())).await??;
+    master.send(StartWorker(id("slow-stop"))).await??;
     master
         .send(RestartWorker {
-            id: "slow-stop".into(),
+            id: id("slow-stop"),
             force: true,
         })
         .await??;
     assert_eq!(
-        master
-            .send(GetWorkerState("slow-stop".into()))
-            .await??
-            .state,
+        master.send(GetWorkerState(id("slow-stop"))).await??.state,
         WorkerState::Running
     );
     assert_eq!(Calls::get(&calls.starts), 3);
@@ -493,23 +478,17 @@ async fn a_hanging_stop_times_out_and_force_restart_still_starts() -> TestResult
 async fn unknown_ids_are_not_found_for_every_request() -> TestResult {
     let (master, _watch, _) = support::master().await;
     let errors = [
-        master
-            .send(GetWorkerState("ghost".into()))
-            .await?
-            .unwrap_err(),
-        master.send(StartWorker("ghost".into())).await?.unwrap_err(),
-        master.send(StopWorker("ghost".into())).await?.unwrap_err(),
+        master.send(GetWorkerState(id("ghost"))).await?.unwrap_err(),
+        master.send(StartWorker(id("ghost"))).await?.unwrap_err(),
+        master.send(StopWorker(id("ghost"))).await?.unwrap_err(),
         master
             .send(RestartWorker {
-                id: "ghost".into(),
+                id: id("ghost"),
                 force: true,
             })
             .await?
             .unwrap_err(),
-        master
-            .send(RemoveWorker("ghost".into()))
-            .await?
-            .unwrap_err(),
+        master.send(RemoveWorker(id("ghost"))).await?.unwrap_err(),
     ];
     for e in errors {
         assert_eq!(e.kind(), ErrorKind::NotFound);
@@ -569,8 +548,8 @@ async fn add_worker_refuses_bad_ids_duplicates_and_unknown_factories() -> TestRe
 async fn remove_stops_a_running_worker() -> TestResult {
     let (master, mut watch, calls) = support::master().await;
     master.send(AddWorker(test_worker("gone", "{}"))).await??;
-    master.send(StartWorker("gone".into())).await??;
-    master.send(RemoveWorker("gone".into())).await??;
+    master.send(StartWorker(id("gone"))).await??;
+    master.send(RemoveWorker(id("gone"))).await??;
     watch.until("gone", WorkerState::Terminating).await;
     assert_eq!(Calls::get(&calls.stops), 1);
     assert_eq!(Calls::get(&calls.live_tasks), 0);
@@ -585,10 +564,10 @@ async fn shutdown_stops_everything_concurrently_a_slow_worker_delaying_no_other(
     let mut slow = test_worker("slow", "{stop: hang}");
     slow.stop_timeout = Some(Duration::from_millis(500));
     master.send(AddWorker(slow)).await??;
-    master.send(StartWorker("slow".into())).await??;
+    master.send(StartWorker(id("slow"))).await??;
     for id in ["second", "third"] {
         master.send(AddWorker(test_worker(id, "{}"))).await??;
-        master.send(StartWorker(id.into())).await??;
+        master.send(StartWorker(support::id(id))).await??;
     }
     let report = master.send(Shutdown).await?;
     let order: Vec<String> = report.stopped.iter().map(|id| id.to_string()).collect();

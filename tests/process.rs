@@ -8,7 +8,7 @@ use hsu::{
     AddWorker, ErrorKind, GetAllWorkerStates, GetWorkerState, RestartWorker, Shutdown, StartWorker,
     StopWorker, WorkerConfig, WorkerState,
 };
-use support::{alive, eventually, process_worker, read_pid, TempDir};
+use support::{alive, eventually, id, process_worker, read_pid, TempDir};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -23,11 +23,11 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
             &["--count", &dir.file("launches"), "--pid-file", &ready],
         )))
         .await??;
-    master.send(StartWorker("sleeper".into())).await??;
+    master.send(StartWorker(id("sleeper"))).await??;
     let running = watch.until("sleeper", WorkerState::Running).await;
     assert_eq!(read_pid(&ready).await, running.pid.unwrap());
     std::fs::remove_file(&ready)?;
-    let d = master.send(GetWorkerState("sleeper".into())).await??;
+    let d = master.send(GetWorkerState(id("sleeper"))).await??;
     let pid = d.pid.expect("a process has a pid");
     assert_eq!(running.pid, Some(pid));
     assert_eq!(d.kind, hsu::WorkerKindName::Managed);
@@ -39,13 +39,13 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
 
     master
         .send(RestartWorker {
-            id: "sleeper".into(),
+            id: id("sleeper"),
             force: false,
         })
         .await??;
     assert!(!alive(pid), "the old process is gone after a restart");
     let new_pid = master
-        .send(GetWorkerState("sleeper".into()))
+        .send(GetWorkerState(id("sleeper")))
         .await??
         .pid
         .unwrap();
@@ -53,13 +53,13 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
     assert_ne!(new_pid, pid);
     assert_eq!(dir.lines("launches"), 2);
 
-    master.send(StopWorker("sleeper".into())).await??;
+    master.send(StopWorker(id("sleeper"))).await??;
     assert!(!alive(new_pid));
     assert!(
         !pid_file.exists(),
         "the pid file is removed with the process"
     );
-    let d = master.send(GetWorkerState("sleeper".into())).await??;
+    let d = master.send(GetWorkerState(id("sleeper"))).await??;
     assert_eq!((d.state, d.pid), (WorkerState::Stopped, None));
     let exit = d.last_exit.expect("the exit is recorded");
     assert_eq!(exit.code, Some(143), "the test worker exits 143 on SIGTERM");
@@ -76,18 +76,18 @@ async fn exit_code_and_signal_land_in_diagnostics() -> TestResult {
     master
         .send(AddWorker(process_worker("abort", &["--crash"])))
         .await??;
-    master.send(StartWorker("three".into())).await??;
-    master.send(StartWorker("abort".into())).await??;
+    master.send(StartWorker(id("three"))).await??;
+    master.send(StartWorker(id("abort"))).await??;
     let failed = watch.until("three", WorkerState::Failed).await;
     assert_eq!(failed.reason.as_deref(), Some("process exited with code 3"));
-    let d = master.send(GetWorkerState("three".into())).await??;
+    let d = master.send(GetWorkerState(id("three"))).await??;
     assert_eq!(d.last_exit.as_ref().unwrap().code, Some(3));
     let failed = watch.until("abort", WorkerState::Failed).await;
     assert!(failed
         .reason
         .unwrap()
         .contains("killed by signal 6 (SIGABRT)"));
-    let d = master.send(GetWorkerState("abort".into())).await??;
+    let d = master.send(GetWorkerState(id("abort"))).await??;
     assert_eq!(d.last_exit.as_ref().unwrap().signal, Some(6));
     Ok(())
 }
@@ -117,13 +117,13 @@ async fn policies_decide_which_exits_restart() -> TestResult {
         let config = process_worker(id, &["--exit", code, "--count", &dir.file(id)])
             .with_restart(&fast(policy));
         master.send(AddWorker(config)).await??;
-        master.send(StartWorker(id.into())).await??;
+        master.send(StartWorker(support::id(id))).await??;
     }
     for (id, _, _, launches, end) in cases {
         // Wait for the final state: after it no restart is scheduled (policy or circuit).
         loop {
             watch.until(id, end).await;
-            let d = master.send(GetWorkerState(id.into())).await??;
+            let d = master.send(GetWorkerState(support::id(id))).await??;
             let settled = match (launches, d.circuit_open) {
                 (1, false) => true,
                 (_, open) => open,
@@ -146,11 +146,11 @@ async fn a_crash_loop_launches_exactly_max_restarts_plus_one_then_opens_the_circ
         "{policy: on_failure, max_restarts: 2, window: 60s, backoff: {initial: 10ms, max: 40ms, jitter: 0.0}}",
     );
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("crashy".into())).await??;
+    master.send(StartWorker(id("crashy"))).await??;
     for _ in 0..3 {
         watch.until("crashy", WorkerState::Failed).await;
     }
-    let d = master.send(GetWorkerState("crashy".into())).await??;
+    let d = master.send(GetWorkerState(id("crashy"))).await??;
     assert!(d.circuit_open);
     assert!(d.last_error.unwrap().contains("circuit open"));
     assert_eq!(dir.lines("launches"), 3, "one start and two restarts");
@@ -173,15 +173,15 @@ async fn stop_kills_a_grandchild_that_ignores_sigterm() -> TestResult {
     );
     config.stop = Some(serde_yaml::from_str("{signal: TERM, timeout: 300ms}")?);
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("family".into())).await??;
+    master.send(StartWorker(id("family"))).await??;
     let grandchild = read_pid(&grandchild_file).await;
     let parent = master
-        .send(GetWorkerState("family".into()))
+        .send(GetWorkerState(id("family")))
         .await??
         .pid
         .unwrap();
     assert!(alive(grandchild) && alive(parent));
-    master.send(StopWorker("family".into())).await??;
+    master.send(StopWorker(id("family"))).await??;
     // StopWorker returns only when the whole group is gone.
     assert!(!alive(parent));
     assert!(
@@ -204,10 +204,10 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() -> TestResu
     let mut config = process_worker("stubborn", &["--ignore-term", "--pid-file", &ready]);
     config.stop = Some(serde_yaml::from_str("{timeout: 200ms}")?);
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("stubborn".into())).await??;
+    master.send(StartWorker(id("stubborn"))).await??;
     read_pid(&ready).await;
-    master.send(StopWorker("stubborn".into())).await??;
-    let d = master.send(GetWorkerState("stubborn".into())).await??;
+    master.send(StopWorker(id("stubborn"))).await??;
+    let d = master.send(GetWorkerState(id("stubborn"))).await??;
     assert_eq!(d.state, WorkerState::Stopped);
     assert_eq!(d.last_exit.unwrap().signal, Some(9));
     Ok(())
@@ -229,7 +229,7 @@ async fn a_hundred_thousand_lines_survive_rotation_without_gap_duplicate_or_spli
         &["--flood", "100000", "--last-line", "the end", "--exit", "0"],
     );
     master.send(AddWorker(worker)).await??;
-    master.send(StartWorker("flood".into())).await??;
+    master.send(StartWorker(id("flood"))).await??;
     loop {
         let e = tokio::time::timeout(support::DEADLINE, events.recv())
             .await?
@@ -278,7 +278,7 @@ async fn a_missing_executable_is_a_clear_error_and_the_master_keeps_answering() 
     let config = WorkerConfig::process("ghost", "/nonexistent/bin/ghost", &[])
         .with_restart("{policy: never}");
     master.send(AddWorker(config)).await??;
-    let err = master.send(StartWorker("ghost".into())).await?.unwrap_err();
+    let err = master.send(StartWorker(id("ghost"))).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     let text = hsu::error_chain(&err);
     assert!(
@@ -286,7 +286,7 @@ async fn a_missing_executable_is_a_clear_error_and_the_master_keeps_answering() 
         "{text}"
     );
     assert!(text.contains("No such file or directory"), "{text}");
-    let d = master.send(GetWorkerState("ghost".into())).await??;
+    let d = master.send(GetWorkerState(id("ghost"))).await??;
     assert_eq!(d.state, WorkerState::FailedStart);
     assert_eq!(master.send(GetAllWorkerStates).await?.len(), 1);
     Ok(())
@@ -300,13 +300,13 @@ async fn spawn_failures_count_against_the_restart_budget() -> TestResult {
         "{policy: on_failure, max_restarts: 2, window: 60s, backoff: {initial: 0s, max: 0s}}",
     );
     master.send(AddWorker(config)).await??;
-    assert!(master.send(StartWorker("ghost".into())).await?.is_err());
+    assert!(master.send(StartWorker(id("ghost"))).await?.is_err());
     for _ in 0..3 {
         watch.until("ghost", WorkerState::FailedStart).await;
     }
     assert!(
         master
-            .send(GetWorkerState("ghost".into()))
+            .send(GetWorkerState(id("ghost")))
             .await??
             .circuit_open
     );
@@ -344,9 +344,9 @@ async fn unmanaged_attach_detects_exit_and_signals_only_when_allowed() -> TestRe
             format!("{{pid_file: {pid_file}, allow_signals: true}}"),
         )?))
         .await??;
-    master.send(StartWorker("by-pid".into())).await??;
-    master.send(StartWorker("by-file".into())).await??;
-    let d = master.send(GetWorkerState("by-pid".into())).await??;
+    master.send(StartWorker(id("by-pid"))).await??;
+    master.send(StartWorker(id("by-file"))).await??;
+    let d = master.send(GetWorkerState(id("by-pid"))).await??;
     assert_eq!(
         (d.state, d.pid, d.kind),
         (
@@ -358,17 +358,17 @@ async fn unmanaged_attach_detects_exit_and_signals_only_when_allowed() -> TestRe
     assert_eq!(d.executable_path, support::TEST_WORKER);
 
     // Without allow_signals, stop only detaches.
-    master.send(StopWorker("by-pid".into())).await??;
+    master.send(StopWorker(id("by-pid"))).await??;
     assert!(alive(first.id()), "not signalled");
     // Attach again, then the process exits on its own: an event, no polling by the test.
-    master.send(StartWorker("by-pid".into())).await??;
+    master.send(StartWorker(id("by-pid"))).await??;
     first.kill()?;
     let failed = watch.until("by-pid", WorkerState::Failed).await;
     assert!(failed.reason.unwrap().contains("exited"));
     first.wait()?;
 
     // With allow_signals, stop sends SIGTERM to exactly that process.
-    master.send(StopWorker("by-file".into())).await??;
+    master.send(StopWorker(id("by-file"))).await??;
     let status = second.wait()?;
     assert_eq!(status.code(), Some(143));
     master.send(Shutdown).await?;
@@ -417,7 +417,10 @@ async fn bad_pids_and_pid_files_are_refused_clearly() -> TestResult {
             "{{id: {id}, type: process, process_type: unmanaged, attach: {attach}, restart: {{policy: never}}}}"
         ))?;
         master.send(AddWorker(config)).await??;
-        let err = master.send(StartWorker(id.into())).await?.unwrap_err();
+        let err = master
+            .send(StartWorker(support::id(id)))
+            .await?
+            .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains(&format!("worker `{id}`")) && text.contains(expected),
@@ -449,7 +452,7 @@ async fn http_tcp_and_exec_probes_restart_after_the_threshold() -> TestResult {
             .with_health_check(health)
             .with_restart("{policy: on_failure, max_restarts: 1, window: 60s, backoff: {initial: 0s, max: 0s}}");
         master.send(AddWorker(config)).await??;
-        master.send(StartWorker((*id).into())).await??;
+        master.send(StartWorker(support::id(id))).await??;
     }
     for (id, _) in &probes {
         let failed = watch.until(id, WorkerState::Failed).await;
@@ -461,7 +464,7 @@ async fn http_tcp_and_exec_probes_restart_after_the_threshold() -> TestResult {
         watch.until(id, WorkerState::Failed).await;
         assert!(
             master
-                .send(GetWorkerState((*id).into()))
+                .send(GetWorkerState(support::id(id)))
                 .await??
                 .circuit_open
         );
@@ -477,10 +480,10 @@ async fn http_tcp_and_exec_probes_restart_after_the_threshold() -> TestResult {
         let config = process_worker(&id, &["--serve-http", &port.to_string()])
             .with_health_check(&format!("{{type: http, url: 'http://127.0.0.1:{port}/health', interval: 20ms, failure_threshold: 100}}"));
         master.send(AddWorker(config)).await??;
-        master.send(StartWorker(id.clone())).await??;
+        master.send(StartWorker(support::id(&id))).await??;
         let start = std::time::Instant::now();
         let healthy = loop {
-            let d = master.send(GetWorkerState(id.clone())).await??;
+            let d = master.send(GetWorkerState(support::id(&id))).await??;
             if d.health == hsu::HealthStatus::Healthy {
                 break true;
             }
@@ -522,8 +525,14 @@ async fn shutdown_stops_every_process_and_leaves_none() -> TestResult {
     for i in 0..5 {
         let id = format!("p{i}");
         master.send(AddWorker(process_worker(&id, &[]))).await??;
-        master.send(StartWorker(id.clone())).await??;
-        pids.push(master.send(GetWorkerState(id)).await??.pid.unwrap());
+        master.send(StartWorker(support::id(&id))).await??;
+        pids.push(
+            master
+                .send(GetWorkerState(support::id(id)))
+                .await??
+                .pid
+                .unwrap(),
+        );
     }
     let report = master.send(Shutdown).await?;
     assert_eq!(report.stopped.len(), 5);
@@ -563,8 +572,8 @@ async fn a_memory_limit_violation_restarts_the_worker() -> TestResult {
         "{memory_max: 1GiB, on_violation: restart, grace: 1}",
     )?);
     master.send(AddWorker(calm)).await??;
-    master.send(StartWorker("calm".into())).await??;
-    master.send(StartWorker("hog".into())).await??;
+    master.send(StartWorker(id("calm"))).await??;
+    master.send(StartWorker(id("hog"))).await??;
     let failed = watch.until("hog", WorkerState::Failed).await;
     let reason = failed.reason.unwrap();
     assert!(
@@ -573,14 +582,9 @@ async fn a_memory_limit_violation_restarts_the_worker() -> TestResult {
     );
     watch.until("hog", WorkerState::Running).await;
     watch.until("hog", WorkerState::Failed).await;
-    assert!(
-        master
-            .send(GetWorkerState("hog".into()))
-            .await??
-            .circuit_open
-    );
+    assert!(master.send(GetWorkerState(id("hog"))).await??.circuit_open);
     assert_eq!(dir.lines("launches"), 2);
-    let calm = master.send(GetWorkerState("calm".into())).await??;
+    let calm = master.send(GetWorkerState(id("calm"))).await??;
     assert_eq!(calm.state, WorkerState::Running);
     let usage = calm.resources.expect("sampled");
     assert!(usage.rss_bytes > 0 && usage.rss_bytes < 1 << 30);
@@ -617,9 +621,9 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
         "{policy: on_failure, max_restarts: 1, window: 60s, backoff: {initial: 0s, max: 0s}}",
     );
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("core".into())).await??;
+    master.send(StartWorker(id("core"))).await??;
     // Start returned: the worker answered Ping (after its 300ms delay).
-    let d = master.send(GetWorkerState("core".into())).await??;
+    let d = master.send(GetWorkerState(id("core"))).await??;
     assert_eq!(
         (d.state, d.kind),
         (WorkerState::Running, hsu::WorkerKindName::Integrated)
@@ -648,12 +652,8 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
     watch.until("core", WorkerState::Running).await;
     assert_eq!(dir.lines("launches"), 2);
 
-    let pid = master
-        .send(GetWorkerState("core".into()))
-        .await??
-        .pid
-        .unwrap();
-    master.send(StopWorker("core".into())).await??;
+    let pid = master.send(GetWorkerState(id("core"))).await??.pid.unwrap();
+    master.send(StopWorker(id("core"))).await??;
     assert!(!alive(pid));
     assert!(!dir.0.join("run/core.port").exists() && !dir.0.join("run/core.pid").exists());
     Ok(())
@@ -668,7 +668,7 @@ async fn grpc_health_probe_fails_a_not_serving_worker() -> TestResult {
     let config = integrated_worker("svc", &["--health-file", &healthy])
         .with_health_check("{type: grpc_health, interval: 20ms, failure_threshold: 2}");
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("svc".into())).await??;
+    master.send(StartWorker(id("svc"))).await??;
     std::fs::remove_file(&healthy)?;
     let failed = watch.until("svc", WorkerState::Failed).await;
     assert!(failed
@@ -676,7 +676,7 @@ async fn grpc_health_probe_fails_a_not_serving_worker() -> TestResult {
         .unwrap()
         .contains("health check failed 2 times"));
     assert_eq!(
-        master.send(GetWorkerState("svc".into())).await??.pid,
+        master.send(GetWorkerState(id("svc"))).await??.pid,
         None,
         "stopped after failing"
     );
@@ -694,7 +694,7 @@ async fn an_integrated_worker_that_never_answers_fails_to_start_and_leaves_nothi
         "{startup_timeout: 500ms, call_timeout: 100ms}",
     )?);
     master.send(AddWorker(config)).await??;
-    let err = master.send(StartWorker("mute".into())).await?.unwrap_err();
+    let err = master.send(StartWorker(id("mute"))).await?.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(
         err.to_string()
@@ -704,7 +704,7 @@ async fn an_integrated_worker_that_never_answers_fails_to_start_and_leaves_nothi
     let pid = read_pid(&pid_file).await;
     assert!(!alive(pid), "the process that never got ready was stopped");
     assert_eq!(
-        master.send(GetWorkerState("mute".into())).await??.state,
+        master.send(GetWorkerState(id("mute"))).await??.state,
         WorkerState::FailedStart
     );
 
@@ -712,10 +712,7 @@ async fn an_integrated_worker_that_never_answers_fails_to_start_and_leaves_nothi
     let mut config = process_worker("quitter", &["--exit", "2"]);
     config.process_type = Some(hsu::config::ProcessType::Integrated);
     master.send(AddWorker(config)).await??;
-    let err = master
-        .send(StartWorker("quitter".into()))
-        .await?
-        .unwrap_err();
+    let err = master.send(StartWorker(id("quitter"))).await?.unwrap_err();
     assert!(
         err.to_string()
             .contains("exited with code 2 before answering Ping"),
@@ -737,7 +734,7 @@ async fn an_integrated_worker_whose_control_port_was_taken_is_started_again_on_a
         &["--first-port", &taken, "--count", &dir.file("launches")],
     );
     master.send(AddWorker(config)).await??;
-    master.send(StartWorker("moved".into())).await??;
+    master.send(StartWorker(id("moved"))).await??;
     assert_eq!(
         dir.lines("launches"),
         2,
@@ -747,7 +744,7 @@ async fn an_integrated_worker_whose_control_port_was_taken_is_started_again_on_a
         .trim()
         .parse()?;
     assert_ne!(port.to_string(), taken);
-    let d = master.send(GetWorkerState("moved".into())).await??;
+    let d = master.send(GetWorkerState(id("moved"))).await??;
     assert_eq!(d.state, WorkerState::Running);
     // One start, seen once: the retry is inside it, not a failure and a restart.
     watch.until("moved", WorkerState::Running).await;

@@ -12,8 +12,9 @@ use crate::state::{Lifecycle, WorkerState};
 use crate::WorkerId;
 
 /// The broad class of an error, for code that reacts to errors (an API mapping them to status
-/// codes, a test asserting what went wrong).
+/// codes, a test asserting what went wrong). New classes may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The input is wrong (config, id, message fields).
     Validation,
@@ -141,7 +142,7 @@ pub enum WorkerError {
         after: Duration,
     },
     /// The module returned an error.
-    #[error("worker `{id}`: {op} failed: {source}")]
+    #[error("worker `{id}`: {op} failed")]
     ModuleFailed {
         /// The worker.
         id: WorkerId,
@@ -162,7 +163,7 @@ pub enum WorkerError {
         message: String,
     },
     /// The process could not be spawned.
-    #[error("worker `{id}`: cannot start `{path}`: {source}")]
+    #[error("worker `{id}`: cannot start `{path}`")]
     Spawn {
         /// The worker.
         id: WorkerId,
@@ -181,7 +182,7 @@ pub enum WorkerError {
         reason: String,
     },
     /// A file the worker needs (log, run file) could not be written.
-    #[error("worker `{id}`: cannot {what}: {source}")]
+    #[error("worker `{id}`: cannot {what}")]
     Io {
         /// The worker.
         id: WorkerId,
@@ -261,7 +262,7 @@ pub enum MasterError {
     #[error("no worker `{id}`")]
     NotFound {
         /// The id asked for.
-        id: String,
+        id: WorkerId,
     },
     /// `module_name` names no registered factory.
     #[error("worker `{id}`: no native module factory named `{name}` (registered: {})", if registered.is_empty() { "none".to_string() } else { registered.join(", ") })]
@@ -305,11 +306,30 @@ pub enum MasterError {
         /// What.
         what: String,
     },
-    /// The master is shutting down and takes no new work.
+    /// The master is shutting down and takes no new workers.
     #[error("worker `{id}`: the master is shutting down")]
     ShuttingDown {
-        /// The worker the request named.
+        /// The id of the worker the request would have added, as given.
         id: String,
+    },
+    /// One of the master's own actors (the registry, the master itself) did not answer: it is
+    /// gone, which happens only while the system shuts down.
+    #[error("the {actor} did not answer")]
+    Unanswered {
+        /// Which actor: `registry` or `master`.
+        actor: &'static str,
+        /// Why.
+        #[source]
+        source: actix::MailboxError,
+    },
+    /// Work the master ran off its thread ended before finishing (its runtime is shutting down).
+    #[error("{what} was interrupted")]
+    Interrupted {
+        /// What: `the package install`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
     },
     /// The worker's actor did not answer (it is gone).
     #[error("worker `{id}` did not answer")]
@@ -338,23 +358,13 @@ impl MasterError {
                 crate::plugin::PluginError::NotFound { .. } => ErrorKind::NotFound,
                 _ => ErrorKind::Validation,
             },
-            Self::ShuttingDown { .. } | Self::Mailbox { .. } => ErrorKind::Unavailable,
+            Self::ShuttingDown { .. }
+            | Self::Mailbox { .. }
+            | Self::Unanswered { .. }
+            | Self::Interrupted { .. } => ErrorKind::Unavailable,
             Self::Worker(e) => e.kind(),
         }
     }
 }
 
-/// The message of `error` followed by its sources: `a: b: c`, each said once.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use hsu_module::error_chain;

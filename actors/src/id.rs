@@ -14,31 +14,62 @@ pub const MAX_ID_LEN: usize = 64;
 #[serde(try_from = "String", into = "String")]
 pub struct WorkerId(Arc<str>);
 
+/// Why a text is not a valid [`WorkerId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The id is empty.
+    #[error("worker id is empty")]
+    Empty,
+    /// Longer than [`MAX_ID_LEN`] bytes.
+    #[error("worker id `{id}` is {len} characters long; the limit is {MAX_ID_LEN}")]
+    TooLong {
+        /// The id given.
+        id: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A character outside `[A-Za-z0-9._-]`.
+    #[error("worker id `{id}` contains {bad:?}; use only letters, digits, `.`, `_` and `-`")]
+    BadCharacter {
+        /// The id given.
+        id: String,
+        /// The first character not allowed.
+        bad: char,
+    },
+    /// `.` or `..`.
+    #[error("worker id `{id}` is reserved")]
+    Reserved {
+        /// The id given.
+        id: String,
+    },
+}
+
 impl WorkerId {
     /// Checks `id` against the rule.
     ///
     /// # Errors
-    /// A message saying which rule `id` breaks.
-    pub fn new(id: &str) -> Result<Self, String> {
+    /// [`IdError`] saying which rule `id` breaks.
+    pub fn new(id: &str) -> Result<Self, IdError> {
         if id.is_empty() {
-            return Err("worker id is empty".into());
+            return Err(IdError::Empty);
         }
         if id.len() > MAX_ID_LEN {
-            return Err(format!(
-                "worker id `{id}` is {} characters long; the limit is {MAX_ID_LEN}",
-                id.len()
-            ));
+            return Err(IdError::TooLong {
+                id: id.to_string(),
+                len: id.len(),
+            });
         }
         if let Some(bad) = id
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
-            return Err(format!(
-                "worker id `{id}` contains {bad:?}; use only letters, digits, `.`, `_` and `-`"
-            ));
+            return Err(IdError::BadCharacter {
+                id: id.to_string(),
+                bad,
+            });
         }
         if id == "." || id == ".." {
-            return Err(format!("worker id `{id}` is reserved"));
+            return Err(IdError::Reserved { id: id.to_string() });
         }
         Ok(Self(Arc::from(id)))
     }
@@ -50,9 +81,29 @@ impl WorkerId {
 }
 
 impl TryFrom<String> for WorkerId {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, String> {
+    type Error = IdError;
+    fn try_from(value: String) -> Result<Self, IdError> {
         Self::new(&value)
+    }
+}
+
+impl TryFrom<&str> for WorkerId {
+    type Error = IdError;
+    fn try_from(value: &str) -> Result<Self, IdError> {
+        Self::new(value)
+    }
+}
+
+impl std::str::FromStr for WorkerId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        Self::new(s)
+    }
+}
+
+impl AsRef<str> for WorkerId {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -92,11 +143,22 @@ mod tests {
 
     #[test]
     fn refuses_empty_long_and_odd_ids() {
-        assert!(WorkerId::new("").unwrap_err().contains("empty"));
+        assert!(WorkerId::new("").unwrap_err().to_string().contains("empty"));
         assert!(WorkerId::new(&"a".repeat(65))
             .unwrap_err()
+            .to_string()
             .contains("limit is 64"));
-        assert!(WorkerId::new("a b").unwrap_err().contains("' '"));
+        assert_eq!(
+            WorkerId::new("a b").unwrap_err(),
+            IdError::BadCharacter {
+                id: "a b".into(),
+                bad: ' '
+            }
+        );
+        assert!(WorkerId::new("a b")
+            .unwrap_err()
+            .to_string()
+            .contains("' '"));
         assert!(WorkerId::new("a/b").is_err());
         assert!(WorkerId::new("..").is_err());
     }

@@ -36,7 +36,7 @@ mod worker;
 
 pub use config::{HsuConfig, MasterConfig, WorkerConfig, WorkerSpec};
 pub use error::{error_chain, ConfigError, ErrorKind, MasterError, Operation, WorkerError};
-pub use id::{WorkerId, MAX_ID_LEN};
+pub use id::{IdError, WorkerId, MAX_ID_LEN};
 pub use master::{
     AddWorker, GetAllWorkerStates, GetWorkerState, InstallPackage, ListModuleFactories,
     MasterActor, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker,

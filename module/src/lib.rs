@@ -49,7 +49,7 @@ pub use process::run_process;
 
 pub use async_trait::async_trait;
 pub use context::{ModuleConfig, ModuleContext, TaskFuture, TaskSpawner};
-pub use error::ModuleError;
+pub use error::{error_chain, ModuleError};
 pub use info::ModuleInfo;
 pub use tokio_util::sync::CancellationToken;
 

@@ -42,7 +42,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             let master = master.clone();
             let id = id.clone();
             async move {
-                if let Ok(Err(e)) = master.send(StartWorker(id.to_string())).await {
+                if let Ok(Err(e)) = master.send(StartWorker(id.clone())).await {
                     tracing::error!(worker = %id, error = %hsu::error_chain(&e), "start failed");
                 }
             }

@@ -13,6 +13,11 @@ use hsu::{
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// A worker id from a test's literal or variable (a bad one is a bug in the test).
+pub fn id(text: impl AsRef<str>) -> hsu::WorkerId {
+    hsu::WorkerId::new(text.as_ref()).expect("a valid worker id in the test")
+}
+
 /// Bounds a hang; when it fires the test panics with what it saw.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 

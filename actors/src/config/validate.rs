@@ -235,7 +235,7 @@ fn check_worker(
         out,
     };
     if let Err(message) = &id {
-        issues.add("id", message.clone());
+        issues.add("id", message.to_string());
     }
     // `package:` fills in the executable or library from the installed package.
     let resolved;

@@ -112,7 +112,10 @@ impl Handler<AddWorker> for MasterActor {
                     match registry.send(LoadPlugin(path)).await {
                         Ok(Ok(factory)) => Ok(Some(factory)),
                         Ok(Err(source)) => Err(MasterError::Plugin { id, source }),
-                        Err(_) => Err(MasterError::ShuttingDown { id: id.to_string() }),
+                        Err(source) => Err(MasterError::Unanswered {
+                            actor: "registry",
+                            source,
+                        }),
                     }
                 }))
             }
@@ -128,7 +131,10 @@ impl Handler<AddWorker> for MasterActor {
                             name,
                             registered,
                         }),
-                        Err(_) => Err(MasterError::ShuttingDown { id: id.to_string() }),
+                        Err(source) => Err(MasterError::Unanswered {
+                            actor: "registry",
+                            source,
+                        }),
                     }
                 }))
             }
@@ -143,8 +149,9 @@ impl Handler<AddWorker> for MasterActor {
                     return Err(e);
                 }
             };
-            let mailbox = |source| MasterError::ShuttingDown {
-                id: format!("{id}: {source}"),
+            let mailbox = |source| MasterError::Unanswered {
+                actor: "master",
+                source,
             };
             let addr = me
                 .send(CreateWorker {

@@ -22,7 +22,7 @@ impl Handler<RemoveWorker> for MasterActor {
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let id = self.workers.remove(msg.0.as_str()).map(|e| e.spec.id);
-        self.order.retain(|w| w.as_str() != msg.0);
+        self.order.retain(|w| *w != msg.0);
         if let Some(id) = &id {
             self.health.do_send(UnwatchHealth(id.clone()));
             tracing::info!(worker = %id, "worker removed");
@@ -45,7 +45,7 @@ impl Handler<StartWorker> for MasterActor {
         let id = msg.0;
         Box::pin(async move {
             let addr = addr?;
-            forward(&id, addr.start().await)
+            forward(id.clone(), addr.start().await)
         })
     }
 }
@@ -58,7 +58,7 @@ impl Handler<StopWorker> for MasterActor {
         let id = msg.0;
         Box::pin(async move {
             let addr = addr?;
-            forward(&id, addr.stop().await)
+            forward(id.clone(), addr.stop().await)
         })
     }
 }
@@ -79,14 +79,14 @@ impl Handler<RestartWorker> for MasterActor {
         Box::pin(async move {
             let addr = addr?;
             if running == Some(true) {
-                if let Err(e) = forward(&id, addr.stop().await) {
+                if let Err(e) = forward(id.clone(), addr.stop().await) {
                     if !force {
                         return Err(e);
                     }
                     tracing::warn!(worker = %id, error = %error_chain(&e), "stop failed; starting anyway (force)");
                 }
             }
-            forward(&id, addr.start().await)
+            forward(id.clone(), addr.start().await)
         })
     }
 }
@@ -201,12 +201,14 @@ impl Handler<RegisterNativeModuleFactory> for MasterActor {
 
     fn handle(&mut self, msg: RegisterNativeModuleFactory, _: &mut Context<Self>) -> Self::Result {
         let registry = self.registry.clone();
-        let name = msg.name.clone();
         Box::pin(async move {
             registry
                 .send(msg)
                 .await
-                .map_err(|_| MasterError::ShuttingDown { id: name })?
+                .map_err(|source| MasterError::Unanswered {
+                    actor: "registry",
+                    source,
+                })?
         })
     }
 }
@@ -220,7 +222,10 @@ impl Handler<ListModuleFactories> for MasterActor {
             registry
                 .send(ListFactories)
                 .await
-                .map_err(|_| MasterError::ShuttingDown { id: String::new() })
+                .map_err(|source| MasterError::Unanswered {
+                    actor: "registry",
+                    source,
+                })
         })
     }
 }
@@ -237,9 +242,12 @@ impl Handler<InstallPackage> for MasterActor {
             })
         });
         Box::pin(async move {
-            installing
-                .await
-                .unwrap_or_else(|_| Err(MasterError::ShuttingDown { id: String::new() }))
+            installing.await.unwrap_or_else(|source| {
+                Err(MasterError::Interrupted {
+                    what: "the package install",
+                    source,
+                })
+            })
         })
     }
 }

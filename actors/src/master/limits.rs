@@ -48,7 +48,7 @@ impl Handler<ResourceSamples> for MasterActor {
                 OnViolation::Stop => {
                     tracing::warn!(worker = %id, "limit exceeded, stopping the worker: {reason}");
                     entry.last_error = Some(format!("stopped: limit exceeded: {reason}"));
-                    if let Ok(addr) = self.manual_request(id.as_str(), true, ctx) {
+                    if let Ok(addr) = self.manual_request(&id, true, ctx) {
                         actix::spawn(async move {
                             let _ = addr.stop().await;
                         });

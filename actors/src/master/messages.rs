@@ -23,18 +23,18 @@ pub struct AddWorker(pub WorkerConfig);
 /// Stops (if running) and removes a worker.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), MasterError>")]
-pub struct RemoveWorker(pub String);
+pub struct RemoveWorker(pub WorkerId);
 
 /// Starts a worker; replies when it runs. A manual start also closes an open restart circuit.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), MasterError>")]
-pub struct StartWorker(pub String);
+pub struct StartWorker(pub WorkerId);
 
 /// Stops a worker on purpose; replies when it is stopped. Never triggers a restart, and cancels
 /// a pending one.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), MasterError>")]
-pub struct StopWorker(pub String);
+pub struct StopWorker(pub WorkerId);
 
 /// Stops a worker if it runs, then starts it. With `force`, a stop that fails or times out
 /// does not prevent the start (the old run's tasks are aborted); without it, the error is
@@ -43,7 +43,7 @@ pub struct StopWorker(pub String);
 #[rtype(result = "Result<(), MasterError>")]
 pub struct RestartWorker {
     /// The worker.
-    pub id: String,
+    pub id: WorkerId,
     /// Start even if the stop fails.
     pub force: bool,
 }
@@ -51,7 +51,7 @@ pub struct RestartWorker {
 /// State and diagnostics of one worker.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<WorkerDiagnostics, MasterError>")]
-pub struct GetWorkerState(pub String);
+pub struct GetWorkerState(pub WorkerId);
 
 /// A summary line for every worker, in the order they were added.
 #[derive(Debug, Message)]

@@ -106,10 +106,10 @@ impl MasterActor {
         }))
     }
 
-    fn entry(&mut self, id: &str) -> Result<&mut Entry, MasterError> {
+    fn entry(&mut self, id: &WorkerId) -> Result<&mut Entry, MasterError> {
         self.workers
             .get_mut(id)
-            .ok_or_else(|| MasterError::NotFound { id: id.to_string() })
+            .ok_or_else(|| MasterError::NotFound { id: id.clone() })
     }
 
     /// Sends `event` to every subscriber; drops those that went away.
@@ -136,14 +136,11 @@ impl Actor for MasterActor {
 
 /// Maps a worker's reply (or its absence) to the master's error.
 fn forward<T>(
-    id: &str,
+    id: WorkerId,
     reply: Result<Result<T, crate::error::WorkerError>, MailboxError>,
 ) -> Result<T, MasterError> {
     match reply {
         Ok(result) => result.map_err(MasterError::from),
-        Err(source) => Err(match WorkerId::new(id) {
-            Ok(id) => MasterError::Mailbox { id, source },
-            Err(_) => MasterError::NotFound { id: id.to_string() },
-        }),
+        Err(source) => Err(MasterError::Mailbox { id, source }),
     }
 }

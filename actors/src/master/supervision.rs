@@ -18,7 +18,7 @@ impl MasterActor {
     /// Forgets any scheduled restart of `id` and marks what the user asked for last.
     pub(super) fn manual_request(
         &mut self,
-        id: &str,
+        id: &WorkerId,
         stop: bool,
         ctx: &mut Context<Self>,
     ) -> Result<WorkerAddr, MasterError> {

@@ -541,7 +541,9 @@ pub fn list(root: &Path) -> Result<Vec<InstalledPackage>, PackageError> {
             let path = version.path();
             match PackageManifest::load(&path) {
                 Ok(manifest) => out.push(InstalledPackage { manifest, path }),
-                Err(e) => tracing::warn!(error = %e, "skipping a broken package directory"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "skipping a broken package directory")
+                }
             }
         }
     }

@@ -7,7 +7,6 @@
 //! from the `worker{id=…}` span that wraps every call and task.
 
 use std::ffi::c_void;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
@@ -132,7 +131,7 @@ impl TaskSpawner for GuestSpawner {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => (
                     CallStatus::Failed,
-                    format!("task `{name}` failed: {}", chain(&e)),
+                    format!("task `{name}` failed: {}", crate::error_chain(&e)),
                 ),
                 Err(panic) => (
                     CallStatus::Panicked,
@@ -216,7 +215,7 @@ fn error_result(e: &ModuleError) -> CallResult {
     };
     let text = match e {
         ModuleError::Config(m) => m.clone(),
-        other => chain(other),
+        other => crate::error_chain(other),
     };
     CallResult::with(status, text)
 }
@@ -388,16 +387,6 @@ extern "C" fn free_string(s: RString) {
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
 }
 
 /// The plugin's tracing subscriber: every event goes to the host's `log` callback.
