@@ -178,8 +178,14 @@ pub enum WorkerError {
     Attach {
         /// The worker.
         id: WorkerId,
-        /// What is wrong (PID, pid file).
-        reason: String,
+        /// What is wrong (PID, pid file); part of this message.
+        reason: crate::process::attach::AttachError,
+    },
+    /// A managed or integrated worker has no `execution` to start.
+    #[error("worker `{id}`: no `execution` to start")]
+    NoExecution {
+        /// The worker.
+        id: WorkerId,
     },
     /// A file the worker needs (log, run file) could not be written.
     #[error("worker `{id}`: cannot {what}")]
@@ -220,7 +226,7 @@ impl WorkerError {
             Self::Panicked { .. } => ErrorKind::Panicked,
             Self::Cancelled { .. } => ErrorKind::Unavailable,
             Self::Spawn { .. } | Self::Io { .. } => ErrorKind::Io,
-            Self::Attach { .. } => ErrorKind::Validation,
+            Self::Attach { .. } | Self::NoExecution { .. } => ErrorKind::Validation,
             Self::NotReady { .. } => ErrorKind::Timeout,
         }
     }
@@ -235,6 +241,7 @@ impl WorkerError {
             | Self::Cancelled { id, .. }
             | Self::Spawn { id, .. }
             | Self::Attach { id, .. }
+            | Self::NoExecution { id }
             | Self::Io { id, .. }
             | Self::NotReady { id, .. } => id,
         }

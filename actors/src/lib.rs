@@ -43,7 +43,8 @@ pub use master::{
     Subscribe, WorkerSummary,
 };
 pub use plugin::{PluginError, PluginInfo};
-pub use process::integrated::ControlClient;
+pub use process::attach::AttachError;
+pub use process::integrated::{ControlClient, ControlError};
 pub use process::{ExitInfo, ResourceUsage};
 pub use registry::{ListLoadedModules, RegisterNativeModuleFactory};
 pub use runtime::WorkerRuntime;

@@ -6,14 +6,60 @@ use std::time::Duration;
 
 use serde::{de, Deserializer, Serializer};
 
+/// Why a text is not a duration. Each names the text and, where it helps, the part at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing written.
+    #[error("empty duration; write e.g. \"10s\"")]
+    Empty,
+    /// A unit where a number should be.
+    #[error("invalid duration {text:?}: expected a number at {at:?}")]
+    ExpectedNumber {
+        /// The text.
+        text: String,
+        /// What follows where the number should start.
+        at: String,
+    },
+    /// Digits and dots that are not a number (`1.2.3`).
+    #[error("invalid duration {text:?}: bad number {number:?}")]
+    BadNumber {
+        /// The text.
+        text: String,
+        /// The part that is not a number.
+        number: String,
+    },
+    /// A number without a unit (`10`).
+    #[error("invalid duration {text:?}: missing unit (write \"{number}s\" or \"{number}ms\")")]
+    MissingUnit {
+        /// The text.
+        text: String,
+        /// The number.
+        number: String,
+    },
+    /// A unit hsu does not know.
+    #[error("invalid duration {text:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)")]
+    UnknownUnit {
+        /// The text.
+        text: String,
+        /// The unit.
+        unit: String,
+    },
+    /// More than about 31,000 years.
+    #[error("invalid duration {text:?}: too large")]
+    TooLarge {
+        /// The text.
+        text: String,
+    },
+}
+
 /// Parses `"1h30m"`, `"250ms"`, `"1.5s"`. Units: `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`.
 ///
 /// # Errors
-/// A message saying what is wrong with `text`.
-pub fn parse(text: &str) -> Result<Duration, String> {
+/// [`DurationError`] saying what is wrong with `text`.
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration; write e.g. \"10s\"".into());
+        return Err(DurationError::Empty);
     }
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -25,15 +71,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!(
-                "invalid duration {text:?}: expected a number at {rest:?}"
-            ));
+            return Err(DurationError::ExpectedNumber {
+                text: text.to_string(),
+                at: rest.to_string(),
+            });
         }
-        let number: f64 = rest[..num_len].parse().map_err(|_| {
-            format!(
-                "invalid duration {text:?}: bad number {:?}",
-                &rest[..num_len]
-            )
+        let number_text = &rest[..num_len];
+        let number: f64 = number_text.parse().map_err(|_| DurationError::BadNumber {
+            text: text.to_string(),
+            number: number_text.to_string(),
         })?;
         rest = &rest[num_len..];
         let unit_len = rest
@@ -49,20 +95,24 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "" => {
-                return Err(format!(
-                "invalid duration {text:?}: missing unit (write \"{number}s\" or \"{number}ms\")"
-            ))
+                return Err(DurationError::MissingUnit {
+                    text: text.to_string(),
+                    number: number_text.to_string(),
+                })
             }
             other => {
-                return Err(format!(
-                    "invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)"
-                ))
+                return Err(DurationError::UnknownUnit {
+                    text: text.to_string(),
+                    unit: other.to_string(),
+                })
             }
         };
         total += number * seconds;
     }
     if !total.is_finite() || total > 1e12 {
-        return Err(format!("invalid duration {text:?}: too large"));
+        return Err(DurationError::TooLarge {
+            text: text.to_string(),
+        });
     }
     Ok(Duration::from_secs_f64(total))
 }
@@ -173,8 +223,14 @@ mod tests {
 
     #[test]
     fn refuses_bare_numbers_and_unknown_units() {
-        assert!(parse("10").unwrap_err().contains("missing unit"));
-        assert!(parse("10d").unwrap_err().contains("unknown unit"));
+        assert!(parse("10")
+            .unwrap_err()
+            .to_string()
+            .contains("missing unit"));
+        assert!(parse("10d")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
         assert!(parse("").is_err());
         assert!(parse("s").is_err());
     }

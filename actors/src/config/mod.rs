@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use master::{LogLevel, MasterConfig};
 pub use process::{
     AttachConfig, ByteSize, IntegratedConfig, LimitsConfig, LogsConfig, OnViolation, Signal,
-    StopConfig,
+    StopConfig, ValueError,
 };
 pub use validate::{
     validate_config, validate_worker, ProcessSpec, QuarantineSpec, ValidationIssue, WorkerKind,

@@ -52,8 +52,8 @@ impl Signal {
     /// Parses `TERM`, `SIGTERM` or `term`.
     ///
     /// # Errors
-    /// The names accepted.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// [`ValueError::UnknownSignal`], which lists the names accepted.
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
         let upper = text.trim().to_ascii_uppercase();
         Ok(match upper.strip_prefix("SIG").unwrap_or(&upper) {
             "TERM" => Self::Term,
@@ -64,9 +64,9 @@ impl Signal {
             "USR1" => Self::Usr1,
             "USR2" => Self::Usr2,
             _ => {
-                return Err(format!(
-                    "unknown signal {text:?}; use TERM, INT, QUIT, HUP, KILL, USR1 or USR2"
-                ))
+                return Err(ValueError::UnknownSignal {
+                    text: text.to_string(),
+                })
             }
         })
     }
@@ -224,6 +224,31 @@ impl Default for LogsConfig {
     }
 }
 
+/// Why a size or a signal name in the config does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a signal hsu sends.
+    #[error("unknown signal {text:?}; use TERM, INT, QUIT, HUP, KILL, USR1 or USR2")]
+    UnknownSignal {
+        /// The text.
+        text: String,
+    },
+    /// No number where a size should start.
+    #[error("invalid size {text:?}: expected e.g. \"512MiB\"")]
+    BadSize {
+        /// The text.
+        text: String,
+    },
+    /// A unit hsu does not know.
+    #[error("invalid size {text:?}: unknown unit {unit:?} (use B, KB, KiB, MB, MiB, GB, GiB)")]
+    UnknownSizeUnit {
+        /// The text.
+        text: String,
+        /// The unit.
+        unit: String,
+    },
+}
+
 /// A number of bytes, written `"10MiB"`, `"512KiB"`, `"1GB"` or as a plain integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
@@ -232,16 +257,16 @@ impl ByteSize {
     /// Parses `"10MiB"`, `"10MB"`, `"1.5GiB"`, `"4096"`.
     ///
     /// # Errors
-    /// What is wrong with `text`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// [`ValueError`] saying what is wrong with `text`.
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
         let s = text.trim();
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid size {text:?}: expected e.g. \"512MiB\""))?;
+        let number: f64 = number.parse().map_err(|_| ValueError::BadSize {
+            text: text.to_string(),
+        })?;
         let factor: f64 = match unit.trim() {
             "" | "B" => 1.0,
             "K" | "KB" => 1e3,
@@ -251,9 +276,10 @@ impl ByteSize {
             "G" | "GB" => 1e9,
             "GiB" => 1024.0 * 1024.0 * 1024.0,
             other => {
-                return Err(format!(
-                "invalid size {text:?}: unknown unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
-            ))
+                return Err(ValueError::UnknownSizeUnit {
+                    text: text.to_string(),
+                    unit: other.to_string(),
+                })
             }
         };
         Ok(Self((number * factor) as u64))

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::sys::{self, PidFd};
 use crate::config::AttachConfig;
@@ -76,74 +76,128 @@ impl Attached {
     }
 }
 
+/// Why an unmanaged worker cannot attach to its process. Each names the PID or file.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// Neither `pid` nor `pid_file` is set.
+    #[error("no `pid` or `pid_file` to attach to")]
+    Nothing,
+    /// The PID does not fit a `pid_t`.
+    #[error("PID {0} is out of range")]
+    OutOfRange(u32),
+    /// PID 0 or 1.
+    #[error("refusing to attach to PID {0}: it is not a service")]
+    NotAService(i32),
+    /// The master's own PID.
+    #[error("refusing to attach to PID {0}: that is the master itself")]
+    Itself(i32),
+    /// No process has the PID.
+    #[error("cannot attach to PID {0}: no such process")]
+    NoSuchProcess(i32),
+    /// The process's identity cannot be read.
+    #[error("cannot attach to PID {pid}: {error}")]
+    Unreadable {
+        /// The PID.
+        pid: i32,
+        /// The `/proc` error, part of this message (not a separate cause).
+        error: io::Error,
+    },
+    /// It exited (or was replaced) while being attached.
+    #[error("cannot attach to PID {0}: it exited while attaching")]
+    Exited(i32),
+    /// The pid file cannot be read.
+    #[error("cannot read pid file `{}`: {error}", path.display())]
+    PidFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// The pid file could have been planted or changed by another user, or is not a file.
+    #[error("refusing pid file `{}`: {why}", path.display())]
+    PidFileRefused {
+        /// The file.
+        path: PathBuf,
+        /// `it is a symlink`, `not a regular file`, `it is world-writable`.
+        why: &'static str,
+    },
+    /// The pid file does not hold a number.
+    #[error("pid file `{}` does not hold a PID: {text:?}", path.display())]
+    PidFileGarbage {
+        /// The file.
+        path: PathBuf,
+        /// What it holds (trimmed).
+        text: String,
+    },
+}
+
 /// Finds and pins the process named by `config`.
 ///
 /// # Errors
-/// A sentence naming the PID or file and what is wrong: PID 0 or 1, no such process, a pid
-/// file that is missing, a symlink, world-writable, or not a number.
-pub fn attach(config: &AttachConfig) -> Result<Attached, String> {
+/// [`AttachError`]: PID 0 or 1, no such process, a pid file that is missing, a symlink,
+/// world-writable, or not a number.
+pub fn attach(config: &AttachConfig) -> Result<Attached, AttachError> {
     let pid = match (config.pid, &config.pid_file) {
         (Some(pid), _) => pid,
         (None, Some(path)) => read_pid_file(path)?,
-        (None, None) => return Err("no `pid` or `pid_file` to attach to".into()),
+        (None, None) => return Err(AttachError::Nothing),
     };
-    let pid = i32::try_from(pid).map_err(|_| format!("PID {pid} is out of range"))?;
+    let pid = i32::try_from(pid).map_err(|_| AttachError::OutOfRange(pid))?;
     if pid <= 1 {
-        return Err(format!(
-            "refusing to attach to PID {pid}: it is not a service"
-        ));
+        return Err(AttachError::NotAService(pid));
     }
     if pid == std::process::id() as i32 {
-        return Err(format!(
-            "refusing to attach to PID {pid}: that is the master itself"
-        ));
+        return Err(AttachError::Itself(pid));
     }
-    let identity =
-        Identity::of(pid).map_err(|e| format!("cannot attach to PID {pid}: {}", describe(&e)))?;
+    let identity = Identity::of(pid).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            AttachError::NoSuchProcess(pid)
+        } else {
+            AttachError::Unreadable { pid, error: e }
+        }
+    })?;
     let pidfd = match PidFd::open(pid) {
         Ok(fd) => Some(fd),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-            return Err(format!("cannot attach to PID {pid}: no such process"))
+            return Err(AttachError::NoSuchProcess(pid))
         }
         Err(_) => None,
     };
     // The process could have been replaced between reading its identity and opening the
     // pidfd: check again now that it is pinned.
     if !identity.is_current() {
-        return Err(format!(
-            "cannot attach to PID {pid}: it exited while attaching"
-        ));
+        return Err(AttachError::Exited(pid));
     }
     Ok(Attached { identity, pidfd })
 }
 
-fn describe(e: &io::Error) -> String {
-    if e.kind() == io::ErrorKind::NotFound {
-        "no such process".into()
-    } else {
-        e.to_string()
-    }
-}
-
 /// Reads a PID file, refusing files that another user could have planted or changed.
-fn read_pid_file(path: &Path) -> Result<u32, String> {
-    let shown = path.display();
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot read pid file `{shown}`: {e}"))?;
+fn read_pid_file(path: &Path) -> Result<u32, AttachError> {
+    let unreadable = |error| AttachError::PidFileUnreadable {
+        path: path.to_path_buf(),
+        error,
+    };
+    let refused = |why| AttachError::PidFileRefused {
+        path: path.to_path_buf(),
+        why,
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(unreadable)?;
     if meta.file_type().is_symlink() {
-        return Err(format!("refusing pid file `{shown}`: it is a symlink"));
+        return Err(refused("it is a symlink"));
     }
     if !meta.is_file() {
-        return Err(format!("refusing pid file `{shown}`: not a regular file"));
+        return Err(refused("not a regular file"));
     }
     if meta.permissions().mode() & 0o002 != 0 {
-        return Err(format!("refusing pid file `{shown}`: it is world-writable"));
+        return Err(refused("it is world-writable"));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read pid file `{shown}`: {e}"))?;
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
     text.trim()
         .parse::<u32>()
-        .map_err(|_| format!("pid file `{shown}` does not hold a PID: {:?}", text.trim()))
+        .map_err(|_| AttachError::PidFileGarbage {
+            path: path.to_path_buf(),
+            text: text.trim().to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -190,6 +244,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err()
+        .to_string()
         .contains("PID 1"));
         assert!(attach(&AttachConfig {
             pid: Some(0),
@@ -201,6 +256,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err()
+        .to_string()
         .contains("no such process"));
         let me = std::process::id();
         assert!(attach(&AttachConfig {
@@ -208,6 +264,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err()
+        .to_string()
         .contains("master itself"));
     }
 }

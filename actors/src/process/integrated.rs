@@ -15,6 +15,44 @@ use super::ExitInfo;
 use crate::config::IntegratedConfig;
 use crate::runtime::WorkerRuntime;
 
+/// Why a control call failed. The texts of the transport and of the worker's status are kept as
+/// text: they cross a network and are shown, not matched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The endpoint URI could not be built.
+    #[error("invalid control endpoint: {0}")]
+    Endpoint(String),
+    /// No connection to the worker.
+    #[error("not reachable: {0}")]
+    Unreachable(String),
+    /// The worker answered with a non-OK gRPC status.
+    #[error("{path}: {code} {message}")]
+    Status {
+        /// The call.
+        path: &'static str,
+        /// The gRPC code, in words.
+        code: String,
+        /// The worker's message.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("{path}: no answer within {after:?}")]
+    Timeout {
+        /// The call.
+        path: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+    /// The call's task ended early (the runtime is shutting down).
+    #[error("{path}: {reason}")]
+    Interrupted {
+        /// The call.
+        path: &'static str,
+        /// The task's end, in words.
+        reason: String,
+    },
+}
+
 /// A lazily connecting client for one integrated worker.
 #[derive(Clone, Debug)]
 pub struct ControlClient {
@@ -28,9 +66,13 @@ impl ControlClient {
     ///
     /// # Errors
     /// Only if the URI could not be built (it always can for a port).
-    pub fn new(port: u16, call_timeout: Duration, runtime: &WorkerRuntime) -> Result<Self, String> {
+    pub fn new(
+        port: u16,
+        call_timeout: Duration,
+        runtime: &WorkerRuntime,
+    ) -> Result<Self, ControlError> {
         let endpoint = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ControlError::Endpoint(e.to_string()))?
             .connect_timeout(call_timeout)
             .timeout(call_timeout);
         // The channel's background task is spawned on the runtime entered here.
@@ -43,14 +85,20 @@ impl ControlClient {
     }
 
     /// `/proto.CoreService/Ping`; Ok when it answers in time.
-    pub async fn ping(&self, limit: Duration) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// [`ControlError`]: unreachable, a non-OK status (UNAVAILABLE when not healthy), timeout.
+    pub async fn ping(&self, limit: Duration) -> Result<(), ControlError> {
         self.unary(PING_PATH, proto::PingRequest {}, limit)
             .await
             .map(|_: proto::PingResponse| ())
     }
 
     /// `/grpc.health.v1.Health/Check` for `service`; true when SERVING.
-    pub async fn health(&self, service: &str, limit: Duration) -> Result<bool, String> {
+    ///
+    /// # Errors
+    /// [`ControlError`]: unreachable, a non-OK status, timeout.
+    pub async fn health(&self, service: &str, limit: Duration) -> Result<bool, ControlError> {
         let request = proto::HealthCheckRequest {
             service: service.to_string(),
         };
@@ -64,7 +112,7 @@ impl ControlClient {
         path: &'static str,
         request: Req,
         limit: Duration,
-    ) -> Result<Resp, String>
+    ) -> Result<Resp, ControlError>
     where
         Req: prost::Message + Send + Sync + 'static,
         Resp: prost::Message + Default + Send + Sync + 'static,
@@ -75,7 +123,7 @@ impl ControlClient {
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready()
                 .await
-                .map_err(|e| format!("not reachable: {e}"))?;
+                .map_err(|e| ControlError::Unreachable(e.to_string()))?;
             let mut request = tonic::Request::new(request);
             request.set_timeout(deadline);
             grpc.unary(
@@ -85,15 +133,25 @@ impl ControlClient {
             )
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| format!("{path}: {} {}", s.code(), s.message()))
+            .map_err(|s| ControlError::Status {
+                path,
+                code: s.code().to_string(),
+                message: s.message().to_string(),
+            })
         });
         let abort = call.abort_handle();
         match tokio::time::timeout(deadline, call).await {
             Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(format!("{path}: {e}")),
+            Ok(Err(e)) => Err(ControlError::Interrupted {
+                path,
+                reason: e.to_string(),
+            }),
             Err(_) => {
                 abort.abort();
-                Err(format!("{path}: no answer within {deadline:?}"))
+                Err(ControlError::Timeout {
+                    path,
+                    after: deadline,
+                })
             }
         }
     }

@@ -349,11 +349,12 @@ impl Handler<CheckHealth> for ProcessWorkerActor {
             (ProbeType::Process, _) => Box::pin(fut::ready(Ok(alive))),
             (ProbeType::Ping, Some(control)) => Box::pin(
                 async move {
-                    control
-                        .ping(msg.timeout)
-                        .await
-                        .map(|()| true)
-                        .map_err(|reason| WorkerError::NotReady { id, reason })
+                    control.ping(msg.timeout).await.map(|()| true).map_err(|e| {
+                        WorkerError::NotReady {
+                            id,
+                            reason: e.to_string(),
+                        }
+                    })
                 }
                 .into_actor(self),
             ),
@@ -362,7 +363,10 @@ impl Handler<CheckHealth> for ProcessWorkerActor {
                     control
                         .health(&msg.service, msg.timeout)
                         .await
-                        .map_err(|reason| WorkerError::NotReady { id, reason })
+                        .map_err(|e| WorkerError::NotReady {
+                            id,
+                            reason: e.to_string(),
+                        })
                 }
                 .into_actor(self),
             ),
@@ -488,10 +492,7 @@ impl ProcessWorkerActor {
             .spec
             .execution
             .clone()
-            .ok_or_else(|| WorkerError::Attach {
-                id: id.clone(),
-                reason: "no `execution` to start".into(),
-            })?;
+            .ok_or_else(|| WorkerError::NoExecution { id: id.clone() })?;
         let sink = self.sink.clone().ok_or_else(|| WorkerError::Cancelled {
             id: id.clone(),
             op: Operation::Start,
@@ -560,7 +561,10 @@ impl ProcessWorkerActor {
                 )
             })
             .transpose()
-            .map_err(|reason| WorkerError::NotReady { id, reason })?;
+            .map_err(|e| WorkerError::NotReady {
+                id,
+                reason: e.to_string(),
+            })?;
         self.run = Some(Run {
             generation,
             pid,
