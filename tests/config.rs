@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use hsu::config::{validate_config, HsuConfig, ValidationIssue};
+use hsu::packages::PackageIndex;
 use hsu::ConfigError;
 
 fn issues(yaml: &str) -> Vec<ValidationIssue> {
     let config = HsuConfig::parse(yaml, Path::new("test.yaml")).expect("parses");
-    validate_config(&config, &|name| name == "echo").expect_err("invalid")
+    validate_config(&config, &|name| name == "echo", &PackageIndex::default()).expect_err("invalid")
 }
 
 fn one_issue(yaml: &str) -> ValidationIssue {
@@ -41,7 +42,7 @@ workers:
     execution: {executable_path: /bin/sleep, args: ['10'], env: {A: b}}
 ";
     let config = HsuConfig::parse(yaml, Path::new("x.yaml")).unwrap();
-    let specs = validate_config(&config, &|n| n == "echo").unwrap();
+    let specs = validate_config(&config, &|n| n == "echo", &PackageIndex::default()).unwrap();
     assert_eq!(specs.len(), 3);
     assert_eq!(specs[0].start_timeout.as_secs(), 5);
     assert_eq!(
@@ -187,6 +188,11 @@ fn unreadable_file_is_named() {
 #[test]
 fn the_embedded_default_config_is_valid() {
     let config = HsuConfig::parse(hsu::DEFAULT_CONFIG, Path::new("default")).unwrap();
-    let specs = validate_config(&config, &|n| hsu::builtin::NAMES.contains(&n)).unwrap();
+    let specs = validate_config(
+        &config,
+        &|n| hsu::builtin::NAMES.contains(&n),
+        &PackageIndex::default(),
+    )
+    .unwrap();
     assert!(specs.len() >= 2);
 }

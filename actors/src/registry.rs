@@ -12,6 +12,7 @@ use hsu_module::ModuleFactory;
 
 use crate::error::MasterError;
 use crate::plugin::{PluginError, PluginInfo, PluginLibrary};
+use crate::runtime::WorkerRuntime;
 
 /// Registers a native module factory under `name`, the `module_name` that configs use.
 /// Send it to the master (which forwards it) or to the registry. Fails if the name is taken.
@@ -60,12 +61,25 @@ pub struct LoadPlugin(pub PathBuf);
 pub struct ListLoadedModules;
 
 /// Holds the factories and plugin libraries.
-#[derive(Default)]
 pub struct RegistryActor {
     /// By name; sorted so error messages list names in a stable order.
     factories: BTreeMap<String, ModuleFactory>,
     /// By canonical path. Never removed: a library is never unloaded.
     plugins: BTreeMap<PathBuf, Arc<PluginLibrary>>,
+    /// Where `dlopen` (and the path look-ups before it) run: never this actor's thread, which
+    /// is the master's arbiter (a library's static initialisers may take any time).
+    runtime: WorkerRuntime,
+}
+
+impl RegistryActor {
+    /// An empty registry loading plugins on `runtime`'s blocking pool.
+    pub fn new(runtime: WorkerRuntime) -> Self {
+        Self {
+            factories: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+            runtime,
+        }
+    }
 }
 
 impl Actor for RegistryActor {
@@ -115,19 +129,56 @@ impl Handler<ListFactories> for RegistryActor {
 }
 
 impl Handler<LoadPlugin> for RegistryActor {
-    type Result = Result<ModuleFactory, PluginError>;
+    type Result = ResponseActFuture<Self, Result<ModuleFactory, PluginError>>;
 
-    /// `dlopen` runs here, on the registry's thread: it takes about a millisecond for a small
-    /// library (see the bench) and happens once per path.
+    /// The path is made canonical, and a library not loaded yet is `dlopen`ed and checked, on
+    /// the worker runtime's blocking pool; this actor only looks up and records. Two first
+    /// loads of one path may overlap: both get the library recorded first (the dynamic loader
+    /// hands out one mapping per path, and libraries are never unloaded).
     fn handle(&mut self, msg: LoadPlugin, _: &mut Context<Self>) -> Self::Result {
-        let key = msg.0.canonicalize().unwrap_or_else(|_| msg.0.clone());
-        if let Some(library) = self.plugins.get(&key) {
-            return Ok(library.factory());
-        }
-        let library = PluginLibrary::load(&msg.0)?;
-        let factory = library.factory();
-        self.plugins.insert(library.path().to_path_buf(), library);
-        Ok(factory)
+        let path = msg.0;
+        let runtime = self.runtime.clone();
+        let canonical = {
+            let path = path.clone();
+            self.runtime
+                .handle()
+                .spawn_blocking(move || path.canonicalize().unwrap_or(path))
+        };
+        let fallback = path.clone();
+        Box::pin(
+            async move { canonical.await.unwrap_or(fallback) }
+                .into_actor(self)
+                .then(move |key, act, _| {
+                    if let Some(library) = act.plugins.get(&key) {
+                        return Box::pin(fut::ready(Ok(library.factory())))
+                            as ResponseActFuture<Self, _>;
+                    }
+                    let loading = runtime.handle().spawn_blocking({
+                        let path = path.clone();
+                        move || PluginLibrary::load(&path)
+                    });
+                    Box::pin(
+                        async move {
+                            loading.await.unwrap_or_else(|e| {
+                                Err(PluginError::Open {
+                                    path,
+                                    reason: format!("the loading task ended: {e}"),
+                                })
+                            })
+                        }
+                        .into_actor(act)
+                        .map(|loaded, act, _| {
+                            let library = loaded?;
+                            let library = act
+                                .plugins
+                                .entry(library.path().to_path_buf())
+                                .or_insert(library)
+                                .clone();
+                            Ok(library.factory())
+                        }),
+                    )
+                }),
+        )
     }
 }
 

@@ -9,7 +9,8 @@ use std::path::Path;
 use hsu::{ConfigError, HsuConfig, WorkerSpec};
 
 /// Loads and validates a config file (or the embedded default when `path` is `None`) against
-/// the built-in module names: the factories `hsu run` can create.
+/// the built-in module names (the factories `hsu run` can create) and the installed packages.
+/// This is the one validation: `hsu run` hands the specs to the master as they are.
 pub fn load(path: Option<&Path>) -> Result<(HsuConfig, Vec<WorkerSpec>), ConfigError> {
     let known = |name: &str| hsu::builtin::NAMES.contains(&name);
     match path {
@@ -17,12 +18,7 @@ pub fn load(path: Option<&Path>) -> Result<(HsuConfig, Vec<WorkerSpec>), ConfigE
         None => {
             let origin = Path::new("<embedded default config>");
             let config = HsuConfig::parse(hsu::DEFAULT_CONFIG, origin)?;
-            let specs = hsu::config::validate_config(&config, &known).map_err(|issues| {
-                ConfigError::Invalid {
-                    path: Some(origin.into()),
-                    issues,
-                }
-            })?;
+            let specs = config.validate(&known, Some(origin))?;
             Ok((config, specs))
         }
     }

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hsu::{AddWorker, MasterActor, Shutdown, StartWorker};
+use hsu::{AddWorkerSpec, MasterActor, Shutdown, StartWorker};
 
 /// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
 /// a bad config.
 pub fn main(path: Option<PathBuf>) -> ExitCode {
-    let (config, _) = match super::load(path.as_deref()) {
+    let (config, specs) = match super::load(path.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
             super::print_error(&e);
@@ -29,9 +29,10 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         let master = MasterActor::launch(config.master.clone())?;
         hsu::builtin::register(&master).await?;
         let mut added = Vec::new();
-        for worker in config.workers {
-            let id = worker.id.clone();
-            match master.send(AddWorker(worker)).await? {
+        // Validated once, above: the master takes the specs as they are.
+        for spec in specs {
+            let id = spec.id.clone();
+            match master.send(AddWorkerSpec(spec)).await? {
                 Ok(id) => added.push(id),
                 Err(e) => {
                     tracing::error!(worker = %id, error = %hsu::error_chain(&e), "worker not added")

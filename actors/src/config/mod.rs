@@ -63,7 +63,7 @@ impl HsuConfig {
         })
     }
 
-    /// Parses and validates in one go: what `hsu check` and `hsu run` do.
+    /// Parses and validates in one go: what `hsu check` and `hsu run` do (see [`Self::validate`]).
     /// `factory_known` answers whether a native module factory name is registered.
     ///
     /// # Errors
@@ -73,11 +73,31 @@ impl HsuConfig {
         factory_known: &dyn Fn(&str) -> bool,
     ) -> Result<(Self, Vec<WorkerSpec>), ConfigError> {
         let config = Self::load(path)?;
-        let specs =
-            validate_config(&config, factory_known).map_err(|issues| ConfigError::Invalid {
-                path: Some(PathBuf::from(path)),
-                issues,
-            })?;
+        let specs = config.validate(factory_known, Some(path))?;
         Ok((config, specs))
+    }
+
+    /// Validates the whole file once: reads the installed packages if a worker names one
+    /// (the only disk access), then checks every worker purely.
+    ///
+    /// # Errors
+    /// Every validation problem at once; `origin` names the file in the error.
+    pub fn validate(
+        &self,
+        factory_known: &dyn Fn(&str) -> bool,
+        origin: Option<&Path>,
+    ) -> Result<Vec<WorkerSpec>, ConfigError> {
+        let invalid = |issues| ConfigError::Invalid {
+            path: origin.map(PathBuf::from),
+            issues,
+        };
+        let packages = crate::packages::PackageIndex::for_config(self).map_err(|e| {
+            invalid(vec![ValidationIssue {
+                worker: None,
+                field: "master.packages_directory".into(),
+                message: crate::error_chain(&e),
+            }])
+        })?;
+        validate_config(self, factory_known, &packages).map_err(invalid)
     }
 }

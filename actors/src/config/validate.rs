@@ -13,6 +13,7 @@ use super::{
     MasterConfig, ModuleType, ProbeType, ProcessType, RestartConfig, StopConfig, WorkerConfig,
     WorkerType,
 };
+use crate::packages::PackageIndex;
 use crate::WorkerId;
 
 /// One thing wrong with a config.
@@ -126,16 +127,18 @@ impl Issues<'_> {
     }
 }
 
-/// Validates one worker and fills in `master`'s defaults.
+/// Validates one worker and fills in `master`'s defaults. Pure: a `package:` is resolved
+/// against `packages`, a snapshot read beforehand ([`PackageIndex::load`]).
 ///
 /// # Errors
 /// Every problem found, each naming the worker and field.
 pub fn validate_worker(
     config: &WorkerConfig,
     master: &MasterConfig,
+    packages: &PackageIndex,
 ) -> Result<WorkerSpec, Vec<ValidationIssue>> {
     let mut out = Vec::new();
-    let spec = check_worker(config, master, None, &mut out);
+    let spec = check_worker(config, master, packages, None, &mut out);
     match spec {
         Some(spec) if out.is_empty() => Ok(spec),
         _ => Err(out),
@@ -143,13 +146,15 @@ pub fn validate_worker(
 }
 
 /// Validates a whole file: each worker, the master section, duplicate ids and (for native
-/// modules) whether `factory_known` knows the factory name.
+/// modules) whether `factory_known` knows the factory name. Pure: `package:` is resolved
+/// against `packages` ([`PackageIndex::for_config`] reads it).
 ///
 /// # Errors
 /// Every problem found, in file order.
 pub fn validate_config(
     config: &HsuConfig,
     factory_known: &dyn Fn(&str) -> bool,
+    packages: &PackageIndex,
 ) -> Result<Vec<WorkerSpec>, Vec<ValidationIssue>> {
     let mut out = Vec::new();
     check_restart(
@@ -182,7 +187,7 @@ pub fn validate_config(
     let mut seen = HashSet::new();
     let mut specs = Vec::new();
     for (index, worker) in config.workers.iter().enumerate() {
-        if let Some(spec) = check_worker(worker, &config.master, Some(index), &mut out) {
+        if let Some(spec) = check_worker(worker, &config.master, packages, Some(index), &mut out) {
             if !seen.insert(spec.id.clone()) {
                 out.push(ValidationIssue {
                     worker: Some(spec.id.to_string()),
@@ -221,6 +226,7 @@ pub fn validate_config(
 fn check_worker(
     config: &WorkerConfig,
     master: &MasterConfig,
+    packages: &PackageIndex,
     index: Option<usize>,
     out: &mut Vec<ValidationIssue>,
 ) -> Option<WorkerSpec> {
@@ -240,7 +246,7 @@ fn check_worker(
     // `package:` fills in the executable or library from the installed package.
     let resolved;
     let config = if config.package.is_some() {
-        match crate::packages::resolve(config, &master.packages_directory) {
+        match packages.resolve(config) {
             Ok(r) => {
                 resolved = r;
                 &resolved

@@ -4,11 +4,14 @@
 
 use actix::prelude::*;
 
-use super::messages::AddWorker;
+use super::messages::{AddWorker, AddWorkerSpec};
 use super::table::{Entry, WorkerAddr};
 use super::MasterActor;
-use crate::config::{validate_worker, ModuleType, WorkerKind, WorkerSpec};
+use crate::config::{
+    validate_worker, ModuleType, ValidationIssue, WorkerConfig, WorkerKind, WorkerSpec,
+};
 use crate::error::{error_chain, MasterError};
+use crate::packages::PackageIndex;
 use crate::registry::{GetFactory, LoadPlugin};
 use crate::worker::module_worker::{ModuleWorkerActor, ModuleWorkerSetup};
 use crate::worker::process_worker::{ProcessWorkerActor, ProcessWorkerSetup};
@@ -72,26 +75,119 @@ impl MasterActor {
 impl Handler<AddWorker> for MasterActor {
     type Result = ResponseFuture<Result<WorkerId, MasterError>>;
 
-    /// Validates and reserves the id at once (a concurrent add of it conflicts), then waits for
-    /// the registry and the worker's `initialize` in a future of its own: thousands of adds in
-    /// flight cost the master nothing while they wait (a `ResponseActFuture` would be polled
-    /// with every other one on each wake-up). Short self-messages create and insert the worker.
+    /// Validates (a pure check) and goes on as [`AddWorkerSpec`]. A config naming a `package:`
+    /// first needs the installed packages: they are read on the worker runtime, never on this
+    /// thread, and the validation then runs here (`Admit`).
     fn handle(&mut self, msg: AddWorker, ctx: &mut Context<Self>) -> Self::Result {
         let config = msg.0;
         if self.shutting_down {
             return Box::pin(async move { Err(MasterError::ShuttingDown { id: config.id }) });
         }
-        let spec = match validate_worker(&config, &self.config) {
-            Ok(spec) => spec,
-            Err(issues) => {
-                return Box::pin(async move {
-                    Err(MasterError::Validation {
+        if config.package.is_none() {
+            let packages = PackageIndex::empty(&self.config.packages_directory);
+            return self.admit(config, &packages, ctx);
+        }
+        let root = self.config.packages_directory.clone();
+        let reading = self
+            .runtime
+            .handle()
+            .spawn_blocking(move || PackageIndex::load(&root));
+        let me = ctx.address();
+        Box::pin(async move {
+            let packages = match reading.await {
+                Ok(Ok(packages)) => packages,
+                Ok(Err(e)) => {
+                    return Err(MasterError::Validation {
                         id: config.id,
-                        issues,
+                        issues: vec![ValidationIssue {
+                            worker: None,
+                            field: "package".into(),
+                            message: error_chain(&e),
+                        }],
                     })
+                }
+                Err(source) => {
+                    return Err(MasterError::Interrupted {
+                        what: "reading the installed packages",
+                        source,
+                    })
+                }
+            };
+            me.send(Admit { config, packages })
+                .await
+                .map_err(|source| MasterError::Unanswered {
+                    actor: "master",
+                    source,
+                })?
+        })
+    }
+}
+
+impl Handler<AddWorkerSpec> for MasterActor {
+    type Result = ResponseFuture<Result<WorkerId, MasterError>>;
+
+    /// Reserves the id at once (a concurrent add of it conflicts), then waits for the registry
+    /// and the worker's `initialize` in a future of its own: thousands of adds in flight cost
+    /// the master nothing while they wait (a `ResponseActFuture` would be polled with every
+    /// other one on each wake-up). Short self-messages create and insert the worker.
+    fn handle(&mut self, msg: AddWorkerSpec, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            let id = msg.0.id.to_string();
+            return Box::pin(async move { Err(MasterError::ShuttingDown { id }) });
+        }
+        self.add_spec(msg.0, ctx)
+    }
+}
+
+/// Self-message of `AddWorker` for a config naming a package: validate it against the
+/// installed packages read off the master's thread, then add it.
+struct Admit {
+    config: WorkerConfig,
+    packages: PackageIndex,
+}
+
+impl Message for Admit {
+    type Result = Result<WorkerId, MasterError>;
+}
+
+impl Handler<Admit> for MasterActor {
+    type Result = ResponseFuture<Result<WorkerId, MasterError>>;
+
+    fn handle(&mut self, msg: Admit, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            let id = msg.config.id;
+            return Box::pin(async move { Err(MasterError::ShuttingDown { id }) });
+        }
+        self.admit(msg.config, &msg.packages, ctx)
+    }
+}
+
+impl MasterActor {
+    /// Validates `config` (pure) and adds it.
+    fn admit(
+        &mut self,
+        config: WorkerConfig,
+        packages: &PackageIndex,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<WorkerId, MasterError>> {
+        match validate_worker(&config, &self.config, packages) {
+            Ok(spec) => self.add_spec(spec, ctx),
+            Err(issues) => Box::pin(async move {
+                Err(MasterError::Validation {
+                    id: config.id,
+                    issues,
                 })
-            }
-        };
+            }),
+        }
+    }
+
+    /// Adds a validated worker: reserve the id, look up the factory or load the plugin,
+    /// create the actor, `initialize`, insert.
+    fn add_spec(
+        &mut self,
+        spec: WorkerSpec,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<WorkerId, MasterError>> {
         let id = spec.id.clone();
         if self.workers.contains_key(&id) || self.adding.contains(&id) {
             return Box::pin(async move { Err(MasterError::Conflict { id }) });

@@ -4,7 +4,7 @@
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::config::WorkerConfig;
+use crate::config::{WorkerConfig, WorkerSpec};
 use crate::error::MasterError;
 use crate::state::WorkerState;
 use crate::worker::{HealthStatus, WorkerDiagnostics, WorkerKindName, WorkerStateChanged};
@@ -19,6 +19,13 @@ use crate::WorkerId;
 #[derive(Debug, Message)]
 #[rtype(result = "Result<WorkerId, MasterError>")]
 pub struct AddWorker(pub WorkerConfig);
+
+/// Adds a worker that was validated already ([`crate::config::validate_config`] or
+/// [`crate::HsuConfig::validate`], against this master's settings): what `hsu run` does after
+/// validating the whole file once. Otherwise as [`AddWorker`].
+#[derive(Debug, Message)]
+#[rtype(result = "Result<WorkerId, MasterError>")]
+pub struct AddWorkerSpec(pub WorkerSpec);
 
 /// Stops (if running) and removes a worker.
 #[derive(Debug, Message)]

@@ -43,9 +43,9 @@ use crate::worker::WorkerStateChanged;
 use crate::WorkerId;
 
 pub use messages::{
-    AddWorker, GetAllWorkerStates, GetWorkerState, InstallPackage, ListModuleFactories,
-    RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe,
-    WorkerSummary,
+    AddWorker, AddWorkerSpec, GetAllWorkerStates, GetWorkerState, InstallPackage,
+    ListModuleFactories, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker,
+    StopWorker, Subscribe, WorkerSummary,
 };
 use table::Entry;
 
@@ -87,7 +87,7 @@ impl MasterActor {
         if let Err(e) = crate::process::sys::raise_fd_limit() {
             tracing::warn!(error = %e, "cannot raise the open-file limit; many process workers may hit EMFILE");
         }
-        let registry = RegistryActor::default().start();
+        let registry = RegistryActor::new(runtime.clone()).start();
         Ok(MasterActor::create(move |ctx| {
             let health = HealthActor::new(ctx.address().recipient(), runtime.clone()).start();
             MasterActor {
