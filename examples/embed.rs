@@ -84,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{}: state={} kind={:?} path={} module={} v{} uptime={:?}",
             d.id,
             d.state,
-            d.kind,
+            d.deployment,
             d.executable_path,
             d.module.as_ref().map_or("", |m| m.info.name.as_str()),
             d.module.as_ref().map_or("", |m| m.info.version.as_str()),

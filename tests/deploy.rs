@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
-use hsu::WorkerKindName;
+use hsu::Deployment;
 use hsu::{
     AddWorker, ErrorKind, GetWorkerState, ListLoadedModules, MasterError, RemoveWorker,
     RestartWorker, StartWorker, StopWorker, WorkerConfig, WorkerState,
@@ -73,7 +73,7 @@ async fn echo_address(
 async fn echo_scenario(
     master: &actix::Addr<hsu::MasterActor>,
     config: WorkerConfig,
-    kind: WorkerKindName,
+    kind: Deployment,
     has_pid: bool,
 ) -> TestResult {
     let id = config.id.clone();
@@ -89,7 +89,7 @@ async fn echo_scenario(
     loop {
         let d = master.send(GetWorkerState(support::id(&id))).await??;
         if d.health == hsu::HealthStatus::Healthy {
-            assert_eq!((d.kind, d.pid.is_some()), (kind, has_pid), "{id}");
+            assert_eq!((d.deployment, d.pid.is_some()), (kind, has_pid), "{id}");
             break;
         }
         assert!(
@@ -131,18 +131,18 @@ async fn the_echo_module_behaves_the_same_native_as_a_plugin_and_as_a_process() 
     let native = WorkerConfig::native("echo-native", "echo")
         .with_config("{port: 0}")
         .with_health_check(health);
-    echo_scenario(&master, native, WorkerKindName::Native, false).await?;
+    echo_scenario(&master, native, Deployment::Native, false).await?;
 
     let plugin = WorkerConfig::plugin("echo-plugin", &path_str(&support::plugin("echo_plugin")))
         .with_config("{port: 0}")
         .with_health_check(health);
-    echo_scenario(&master, plugin, WorkerKindName::Plugin, false).await?;
+    echo_scenario(&master, plugin, Deployment::Plugin, false).await?;
 
     let mut process = WorkerConfig::process("echo-process", env!("CARGO_BIN_EXE_hsu-echo"), &[])
         .with_config("{port: 0}")
         .with_health_check(health);
     process.process_type = Some(hsu::config::ProcessType::Integrated);
-    echo_scenario(&master, process, WorkerKindName::Integrated, true).await?;
+    echo_scenario(&master, process, Deployment::Integrated, true).await?;
 
     // Each deployment's own log: the module's events in the master (native, and the plugin's
     // forwarded across the boundary) and the process's output.
@@ -190,7 +190,7 @@ async fn one_library_is_loaded_once_and_shared_by_the_workers_using_it() -> Test
     assert!(info.rustc_version.contains("rustc"), "{info:?}");
 
     let d = master.send(GetWorkerState(id("a"))).await??;
-    assert_eq!(d.kind, WorkerKindName::Plugin);
+    assert_eq!(d.deployment, Deployment::Plugin);
     assert_eq!(
         d.module.as_ref().map(|m| m.info.name.as_str()),
         Some("test")
@@ -517,7 +517,7 @@ async fn quarantine_moves_a_module_that_keeps_panicking_to_its_process_form() ->
         let pid = running.pid.expect("a process now");
         assert!(support::alive(pid));
         let d = master.send(GetWorkerState(support::id(id))).await??;
-        assert_eq!(d.kind, WorkerKindName::Integrated, "{d:?}");
+        assert_eq!(d.deployment, Deployment::Integrated, "{d:?}");
         assert_eq!(d.pid, Some(pid));
         let q = d.quarantine.expect("visible in diagnostics");
         assert_eq!((q.panics, q.within), (2, Duration::from_secs(60)));
@@ -662,7 +662,7 @@ async fn packages_install_verified_and_resolve_to_a_process_or_a_plugin() -> Tes
     let process = WorkerConfig::from_yaml(
         "{id: proc, type: process, process_type: integrated, package: 'echo:1.2.0', config: {port: 0}}",
     )?;
-    echo_scenario(&master, process, WorkerKindName::Integrated, true).await?;
+    echo_scenario(&master, process, Deployment::Integrated, true).await?;
     let d = master.send(GetWorkerState(id("proc"))).await??;
     assert!(
         d.executable_path.contains("/echo/1.2.0/bin/echo.sh"),
@@ -672,7 +672,7 @@ async fn packages_install_verified_and_resolve_to_a_process_or_a_plugin() -> Tes
     let plugin = WorkerConfig::from_yaml(
         "{id: plug, type: module, package: echo, config: {port: 0}, health_check: {interval: 20ms}}",
     )?;
-    echo_scenario(&master, plugin, WorkerKindName::Plugin, false).await?;
+    echo_scenario(&master, plugin, Deployment::Plugin, false).await?;
     let d = master.send(GetWorkerState(id("plug"))).await??;
     assert!(
         d.module

@@ -23,7 +23,7 @@ async fn start_stop_restart_go_through_the_state_machine() -> TestResult {
     master.send(StartWorker(id("svc"))).await??;
     let d = master.send(GetWorkerState(id("svc"))).await??;
     assert_eq!(d.state, WorkerState::Running);
-    assert_eq!(d.kind, hsu::WorkerKindName::Native);
+    assert_eq!(d.deployment, hsu::Deployment::Native);
     assert_eq!(d.pid, None, "modules have no pid");
     assert_eq!(d.executable_path, "in-proc-module:test");
     let module = d.module.expect("module diagnostics");

@@ -30,7 +30,7 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
     let d = master.send(GetWorkerState(id("sleeper"))).await??;
     let pid = d.pid.expect("a process has a pid");
     assert_eq!(running.pid, Some(pid));
-    assert_eq!(d.kind, hsu::WorkerKindName::Managed);
+    assert_eq!(d.deployment, hsu::Deployment::Managed);
     assert_eq!(d.executable_path, support::TEST_WORKER);
     assert!(d.module.is_none());
     assert!(alive(pid));
@@ -348,11 +348,11 @@ async fn unmanaged_attach_detects_exit_and_signals_only_when_allowed() -> TestRe
     master.send(StartWorker(id("by-file"))).await??;
     let d = master.send(GetWorkerState(id("by-pid"))).await??;
     assert_eq!(
-        (d.state, d.pid, d.kind),
+        (d.state, d.pid, d.deployment),
         (
             WorkerState::Running,
             Some(first.id()),
-            hsu::WorkerKindName::Unmanaged
+            hsu::Deployment::Unmanaged
         )
     );
     assert_eq!(d.executable_path, support::TEST_WORKER);
@@ -625,8 +625,8 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
     // Start returned: the worker answered Ping (after its 300ms delay).
     let d = master.send(GetWorkerState(id("core"))).await??;
     assert_eq!(
-        (d.state, d.kind),
-        (WorkerState::Running, hsu::WorkerKindName::Integrated)
+        (d.state, d.deployment),
+        (WorkerState::Running, hsu::Deployment::Integrated)
     );
     let port: u16 = std::fs::read_to_string(dir.0.join("run/core.port"))?
         .trim()

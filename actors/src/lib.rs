@@ -51,7 +51,7 @@ pub use runtime::WorkerRuntime;
 pub use state::{InvalidTransition, Lifecycle, WorkerState};
 pub use worker::logs::layer as worker_logs_layer;
 pub use worker::{
-    HealthStatus, ModuleDiagnostics, QuarantineStatus, WorkerDiagnostics, WorkerKindName,
+    Deployment, HealthStatus, ModuleDiagnostics, QuarantineStatus, WorkerDiagnostics,
     WorkerStateChanged,
 };
 

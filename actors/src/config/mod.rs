@@ -17,7 +17,7 @@ pub use process::{
     StopConfig, ValueError,
 };
 pub use validate::{
-    validate_config, validate_worker, ProcessSpec, QuarantineSpec, ValidationIssue, WorkerKind,
+    validate_config, validate_worker, DeploymentSpec, ProcessSpec, QuarantineSpec, ValidationIssue,
     WorkerSpec,
 };
 pub use worker::{

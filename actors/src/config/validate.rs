@@ -42,7 +42,7 @@ pub struct WorkerSpec {
     /// Its id.
     pub id: WorkerId,
     /// What runs and how.
-    pub kind: WorkerKind,
+    pub deployment: DeploymentSpec,
     /// Supervision (the worker's own `restart:` or the master's).
     pub restart: RestartConfig,
     /// Health polling.
@@ -66,9 +66,10 @@ pub struct QuarantineSpec {
     pub process: Box<ProcessSpec>,
 }
 
-/// The type-specific part of a [`WorkerSpec`].
+/// The deployment-specific part of a [`WorkerSpec`]: what runs, in the master or as a
+/// process ([`DeploymentSpec::deployment`] names it).
 #[derive(Debug, Clone, PartialEq)]
-pub enum WorkerKind {
+pub enum DeploymentSpec {
     /// Runs inside the master.
     Module {
         /// Native or plugin.
@@ -82,7 +83,15 @@ pub enum WorkerKind {
     Process(Box<ProcessSpec>),
 }
 
-impl WorkerKind {
+impl DeploymentSpec {
+    /// The one name of this deployment.
+    pub fn deployment(&self) -> crate::Deployment {
+        match self {
+            Self::Module { module_type, .. } => crate::Deployment::from(*module_type),
+            Self::Process(p) => crate::Deployment::from(p.process_type),
+        }
+    }
+
     /// The probe a health check uses when `health_check.type` is not given.
     pub fn default_probe(&self) -> ProbeType {
         match self {
@@ -197,11 +206,11 @@ pub fn validate_config(
                     ),
                 });
             }
-            if let WorkerKind::Module {
+            if let DeploymentSpec::Module {
                 module_type: ModuleType::Native,
                 module_name,
                 ..
-            } = &spec.kind
+            } = &spec.deployment
             {
                 if !factory_known(module_name) {
                     out.push(ValidationIssue {
@@ -273,7 +282,7 @@ fn check_worker(
         // A managed child's exit is an event already: polling that it is alive would only
         // cost CPU. Other kinds probe by default (modules: is_healthy; integrated: Ping;
         // unmanaged: still the same process).
-        enabled: !matches!(&kind, WorkerKind::Process(p) if p.process_type == ProcessType::Managed),
+        enabled: !matches!(&kind, DeploymentSpec::Process(p) if p.process_type == ProcessType::Managed),
         ..HealthCheckConfig::default()
     });
     check_probe(&health_check, &kind, &mut issues);
@@ -304,7 +313,7 @@ fn check_worker(
     }
     Some(WorkerSpec {
         id: id.ok()?,
-        kind,
+        deployment: kind,
         restart,
         health_check,
         start_timeout,
@@ -317,7 +326,7 @@ fn check_module(
     config: &WorkerConfig,
     module_config: ModuleConfig,
     issues: &mut Issues<'_>,
-) -> WorkerKind {
+) -> DeploymentSpec {
     if config.execution.is_some() && config.quarantine.is_none() {
         issues.add(
             "execution",
@@ -353,7 +362,7 @@ fn check_module(
             },
         );
     }
-    WorkerKind::Module {
+    DeploymentSpec::Module {
         module_type,
         module_name,
         config: module_config,
@@ -363,11 +372,11 @@ fn check_module(
 /// `quarantine:` needs a module worker with an `execution:` (its integrated process form).
 fn check_quarantine(
     config: &WorkerConfig,
-    kind: &WorkerKind,
+    kind: &DeploymentSpec,
     issues: &mut Issues<'_>,
 ) -> Option<QuarantineSpec> {
     let q = config.quarantine.as_ref()?;
-    let WorkerKind::Module {
+    let DeploymentSpec::Module {
         config: module_config,
         ..
     } = kind
@@ -413,7 +422,7 @@ fn check_process(
     config: &WorkerConfig,
     module_config: ModuleConfig,
     issues: &mut Issues<'_>,
-) -> WorkerKind {
+) -> DeploymentSpec {
     if config.module_type.is_some() {
         issues.add("module_type", "only module workers have `module_type`");
     }
@@ -477,7 +486,7 @@ fn check_process(
     if stop.timeout.is_zero() {
         issues.add("stop.timeout", "must be greater than 0s");
     }
-    WorkerKind::Process(Box::new(ProcessSpec {
+    DeploymentSpec::Process(Box::new(ProcessSpec {
         process_type,
         execution: config.execution.clone(),
         config: module_config,
@@ -513,11 +522,11 @@ fn check_restart(restart: &RestartConfig, prefix: &str, issues: &mut Issues<'_>)
     }
 }
 
-fn check_probe(health: &HealthCheckConfig, kind: &WorkerKind, issues: &mut Issues<'_>) {
+fn check_probe(health: &HealthCheckConfig, kind: &DeploymentSpec, issues: &mut Issues<'_>) {
     let probe = health.probe.unwrap_or_else(|| kind.default_probe());
-    let is_module = matches!(kind, WorkerKind::Module { .. });
+    let is_module = matches!(kind, DeploymentSpec::Module { .. });
     let integrated =
-        matches!(kind, WorkerKind::Process(p) if p.process_type == ProcessType::Integrated);
+        matches!(kind, DeploymentSpec::Process(p) if p.process_type == ProcessType::Integrated);
     match probe {
         ProbeType::Module if !is_module => {
             issues.add("health_check.type", "`module` probes only module workers")

@@ -8,14 +8,14 @@ use super::messages::{AddWorker, AddWorkerSpec};
 use super::table::{Entry, WorkerAddr};
 use super::MasterActor;
 use crate::config::{
-    validate_worker, ModuleType, ValidationIssue, WorkerConfig, WorkerKind, WorkerSpec,
+    validate_worker, DeploymentSpec, ModuleType, ValidationIssue, WorkerConfig, WorkerSpec,
 };
 use crate::error::{error_chain, MasterError};
 use crate::packages::PackageIndex;
 use crate::registry::{GetFactory, LoadPlugin};
 use crate::worker::module_worker::{ModuleWorkerActor, ModuleWorkerSetup};
 use crate::worker::process_worker::{ProcessWorkerActor, ProcessWorkerSetup};
-use crate::worker::WorkerKindName;
+use crate::worker::Deployment;
 use crate::WorkerId;
 
 impl MasterActor {
@@ -25,11 +25,11 @@ impl MasterActor {
         spec: &WorkerSpec,
         factory: Option<hsu_module::ModuleFactory>,
         ctx: &mut Context<Self>,
-    ) -> (WorkerAddr, WorkerKindName) {
+    ) -> (WorkerAddr, Deployment) {
         let events = ctx.address().recipient();
-        match (&spec.kind, factory) {
+        match (&spec.deployment, factory) {
             (
-                WorkerKind::Module {
+                DeploymentSpec::Module {
                     module_type,
                     module_name,
                     config,
@@ -49,10 +49,10 @@ impl MasterActor {
                 };
                 (
                     WorkerAddr::Module(ModuleWorkerActor::new(setup).start()),
-                    WorkerKindName::from(*module_type),
+                    Deployment::from(*module_type),
                 )
             }
-            (WorkerKind::Process(process), _) => {
+            (DeploymentSpec::Process(process), _) => {
                 let setup = ProcessWorkerSetup {
                     id: spec.id.clone(),
                     spec: (**process).clone(),
@@ -64,10 +64,12 @@ impl MasterActor {
                 };
                 (
                     WorkerAddr::Process(ProcessWorkerActor::new(setup).start()),
-                    WorkerKindName::from(process.process_type),
+                    Deployment::from(process.process_type),
                 )
             }
-            (WorkerKind::Module { .. }, None) => unreachable!("native modules are looked up first"),
+            (DeploymentSpec::Module { .. }, None) => {
+                unreachable!("native modules are looked up first")
+            }
         }
     }
 }
@@ -195,8 +197,8 @@ impl MasterActor {
         self.adding.insert(id.clone());
         // Modules need their factory from the registry (a plugin is loaded there, once per
         // path); processes need nothing.
-        let lookup = match &spec.kind {
-            WorkerKind::Module {
+        let lookup = match &spec.deployment {
+            DeploymentSpec::Module {
                 module_type: ModuleType::Plugin,
                 module_name,
                 ..
@@ -215,7 +217,7 @@ impl MasterActor {
                     }
                 }))
             }
-            WorkerKind::Module { module_name, .. } => {
+            DeploymentSpec::Module { module_name, .. } => {
                 let registry = self.registry.clone();
                 let name = module_name.clone();
                 let id = id.clone();
@@ -234,7 +236,7 @@ impl MasterActor {
                     }
                 }))
             }
-            WorkerKind::Process(_) => futures::future::Either::Right(async { Ok(None) }),
+            DeploymentSpec::Process(_) => futures::future::Either::Right(async { Ok(None) }),
         };
         let me = ctx.address();
         Box::pin(async move {
@@ -338,10 +340,7 @@ impl Handler<FinishAdd> for MasterActor {
             });
             return Err(MasterError::ShuttingDown { id: id.to_string() });
         }
-        let kind = match &spec.kind {
-            WorkerKind::Module { module_type, .. } => WorkerKindName::from(*module_type),
-            WorkerKind::Process(p) => WorkerKindName::from(p.process_type),
-        };
+        let kind = spec.deployment.deployment();
         tracing::info!(worker = %id, ?kind, "worker added");
         self.order.push(id.clone());
         self.workers

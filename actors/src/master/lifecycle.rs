@@ -120,7 +120,7 @@ impl Handler<GetAllWorkerStates> for MasterActor {
                 .filter_map(|id| self.workers.get(id))
                 .map(|e| WorkerSummary {
                     id: e.spec.id.clone(),
-                    kind: e.kind,
+                    deployment: e.deployment,
                     state: e.state,
                     restart_count: e.restart_count(),
                     circuit_open: e.supervision.restarts.circuit_open,

@@ -4,7 +4,7 @@
 use actix::prelude::*;
 
 use super::MasterActor;
-use crate::config::{ByteSize, LimitsConfig, OnViolation, WorkerKind};
+use crate::config::{ByteSize, DeploymentSpec, LimitsConfig, OnViolation};
 use crate::process::resources::ResourceSamples;
 use crate::process::ResourceUsage;
 use crate::state::WorkerState;
@@ -23,7 +23,7 @@ impl Handler<ResourceSamples> for MasterActor {
                 continue;
             }
             entry.usage.latest = Some(usage);
-            let WorkerKind::Process(process) = &entry.spec.kind else {
+            let DeploymentSpec::Process(process) = &entry.spec.deployment else {
                 continue;
             };
             let Some(limits) = &process.limits else {

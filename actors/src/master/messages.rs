@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use crate::config::{WorkerConfig, WorkerSpec};
 use crate::error::MasterError;
 use crate::state::WorkerState;
-use crate::worker::{HealthStatus, WorkerDiagnostics, WorkerKindName, WorkerStateChanged};
+use crate::worker::{Deployment, HealthStatus, WorkerDiagnostics, WorkerStateChanged};
 use crate::WorkerId;
 
 /// Adds a worker from its config: validates it, creates its actor and (for modules) the
@@ -88,8 +88,8 @@ pub struct ListModuleFactories;
 pub struct WorkerSummary {
     /// The worker.
     pub id: WorkerId,
-    /// Deployment kind.
-    pub kind: WorkerKindName,
+    /// Its deployment.
+    pub deployment: Deployment,
     /// Current state.
     pub state: WorkerState,
     /// Restarts made.

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::table::Entry;
 use super::MasterActor;
-use crate::config::WorkerKind;
+use crate::config::DeploymentSpec;
 use crate::error::error_chain;
 use crate::state::WorkerState;
 use crate::WorkerId;
@@ -42,7 +42,7 @@ impl MasterActor {
         );
         tracing::error!(worker = %id, "{text}");
         let mut spec = entry.spec.clone();
-        spec.kind = WorkerKind::Process(q.process.clone());
+        spec.deployment = DeploymentSpec::Process(q.process.clone());
         spec.quarantine = None;
         if spec.health_check.probe == Some(crate::config::ProbeType::Module) {
             spec.health_check.probe = None;
@@ -57,10 +57,10 @@ impl MasterActor {
             within: q.within,
             last_panic: entry.last_error.clone().unwrap_or_default(),
             executable_path: executable,
-            was: entry.kind,
+            was: entry.deployment,
         });
         entry.spec = spec;
-        entry.kind = kind;
+        entry.deployment = kind;
         entry.addr = addr.clone();
         entry.state = WorkerState::Idle;
         entry.supervision.restarts.reset();

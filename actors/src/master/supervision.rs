@@ -140,7 +140,7 @@ impl Handler<WorkerStateChanged> for MasterActor {
                         id: event.id.clone(),
                         probe: Probe::from_config(
                             &entry.spec.health_check,
-                            entry.spec.kind.default_probe(),
+                            entry.spec.deployment.default_probe(),
                             entry.addr.health_recipient(),
                         ),
                         config: entry.spec.health_check.clone(),

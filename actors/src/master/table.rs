@@ -14,8 +14,8 @@ use crate::window::SlidingWindow;
 use crate::worker::module_worker::ModuleWorkerActor;
 use crate::worker::process_worker::ProcessWorkerActor;
 use crate::worker::{
-    CheckHealth, Fail, GetFacts, HealthStatus, Initialize, QuarantineStatus, Start, Stop,
-    Terminate, WorkerDiagnostics, WorkerFacts, WorkerKindName,
+    CheckHealth, Deployment, Fail, GetFacts, HealthStatus, Initialize, QuarantineStatus, Start,
+    Stop, Terminate, WorkerDiagnostics, WorkerFacts,
 };
 use crate::WorkerId;
 
@@ -23,7 +23,7 @@ use crate::WorkerId;
 pub(super) struct Entry {
     pub addr: WorkerAddr,
     pub spec: WorkerSpec,
-    pub kind: WorkerKindName,
+    pub deployment: Deployment,
     /// Last state reported by the worker.
     pub state: WorkerState,
     pub last_error: Option<String>,
@@ -35,11 +35,11 @@ pub(super) struct Entry {
 
 impl Entry {
     /// A new row for a worker just added (`idle`).
-    pub fn new(addr: WorkerAddr, spec: WorkerSpec, kind: WorkerKindName) -> Self {
+    pub fn new(addr: WorkerAddr, spec: WorkerSpec, deployment: Deployment) -> Self {
         Self {
             addr,
             spec,
-            kind,
+            deployment,
             state: WorkerState::Idle,
             last_error: None,
             supervision: Supervision::default(),
@@ -53,7 +53,7 @@ impl Entry {
     pub fn records(&self) -> Records {
         Records {
             id: self.spec.id.clone(),
-            kind: self.kind,
+            deployment: self.deployment,
             restart_count: self.restart_count(),
             circuit_open: self.supervision.restarts.circuit_open,
             health: self.health.clone(),
@@ -73,7 +73,7 @@ impl Entry {
 /// can be awaited without holding the table.
 pub(super) struct Records {
     pub id: WorkerId,
-    kind: WorkerKindName,
+    deployment: Deployment,
     restart_count: u32,
     circuit_open: bool,
     health: HealthView,
@@ -90,7 +90,7 @@ impl Records {
         let running = facts.state == WorkerState::Running;
         WorkerDiagnostics {
             id: self.id,
-            kind: self.kind,
+            deployment: self.deployment,
             state: facts.state,
             last_error: self.last_error.or(facts.last_error),
             started_at: facts.started_at,

@@ -117,10 +117,14 @@ pub struct WorkerFacts {
 #[rtype(result = "Result<(), WorkerError>")]
 pub struct Terminate;
 
-/// Which kind of worker, as one name: the deployment chosen in the config.
+/// Where and how a worker runs, as one word: the deployment its config chose. The YAML says it
+/// in two keys (`type: module` + `module_type: native|plugin`, or `type: process` +
+/// `process_type: managed|integrated|unmanaged`); diagnostics, events, logs and docs use this
+/// one name. (In the code, `WorkerType`, `ModuleType` and `ProcessType` are only those YAML
+/// keys; a validated worker's deployment details are a [`crate::config::DeploymentSpec`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum WorkerKindName {
+pub enum Deployment {
     /// Native module.
     Native,
     /// Plugin module.
@@ -133,7 +137,7 @@ pub enum WorkerKindName {
     Unmanaged,
 }
 
-impl From<ModuleType> for WorkerKindName {
+impl From<ModuleType> for Deployment {
     fn from(t: ModuleType) -> Self {
         match t {
             ModuleType::Native => Self::Native,
@@ -142,7 +146,7 @@ impl From<ModuleType> for WorkerKindName {
     }
 }
 
-impl From<ProcessType> for WorkerKindName {
+impl From<ProcessType> for Deployment {
     fn from(t: ProcessType) -> Self {
         match t {
             ProcessType::Managed => Self::Managed,
@@ -171,8 +175,8 @@ pub enum HealthStatus {
 pub struct WorkerDiagnostics {
     /// The worker.
     pub id: WorkerId,
-    /// Deployment kind.
-    pub kind: WorkerKindName,
+    /// Its deployment: `native`, `plugin`, `managed`, `integrated` or `unmanaged`.
+    pub deployment: Deployment,
     /// Current state.
     pub state: WorkerState,
     /// The last error (start failure, panic, failed health checks…), kept until the next one.
@@ -222,7 +226,7 @@ pub struct QuarantineStatus {
     /// The process form's executable.
     pub executable_path: String,
     /// What the worker was before (`native` or `plugin`).
-    pub was: WorkerKindName,
+    pub was: Deployment,
 }
 
 /// Module-specific diagnostics.
