@@ -227,7 +227,8 @@ impl PluginLibrary {
     /// Copies a call's text and frees it on the plugin side; maps the status.
     fn finish(&self, result: CallResult) -> Result<(String, bool), ModuleError> {
         let text = result.text.to_string_lossy();
-        (self.vtable.free_string)(result.text);
+        // SAFETY: `result` is what this library's call returned; its text is freed once, here.
+        unsafe { (self.vtable.free_string)(result.text) };
         match CallStatus::from_raw(result.status) {
             CallStatus::Ok => Ok((text, result.healthy != 0)),
             CallStatus::Failed => Err(ModuleError::Failed(text)),
@@ -384,12 +385,12 @@ impl PluginModule {
         library
             .instances
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reason = created.error.to_string_lossy();
+        // SAFETY: the error string is what this library's `create` returned, freed once, here.
+        unsafe { (library.vtable.free_string)(created.error) };
         let instance = if created.instance.is_null() {
-            let reason = created.error.to_string_lossy();
-            (library.vtable.free_string)(created.error);
             Err(reason)
         } else {
-            (library.vtable.free_string)(created.error);
             Ok(Instance(created.instance))
         };
         let name = library
@@ -423,7 +424,9 @@ impl PluginModule {
 impl Drop for PluginModule {
     fn drop(&mut self) {
         if let Ok(instance) = &self.instance {
-            (self.library.vtable.destroy)(instance.0);
+            // SAFETY: the instance came from this library's `create`; this is its one
+            // `destroy`, and `self` (its only holder) is going away.
+            unsafe { (self.library.vtable.destroy)(instance.0) };
         }
         self.library
             .instances
@@ -441,11 +444,15 @@ impl WorkerModule for PluginModule {
         let instance = self.instance()?;
         let yaml = serde_yaml::to_string(config.value())
             .map_err(|e| ModuleError::Config(format!("cannot encode the config: {e}")))?;
-        let call = (self.library.vtable.initialize)(
-            instance.0,
-            RStr::new(ctx.worker_id()),
-            RStr::new(&yaml),
-        );
+        // SAFETY: a live instance of this library (destroyed only when `self` drops); the
+        // strings outlive the synchronous part of the call, the only time they are read.
+        let call = unsafe {
+            (self.library.vtable.initialize)(
+                instance.0,
+                RStr::new(ctx.worker_id()),
+                RStr::new(&yaml),
+            )
+        };
         let (info, _) = self.library.finish(call.await)?;
         self.set_info(&info);
         Ok(())
@@ -453,13 +460,14 @@ impl WorkerModule for PluginModule {
 
     async fn start(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError> {
         let instance = self.instance()?;
-        let (info, _) = self
-            .library
-            .finish((self.library.vtable.start)(instance.0).await)?;
+        // SAFETY: a live instance of this library (destroyed only when `self` drops).
+        let call = unsafe { (self.library.vtable.start)(instance.0) };
+        let (info, _) = self.library.finish(call.await)?;
         self.set_info(&info);
         // The plugin's tasks run on its own runtime; this host task ends when one of them fails
         // (failing the worker, as a native task would) or when the run is cancelled.
-        let watch = (self.library.vtable.watch)(instance.0);
+        // SAFETY: as above; the future owns what it needs and outlives no instance read.
+        let watch = unsafe { (self.library.vtable.watch)(instance.0) };
         let library = self.library.clone();
         ctx.spawn(
             "plugin",
@@ -470,7 +478,8 @@ impl WorkerModule for PluginModule {
 
     async fn stop(&mut self, _: &ModuleContext) -> Result<(), ModuleError> {
         let instance = self.instance()?;
-        let call = (self.library.vtable.stop)(instance.0);
+        // SAFETY: a live instance of this library (destroyed only when `self` drops).
+        let call = unsafe { (self.library.vtable.stop)(instance.0) };
         self.library.finish(call.await).map(drop)
     }
 
@@ -478,7 +487,8 @@ impl WorkerModule for PluginModule {
         let Ok(instance) = self.instance() else {
             return false;
         };
-        let call = (self.library.vtable.is_healthy)(instance.0);
+        // SAFETY: a live instance of this library (destroyed only when `self` drops).
+        let call = unsafe { (self.library.vtable.is_healthy)(instance.0) };
         matches!(self.library.finish(call.await), Ok((_, true)))
     }
 

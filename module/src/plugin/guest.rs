@@ -244,7 +244,9 @@ extern "C" fn set_host(host: HostApi) {
     let _ = catch_unwind(|| forward::install(host));
 }
 
-extern "C" fn destroy(ptr: *mut c_void) {
+/// # Safety
+/// `ptr` is a pointer `create` returned, given here once; nothing uses it afterwards.
+unsafe extern "C" fn destroy(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
@@ -262,7 +264,10 @@ extern "C" fn destroy(ptr: *mut c_void) {
     }));
 }
 
-extern "C" fn initialize(
+/// # Safety
+/// `ptr` is a pointer `create` returned that `destroy` has not consumed (the host's promise,
+/// see [`PluginVTable`]).
+unsafe extern "C" fn initialize(
     ptr: *mut c_void,
     worker: RStr<'_>,
     config: RStr<'_>,
@@ -293,7 +298,10 @@ extern "C" fn initialize(
     })
 }
 
-extern "C" fn start(ptr: *mut c_void) -> FfiFuture<CallResult> {
+/// # Safety
+/// `ptr` is a pointer `create` returned that `destroy` has not consumed (the host's promise,
+/// see [`PluginVTable`]).
+unsafe extern "C" fn start(ptr: *mut c_void) -> FfiFuture<CallResult> {
     call(|| {
         let instance = instance(ptr)?;
         let (run, span) = {
@@ -320,7 +328,10 @@ extern "C" fn start(ptr: *mut c_void) -> FfiFuture<CallResult> {
     })
 }
 
-extern "C" fn stop(ptr: *mut c_void) -> FfiFuture<CallResult> {
+/// # Safety
+/// `ptr` is a pointer `create` returned that `destroy` has not consumed (the host's promise,
+/// see [`PluginVTable`]).
+unsafe extern "C" fn stop(ptr: *mut c_void) -> FfiFuture<CallResult> {
     call(|| {
         let instance = instance(ptr)?;
         let (run, span) = {
@@ -343,7 +354,10 @@ extern "C" fn stop(ptr: *mut c_void) -> FfiFuture<CallResult> {
     })
 }
 
-extern "C" fn is_healthy(ptr: *mut c_void) -> FfiFuture<CallResult> {
+/// # Safety
+/// `ptr` is a pointer `create` returned that `destroy` has not consumed (the host's promise,
+/// see [`PluginVTable`]).
+unsafe extern "C" fn is_healthy(ptr: *mut c_void) -> FfiFuture<CallResult> {
     call(|| {
         let instance = instance(ptr)?;
         let span = lock(&instance.state)
@@ -361,7 +375,10 @@ extern "C" fn is_healthy(ptr: *mut c_void) -> FfiFuture<CallResult> {
     })
 }
 
-extern "C" fn watch(ptr: *mut c_void) -> FfiFuture<CallResult> {
+/// # Safety
+/// `ptr` is a pointer `create` returned that `destroy` has not consumed (the host's promise,
+/// see [`PluginVTable`]).
+unsafe extern "C" fn watch(ptr: *mut c_void) -> FfiFuture<CallResult> {
     call(|| {
         let instance = instance(ptr)?;
         let run = lock(&instance.state).run.clone();
@@ -381,7 +398,9 @@ extern "C" fn watch(ptr: *mut c_void) -> FfiFuture<CallResult> {
     })
 }
 
-extern "C" fn free_string(s: RString) {
+/// # Safety
+/// `s` is a string this plugin returned, freed once.
+unsafe extern "C" fn free_string(s: RString) {
     let _ = catch_unwind(AssertUnwindSafe(|| s.free()));
 }
 

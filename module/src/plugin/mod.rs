@@ -217,6 +217,11 @@ pub struct HostApi {
 
 /// The plugin's functions. Every async call returns an [`FfiFuture`] that owns what it needs;
 /// the instance pointer is only read during the synchronous part of the call.
+///
+/// The entries that take a pointer (or a string the plugin allocated) are `unsafe`: the caller
+/// promises that `instance` is a pointer `create` returned and `destroy` has not consumed
+/// (and, for `destroy`, that nothing uses it afterwards), and that a string given to
+/// `free_string` is one this plugin returned and is freed once.
 #[repr(C)]
 pub struct PluginVTable {
     /// Installs the host's callbacks (the tracing forwarder). Called once, before `create`.
@@ -224,24 +229,24 @@ pub struct PluginVTable {
     /// A new, uninitialised module instance.
     pub create: extern "C" fn() -> Created,
     /// Ends an instance: cancels its runs, aborts its tasks, drops the module.
-    pub destroy: extern "C" fn(instance: *mut c_void),
+    pub destroy: unsafe extern "C" fn(instance: *mut c_void),
     /// `WorkerModule::initialize` with the worker id and the `config:` section as YAML.
-    pub initialize: extern "C" fn(
+    pub initialize: unsafe extern "C" fn(
         instance: *mut c_void,
         worker: RStr<'_>,
         config_yaml: RStr<'_>,
     ) -> FfiFuture<CallResult>,
     /// `WorkerModule::start` in a new run; `text` is the module info as YAML.
-    pub start: extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
+    pub start: unsafe extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
     /// Cancels the run, calls `WorkerModule::stop`, waits for the run's tasks.
-    pub stop: extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
+    pub stop: unsafe extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
     /// `WorkerModule::is_healthy`, in `healthy`.
-    pub is_healthy: extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
+    pub is_healthy: unsafe extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
     /// Resolves when a task of the current run fails (status `Failed` or `Panicked`), or with
     /// `Ok` once the run is cancelled.
-    pub watch: extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
+    pub watch: unsafe extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
     /// Frees a string this plugin returned.
-    pub free_string: extern "C" fn(s: RString),
+    pub free_string: unsafe extern "C" fn(s: RString),
 }
 
 /// The header a plugin exports as [`HEADER_SYMBOL`]. The first three fields never move, so any
