@@ -127,12 +127,6 @@ impl WorkerModule for Noop {
     async fn start(&mut self, _: &ModuleContext) -> Result<(), ModuleError> {
         Ok(())
     }
-    async fn stop(&mut self, _: &ModuleContext) -> Result<(), ModuleError> {
-        Ok(())
-    }
-    async fn is_healthy(&self) -> bool {
-        true
-    }
     fn info(&self) -> ModuleInfo {
         ModuleInfo::new("noop", "0")
     }

@@ -45,14 +45,6 @@ impl WorkerModule for Greeter {
         Ok(())
     }
 
-    async fn stop(&mut self, _: &ModuleContext) -> Result<(), ModuleError> {
-        Ok(())
-    }
-
-    async fn is_healthy(&self) -> bool {
-        true
-    }
-
     fn info(&self) -> ModuleInfo {
         ModuleInfo::new("greeter", "1.0.0").description("greets on an interval")
     }

@@ -359,10 +359,10 @@ async fn an_unhealthy_module_is_restarted_after_the_threshold() -> TestResult {
     watch.until("sick", WorkerState::Running).await;
     // The second run is healthy: wait for a passing probe to be recorded.
     let checks = Calls::get(&calls.health_checks);
-    while Calls::get(&calls.health_checks) < checks + 2 {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::eventually("two more health checks", || {
+        Calls::get(&calls.health_checks) >= checks + 2
+    })
+    .await;
     let d = master.send(GetWorkerState(id("sick"))).await??;
     assert_eq!(d.state, WorkerState::Running);
     assert_eq!(d.health, hsu::HealthStatus::Healthy);
@@ -430,9 +430,10 @@ async fn tasks_that_ignore_cancellation_are_aborted_at_the_stop_timeout() -> Tes
     assert_eq!(Calls::get(&calls.live_tasks), 1);
     master.send(StopWorker(id("stubborn"))).await??;
     // Abort drops the task's future on the runtime; wait for the drop to land.
-    while Calls::get(&calls.live_tasks) != 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    support::eventually("the aborted task dropped", || {
+        Calls::get(&calls.live_tasks) == 0
+    })
+    .await;
     assert_eq!(
         master.send(GetWorkerState(id("stubborn"))).await??.state,
         WorkerState::Stopped

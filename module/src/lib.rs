@@ -28,8 +28,7 @@
 //!         });
 //!         Ok(())
 //!     }
-//!     async fn stop(&mut self, _ctx: &ModuleContext) -> Result<(), ModuleError> { Ok(()) }
-//!     async fn is_healthy(&self) -> bool { true }
+//!     // `stop` and `is_healthy` have defaults (nothing more to stop; healthy while running).
 //!     fn info(&self) -> ModuleInfo { ModuleInfo::new("hello", "0.1.0") }
 //! }
 //! ```
@@ -80,11 +79,23 @@ pub trait WorkerModule: Send + Sync + 'static {
 
     /// Stops serving. The context's cancellation token is already cancelled when this runs;
     /// tasks still running after `stop` returns are awaited until the stop timeout, then aborted.
-    async fn stop(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError>;
+    ///
+    /// The default does nothing more: enough for a module whose tasks end when the token is
+    /// cancelled. Override it to flush, deregister or close what the tasks do not.
+    async fn stop(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError> {
+        let _ = ctx;
+        Ok(())
+    }
 
     /// Polled by the master's health actor while the worker runs. `false` for
     /// `failure_threshold` polls in a row fails the worker (and may restart it).
-    async fn is_healthy(&self) -> bool;
+    ///
+    /// The default answers `true`: a module is then healthy while it runs, and a task that
+    /// fails or panics still fails the worker at once. Override it with a real check (a
+    /// listener that still accepts, a connection that still answers).
+    async fn is_healthy(&self) -> bool {
+        true
+    }
 
     /// Static facts about the module, shown in diagnostics.
     fn info(&self) -> ModuleInfo;

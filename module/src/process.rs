@@ -8,8 +8,6 @@
 //! # #[async_trait] impl WorkerModule for MyModule {
 //! #   async fn initialize(&mut self, _: &ModuleContext, _: &ModuleConfig) -> Result<(), ModuleError> { Ok(()) }
 //! #   async fn start(&mut self, _: &ModuleContext) -> Result<(), ModuleError> { Ok(()) }
-//! #   async fn stop(&mut self, _: &ModuleContext) -> Result<(), ModuleError> { Ok(()) }
-//! #   async fn is_healthy(&self) -> bool { true }
 //! #   fn info(&self) -> ModuleInfo { ModuleInfo::new("my", "1.0.0") } }
 //! fn main() -> std::process::ExitCode {
 //!     hsu_module::run_process(MyModule::default)

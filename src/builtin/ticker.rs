@@ -47,14 +47,6 @@ impl WorkerModule for TickerModule {
         Ok(())
     }
 
-    async fn stop(&mut self, _: &ModuleContext) -> Result<(), ModuleError> {
-        Ok(())
-    }
-
-    async fn is_healthy(&self) -> bool {
-        true
-    }
-
     fn info(&self) -> ModuleInfo {
         ModuleInfo::new("ticker", env!("CARGO_PKG_VERSION"))
             .description("logs a message on an interval")
