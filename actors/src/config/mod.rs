@@ -4,6 +4,7 @@
 pub mod duration;
 mod master;
 mod process;
+mod spec;
 mod validate;
 mod worker;
 
@@ -16,10 +17,8 @@ pub use process::{
     AttachConfig, ByteSize, IntegratedConfig, LimitsConfig, LogsConfig, OnViolation, Signal,
     StopConfig, ValueError,
 };
-pub use validate::{
-    validate_config, validate_worker, DeploymentSpec, ProcessSpec, QuarantineSpec, ValidationIssue,
-    WorkerSpec,
-};
+pub use spec::{DeploymentSpec, ProcessSpec, QuarantineSpec, WorkerSpec};
+pub use validate::{validate_config, validate_worker, ValidationIssue};
 pub use worker::{
     BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProbeType, ProcessType,
     QuarantineConfig, RestartConfig, RestartPolicy, WorkerConfig, WorkerType,

@@ -1,5 +1,5 @@
-//! Plugin libraries on the host side: `dlopen`, the header checks, and [`PluginModule`], a
-//! [`WorkerModule`] whose every call goes through the plugin's C-ABI vtable.
+//! Plugin libraries on the host side: `dlopen`, the header checks, and (in `module.rs`)
+//! [`PluginModule`], a `WorkerModule` whose every call goes through the plugin's C-ABI vtable.
 //!
 //! Loading follows `hsu_module::plugin`'s rules. The library is opened with
 //! `RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE` and never closed (unloading a Rust library with
@@ -11,7 +11,6 @@
 //! worker's span, so they land in the worker's log file like native module events.
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,9 +19,7 @@ use hsu_module::plugin::{
     CallResult, CallStatus, HostApi, PluginHeader, PluginVTable, RStr, ABI_VERSION, CRATE_VERSION,
     HEADER_SYMBOL, MAGIC, TARGET,
 };
-use hsu_module::{
-    async_trait, ModuleConfig, ModuleContext, ModuleError, ModuleFactory, ModuleInfo, WorkerModule,
-};
+use hsu_module::{ModuleError, ModuleFactory};
 
 /// Why a plugin library cannot be used. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
@@ -360,142 +357,9 @@ extern "C" fn host_log(level: u32, worker: RStr<'_>, target: RStr<'_>, message: 
     });
 }
 
-/// The plugin's opaque instance pointer.
-#[derive(Clone, Copy)]
-struct Instance(*mut c_void);
+mod module;
 
-// SAFETY: the plugin instance is `Box<Instance>` on the plugin side, whose state is behind
-// mutexes and `Arc`s and is `Send + Sync` there; the pointer is only passed back to it.
-unsafe impl Send for Instance {}
-// SAFETY: as above.
-unsafe impl Sync for Instance {}
-
-/// A module of a plugin library, driven through its vtable. The host's worker actor treats it
-/// like any native module: same timeouts, same `catch_unwind`, same task supervision.
-pub struct PluginModule {
-    library: Arc<PluginLibrary>,
-    instance: Result<Instance, String>,
-    info: ModuleInfo,
-}
-
-impl PluginModule {
-    /// Creates one instance on the plugin side (a failure is reported by `initialize`).
-    pub fn new(library: Arc<PluginLibrary>) -> Self {
-        let created = (library.vtable.create)();
-        library
-            .instances
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let reason = created.error.to_string_lossy();
-        // SAFETY: the error string is what this library's `create` returned, freed once, here.
-        unsafe { (library.vtable.free_string)(created.error) };
-        let instance = if created.instance.is_null() {
-            Err(reason)
-        } else {
-            Ok(Instance(created.instance))
-        };
-        let name = library
-            .info
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Self {
-            library,
-            instance,
-            info: ModuleInfo::new(name, ""),
-        }
-    }
-
-    fn instance(&self) -> Result<Instance, ModuleError> {
-        match &self.instance {
-            Ok(i) => Ok(*i),
-            Err(reason) => Err(ModuleError::Failed(reason.clone())),
-        }
-    }
-
-    fn set_info(&mut self, yaml: &str) {
-        match serde_yaml::from_str::<ModuleInfo>(yaml) {
-            Ok(info) => self.info = info,
-            Err(e) => tracing::warn!(error = %e, "plugin returned unreadable module info"),
-        }
-    }
-}
-
-impl Drop for PluginModule {
-    fn drop(&mut self) {
-        if let Ok(instance) = &self.instance {
-            // SAFETY: the instance came from this library's `create`; this is its one
-            // `destroy`, and `self` (its only holder) is going away.
-            unsafe { (self.library.vtable.destroy)(instance.0) };
-        }
-        self.library
-            .instances
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-#[async_trait]
-impl WorkerModule for PluginModule {
-    async fn initialize(
-        &mut self,
-        ctx: &ModuleContext,
-        config: &ModuleConfig,
-    ) -> Result<(), ModuleError> {
-        let instance = self.instance()?;
-        let yaml = serde_yaml::to_string(config.value())
-            .map_err(|e| ModuleError::Config(format!("cannot encode the config: {e}")))?;
-        // SAFETY: a live instance of this library (destroyed only when `self` drops); the
-        // strings outlive the synchronous part of the call, the only time they are read.
-        let call = unsafe {
-            (self.library.vtable.initialize)(
-                instance.0,
-                RStr::new(ctx.worker_id()),
-                RStr::new(&yaml),
-            )
-        };
-        let (info, _) = self.library.finish(call.await)?;
-        self.set_info(&info);
-        Ok(())
-    }
-
-    async fn start(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError> {
-        let instance = self.instance()?;
-        // SAFETY: a live instance of this library (destroyed only when `self` drops).
-        let call = unsafe { (self.library.vtable.start)(instance.0) };
-        let (info, _) = self.library.finish(call.await)?;
-        self.set_info(&info);
-        // The plugin's tasks run on its own runtime; this host task ends when one of them fails
-        // (failing the worker, as a native task would) or when the run is cancelled.
-        // SAFETY: as above; the future owns what it needs and outlives no instance read.
-        let watch = unsafe { (self.library.vtable.watch)(instance.0) };
-        let library = self.library.clone();
-        ctx.spawn(
-            "plugin",
-            async move { library.finish(watch.await).map(drop) },
-        );
-        Ok(())
-    }
-
-    async fn stop(&mut self, _: &ModuleContext) -> Result<(), ModuleError> {
-        let instance = self.instance()?;
-        // SAFETY: a live instance of this library (destroyed only when `self` drops).
-        let call = unsafe { (self.library.vtable.stop)(instance.0) };
-        self.library.finish(call.await).map(drop)
-    }
-
-    async fn is_healthy(&self) -> bool {
-        let Ok(instance) = self.instance() else {
-            return false;
-        };
-        // SAFETY: a live instance of this library (destroyed only when `self` drops).
-        let call = unsafe { (self.library.vtable.is_healthy)(instance.0) };
-        matches!(self.library.finish(call.await), Ok((_, true)))
-    }
-
-    fn info(&self) -> ModuleInfo {
-        self.info.clone()
-    }
-}
+pub use module::PluginModule;
 
 #[cfg(test)]
 mod tests {
