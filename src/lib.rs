@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod builtin;
 
 pub use hsu_actors::*;

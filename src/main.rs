@@ -1,39 +1,141 @@
-//! The `hsu` command: `hsu run [CONFIG]`, `hsu check CONFIG…`, `hsu package …`.
+//! The `hsu` command. `hsu run` runs a config; the client commands (`ls`, `status`, `start`,
+//! `stop`, `restart`, `logs`, `shutdown`) operate a running one through its control API.
+//!
+//! Exit codes: 0 ok, 1 the operation failed, 2 usage (or an invalid config for `run`), 3 the
+//! master cannot be reached.
 
 mod cli;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-hsu: run services as OS processes or in-process modules under one lifecycle
+use clap::{CommandFactory, Parser, Subcommand};
 
-usage:
-  hsu run [CONFIG]     run the workers of CONFIG (YAML); without CONFIG, the built-in demo
-  hsu check CONFIG...  validate config files and print every problem
-  hsu package install DIR|TARBALL | list | remove NAME[:VERSION]  [--root DIR]
-                       manage installed packages (default root: hsu-packages); a worker's
-                       `package: name[:version]` runs one
-  hsu --help | --version
+/// Run services as OS processes or in-process modules under one lifecycle.
+///
+/// Ctrl-C or SIGTERM stops `hsu run` gracefully. RUST_LOG overrides the log level.
+#[derive(Debug, Parser)]
+#[command(name = "hsu", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Ctrl-C or SIGTERM stops all workers gracefully. RUST_LOG overrides the log level.";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the workers of CONFIG (YAML); without CONFIG, the built-in demo.
+    Run {
+        /// The config file.
+        config: Option<PathBuf>,
+    },
+    /// Validate config files and print every problem with its file, line, worker and field.
+    Check {
+        /// The config files.
+        #[arg(required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Manage installed packages (a worker's `package: name[:version]` runs one).
+    Package {
+        /// The packages directory (default: the master's default, `hsu-packages`).
+        #[arg(long, global = true)]
+        root: Option<PathBuf>,
+        #[command(subcommand)]
+        action: cli::package::Action,
+    },
+    /// List the workers of a running master: state, pid, uptime, restarts, health, CPU, memory
+    /// and why.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything the master knows about one worker.
+    Status {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        /// The worker.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start workers (a manual start also closes an open restart circuit).
+    Start {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        #[command(flatten)]
+        which: cli::control::Which,
+    },
+    /// Stop workers (no automatic restart follows).
+    Stop {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        #[command(flatten)]
+        which: cli::control::Which,
+    },
+    /// Restart workers: stop if running, then start.
+    Restart {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        #[command(flatten)]
+        which: cli::control::Which,
+        /// Start even if the stop fails or times out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the last lines of a worker's log (process output and module tracing alike),
+    /// across rotated files.
+    Logs {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        /// The worker.
+        id: String,
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Stop every worker and end the master.
+    Shutdown {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("run") if args.len() <= 2 => cli::run::main(args.get(1).map(Into::into)),
-        Some("check") if args.len() >= 2 => cli::check::main(&args[1..]),
-        Some("package") => cli::package::main(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
-        Some("-V" | "--version") => {
-            println!("hsu {}", env!("CARGO_PKG_VERSION"));
+    };
+    match cli.command {
+        Command::Run { config } => cli::run::main(config),
+        Command::Check { configs } => cli::check::main(&configs),
+        Command::Package { root, action } => cli::package::main(root, action),
+        Command::Ls { to, json } => cli::control::ls(&to, json),
+        Command::Status { to, id, json } => cli::control::status(&to, &id, json),
+        Command::Start { to, which } => cli::control::act(&to, &which, "start", false),
+        Command::Stop { to, which } => cli::control::act(&to, &which, "stop", false),
+        Command::Restart { to, which, force } => cli::control::act(&to, &which, "restart", force),
+        Command::Logs { to, id, lines } => cli::control::logs(&to, &id, lines),
+        Command::Shutdown { to } => cli::control::shutdown(&to),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hsu", &mut std::io::stdout());
             ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
         }
     }
 }

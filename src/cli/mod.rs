@@ -1,10 +1,17 @@
 //! One file per subcommand.
 
 pub mod check;
+pub mod client;
+pub mod control;
 pub mod package;
 pub mod run;
 
 use std::path::Path;
+
+/// The control socket's file name in the run directory.
+pub const SOCKET_FILE: &str = hsu::api::server::SOCKET;
+/// The generated API token's file name in the run directory.
+pub const TOKEN_FILE: &str = hsu::api::server::TOKEN;
 
 use hsu::{ConfigError, HsuConfig, WorkerSpec};
 

@@ -6,26 +6,32 @@ use std::process::ExitCode;
 
 use hsu::packages;
 
-/// Runs one package subcommand; exit 0 on success, 1 on failure, 2 on bad usage.
-pub fn main(args: &[String]) -> ExitCode {
-    let mut root = hsu::MasterConfig::default().packages_directory;
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == "--root" {
-            match it.next() {
-                Some(dir) => root = PathBuf::from(dir),
-                None => return usage(),
-            }
-        } else {
-            rest.push(arg.as_str());
-        }
-    }
-    let result = match rest.as_slice() {
-        ["install", source] => packages::install(source.as_ref(), &root).map(|p| {
+/// What to do with packages.
+#[derive(Debug, clap::Subcommand)]
+pub enum Action {
+    /// Install a package directory or a `.tar`/`.tar.gz` (every file's sha256 is checked;
+    /// all or nothing).
+    Install {
+        /// The directory or tarball with a `package.yaml`.
+        source: PathBuf,
+    },
+    /// List installed packages.
+    List,
+    /// Remove `name:version`, or every version of `name`.
+    Remove {
+        /// `name[:version]`.
+        wanted: String,
+    },
+}
+
+/// Runs one package subcommand; exit 0 on success, 1 on failure.
+pub fn main(root: Option<PathBuf>, action: Action) -> ExitCode {
+    let root = root.unwrap_or_else(|| hsu::MasterConfig::default().packages_directory);
+    let result = match action {
+        Action::Install { source } => packages::install(&source, &root).map(|p| {
             println!("installed {} at {}", p.manifest.id(), p.path.display());
         }),
-        ["list"] => packages::list(&root).map(|all| {
+        Action::List => packages::list(&root).map(|all| {
             if all.is_empty() {
                 println!("no packages under {}", root.display());
             }
@@ -45,12 +51,11 @@ pub fn main(args: &[String]) -> ExitCode {
                 );
             }
         }),
-        ["remove", wanted] => packages::remove(&root, wanted).map(|removed| {
+        Action::Remove { wanted } => packages::remove(&root, &wanted).map(|removed| {
             for id in removed {
                 println!("removed {id}");
             }
         }),
-        _ => return usage(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,11 +64,4 @@ pub fn main(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: hsu package install DIR|TARBALL | list | remove NAME[:VERSION]  [--root DIR]"
-    );
-    ExitCode::from(2)
 }

@@ -1,9 +1,12 @@
-//! `hsu run [CONFIG]`: starts a master, adds and starts every worker, and on Ctrl-C or SIGTERM
-//! stops them all (in reverse order) and exits 0.
+//! `hsu run [CONFIG]`: locks the run directory (one master per run directory), starts a master
+//! and its control API, adds and starts every worker, and on Ctrl-C, SIGTERM or `hsu shutdown`
+//! stops them all and exits 0.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hsu::api::server::{ControlServer, RunLock};
+use hsu::api::ApiState;
 use hsu::{AddWorkerSpec, MasterActor, Shutdown, StartWorker};
 
 /// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
@@ -22,12 +25,38 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         .map_or("the embedded default config".to_string(), |p| {
             p.display().to_string()
         });
+    let run_directory = config.master.run_directory.clone();
+    // Before anything is spawned or written: a second master here would take over the first
+    // one's pid files and socket.
+    let _lock = match RunLock::acquire(&run_directory) {
+        Ok(lock) => lock,
+        Err(e) => {
+            super::print_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         // Installed first, so a signal during start-up also stops gracefully.
         let signal = wait_for_signal()?;
         let master = MasterActor::launch(config.master.clone())?;
         hsu::builtin::register(&master).await?;
+        let mut state = None;
+        let api = ControlServer::start(&config.master.api, &run_directory, |transports| {
+            let made = ApiState::new(
+                master.clone(),
+                config.master.clone(),
+                path.as_ref().map(|p| p.display().to_string()),
+                transports,
+            );
+            state = Some(made.clone());
+            made
+        })
+        .map_err(|e| format!("cannot serve the control API: {e}"))?;
+        let state = state.ok_or("the control API has no state")?;
+        for transport in &api.transports {
+            tracing::info!(%transport, "control API listening");
+        }
         let mut added = Vec::new();
         // Validated once, above: the master takes the specs as they are.
         for spec in specs {
@@ -53,13 +82,18 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             workers = added.len(),
             "hsu running {source}; Ctrl-C or SIGTERM stops it"
         );
-        let signal = signal.await?;
-        tracing::info!(signal, "stopping all workers");
+        tokio::select! {
+            signal = signal => tracing::info!(signal = signal?, "stopping all workers"),
+            () = state.shutdown_requested() => {
+                tracing::info!(reason = "a shutdown request", "stopping all workers")
+            }
+        }
         let report = master.send(Shutdown).await?;
         for (id, error) in &report.errors {
             tracing::warn!(worker = %id, %error, "stop failed");
         }
         tracing::info!(stopped = report.stopped.len(), "all workers stopped; bye");
+        api.stop().await;
         Ok::<(), Box<dyn std::error::Error>>(())
     });
     match result {

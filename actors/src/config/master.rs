@@ -34,6 +34,39 @@ pub struct MasterConfig {
     /// Where `hsu package install` puts packages and `package:` finds them (default
     /// `hsu-packages`).
     pub packages_directory: PathBuf,
+    /// The control API `hsu run` serves (`hsu ls`, `hsu restart`, …).
+    pub api: ApiConfig,
+}
+
+/// `master.api:`: how the running master is operated from outside. By default only through a
+/// Unix socket `<run_directory>/hsu.sock` (mode 0600: the file system is the access control);
+/// a TCP listener is opt-in and always needs a bearer token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve the Unix socket `<run_directory>/hsu.sock` (default `true`).
+    pub socket: bool,
+    /// Also listen on this TCP address, e.g. `127.0.0.1:7070` (default: none).
+    pub listen: Option<String>,
+    /// The bearer token for TCP clients, read from this file; default: a new random token
+    /// written to `<run_directory>/api.token` (mode 0600) at every start.
+    pub token_file: Option<PathBuf>,
+    /// Allow `listen` on a non-loopback address (default `false`: refused).
+    pub allow_remote: bool,
+    /// Serve only requests that change nothing (GET) (default `false`).
+    pub read_only: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            socket: true,
+            listen: None,
+            token_file: None,
+            allow_remote: false,
+            read_only: false,
+        }
+    }
 }
 
 impl Default for MasterConfig {
@@ -48,6 +81,7 @@ impl Default for MasterConfig {
             run_directory: PathBuf::from("hsu-run"),
             resource_interval: Duration::from_secs(5),
             packages_directory: PathBuf::from("hsu-packages"),
+            api: ApiConfig::default(),
         }
     }
 }

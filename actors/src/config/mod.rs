@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use master::{LogLevel, MasterConfig};
+pub use master::{ApiConfig, LogLevel, MasterConfig};
 pub use process::{
     AttachConfig, ByteSize, IntegratedConfig, LimitsConfig, LogsConfig, OnViolation, Signal,
     StopConfig, ValueError,

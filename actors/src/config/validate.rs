@@ -100,6 +100,25 @@ pub fn validate_config(
             });
         }
     }
+    if let Some(listen) = &config.master.api.listen {
+        match listen.parse::<std::net::SocketAddr>() {
+            Err(e) => out.push(ValidationIssue {
+                worker: None,
+                field: "master.api.listen".into(),
+                message: format!("{listen:?} is not an address with a port ({e}); write e.g. 127.0.0.1:7070"),
+            }),
+            Ok(address) if !address.ip().is_loopback() && !config.master.api.allow_remote => {
+                out.push(ValidationIssue {
+                    worker: None,
+                    field: "master.api.listen".into(),
+                    message: format!(
+                        "{address} is not a loopback address: the control API would be reachable from the network; set `allow_remote: true` to mean it"
+                    ),
+                })
+            }
+            Ok(_) => {}
+        }
+    }
     if config.master.module_threads == Some(0) {
         out.push(ValidationIssue {
             worker: None,

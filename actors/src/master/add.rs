@@ -341,7 +341,7 @@ impl Handler<FinishAdd> for MasterActor {
             return Err(MasterError::ShuttingDown { id: id.to_string() });
         }
         let kind = spec.deployment.deployment();
-        tracing::info!(worker = %id, ?kind, "worker added");
+        tracing::info!(worker = %id, deployment = %kind, "worker added");
         self.order.push(id.clone());
         self.workers
             .insert(id.clone(), Entry::new(addr, spec, kind));

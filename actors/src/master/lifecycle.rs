@@ -114,19 +114,12 @@ impl Handler<GetAllWorkerStates> for MasterActor {
     type Result = MessageResult<GetAllWorkerStates>;
 
     fn handle(&mut self, _: GetAllWorkerStates, _: &mut Context<Self>) -> Self::Result {
+        let now = std::time::Instant::now();
         MessageResult(
             self.order
                 .iter()
                 .filter_map(|id| self.workers.get(id))
-                .map(|e| WorkerSummary {
-                    id: e.spec.id.clone(),
-                    deployment: e.deployment,
-                    state: e.state,
-                    restart_count: e.restart_count(),
-                    circuit_open: e.supervision.restarts.circuit_open,
-                    health: e.health.status,
-                    last_error: e.last_error.clone(),
-                })
+                .map(|e| e.summary(now))
                 .collect(),
         )
     }
@@ -141,6 +134,7 @@ impl Handler<Shutdown> for MasterActor {
         for id in self.order.iter().rev() {
             if let Some(entry) = self.workers.get_mut(id) {
                 entry.supervision.stop_requested = true;
+                entry.supervision.next_restart = None;
                 if let Some(h) = entry.supervision.pending_restart.take() {
                     ctx.cancel_future(h);
                 }

@@ -10,8 +10,10 @@ use crate::state::WorkerState;
 use crate::worker::{Deployment, HealthStatus, WorkerDiagnostics, WorkerStateChanged};
 use crate::WorkerId;
 
-/// Adds a worker from its config: validates it, creates its actor and (for modules) the
-/// instance, and calls `initialize`. The worker is then `idle`; send [`StartWorker`] to run it.
+/// Adds a worker from its config: validates it (a `package:` is looked up in the installed
+/// packages, read off the master's thread), creates its actor and (for modules) the instance,
+/// and calls `initialize`. The worker is then `idle`; send [`StartWorker`] with the id this
+/// answers to run it.
 ///
 /// # Errors
 /// `Validation` naming the field, `Conflict` for a taken id, `UnknownFactory`, or the
@@ -100,6 +102,15 @@ pub struct WorkerSummary {
     pub health: HealthStatus,
     /// Latest error.
     pub last_error: Option<String>,
+    /// The OS process while running (process workers).
+    pub pid: Option<u32>,
+    /// How long the current run has lasted (none unless running).
+    pub uptime: Option<std::time::Duration>,
+    /// Latest CPU and memory sample while running (processes).
+    pub resources: Option<crate::process::ResourceUsage>,
+    /// Why the worker is in its state, when the state alone does not say: "retry in 3.2s
+    /// (2/5 in 1m)", "circuit open (5 restarts in 1m)", "quarantined (3 panics in 10m)".
+    pub why: Option<String>,
 }
 
 /// What [`Shutdown`] did.

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::table::WorkerAddr;
+use super::table::{NextRestart, RunView, WorkerAddr};
 use super::MasterActor;
 use crate::error::MasterError;
 use crate::health::{HealthReport, Probe, UnwatchHealth, WatchHealth};
@@ -26,6 +26,7 @@ impl MasterActor {
         entry.supervision.epoch += 1;
         entry.supervision.stop_requested = stop;
         let pending = entry.supervision.pending_restart.take();
+        entry.supervision.next_restart = None;
         let addr = entry.addr.clone();
         if !stop {
             entry.supervision.restarts.reset();
@@ -60,6 +61,10 @@ impl MasterActor {
                 );
                 entry.supervision.epoch += 1;
                 let epoch = entry.supervision.epoch;
+                entry.supervision.next_restart = Some(NextRestart {
+                    at: Instant::now() + delay,
+                    attempt,
+                });
                 let id = id.clone();
                 if delay.is_zero() {
                     // A zero timer would still wait for the timer wheel's next millisecond.
@@ -94,6 +99,7 @@ impl MasterActor {
             return;
         }
         entry.supervision.pending_restart = None;
+        entry.supervision.next_restart = None;
         let addr = entry.addr.clone();
         ctx.spawn(
             async move { addr.start().await }
@@ -120,6 +126,7 @@ impl Handler<WorkerStateChanged> for MasterActor {
                 entry.last_error = event.reason.clone();
             }
             if event.from == WorkerState::Running {
+                entry.run = None;
                 self.health.do_send(UnwatchHealth(event.id.clone()));
                 entry.usage.violations = 0;
                 entry.usage.latest = None;
@@ -133,6 +140,10 @@ impl Handler<WorkerStateChanged> for MasterActor {
                 monitor.watch(event.id.clone(), pid);
             }
             if event.to == WorkerState::Running {
+                entry.run = Some(RunView {
+                    pid: event.pid,
+                    since: Instant::now(),
+                });
                 entry.health.status = HealthStatus::Unknown;
                 entry.health.consecutive_failures = 0;
                 if entry.spec.health_check.enabled {

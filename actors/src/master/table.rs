@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use actix::prelude::*;
 
+use super::messages::WorkerSummary;
 use crate::config::WorkerSpec;
 use crate::error::WorkerError;
 use crate::process::ResourceUsage;
@@ -31,6 +32,15 @@ pub(super) struct Entry {
     pub health: HealthView,
     pub usage: Usage,
     pub quarantine: Quarantine,
+    /// The current run, from the worker's events: its pid (processes) and since when it runs.
+    pub run: Option<RunView>,
+}
+
+/// What the master saw of a worker's current run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RunView {
+    pub pid: Option<u32>,
+    pub since: std::time::Instant,
 }
 
 impl Entry {
@@ -46,7 +56,56 @@ impl Entry {
             health: HealthView::default(),
             usage: Usage::default(),
             quarantine: Quarantine::default(),
+            run: None,
         }
+    }
+
+    /// The row `hsu ls` shows, from the master's records alone (no worker is asked, so a
+    /// thousand rows cost no round trips).
+    pub fn summary(&self, now: std::time::Instant) -> WorkerSummary {
+        let running = self.state == WorkerState::Running;
+        WorkerSummary {
+            id: self.spec.id.clone(),
+            deployment: self.deployment,
+            state: self.state,
+            restart_count: self.restart_count(),
+            circuit_open: self.supervision.restarts.circuit_open,
+            health: self.health.status,
+            last_error: self.last_error.clone(),
+            pid: self.run.and_then(|r| r.pid),
+            uptime: self.run.map(|r| now.saturating_duration_since(r.since)),
+            resources: self.usage.latest.filter(|_| running),
+            why: self.why(now),
+        }
+    }
+
+    /// See [`WorkerSummary::why`].
+    fn why(&self, now: std::time::Instant) -> Option<String> {
+        let restart = &self.spec.restart;
+        let window = crate::config::duration::format(restart.window);
+        if let Some(q) = &self.quarantine.moved {
+            return Some(format!(
+                "quarantined ({} panics in {})",
+                q.panics,
+                crate::config::duration::format(q.within)
+            ));
+        }
+        if let Some(next) = &self.supervision.next_restart {
+            let wait = next.at.saturating_duration_since(now);
+            return Some(format!(
+                "retry in {:.1}s ({}/{} in {window})",
+                wait.as_secs_f64(),
+                next.attempt,
+                restart.max_restarts
+            ));
+        }
+        if self.supervision.restarts.circuit_open {
+            return Some(format!(
+                "circuit open ({} restarts in {window}); start it by hand",
+                restart.max_restarts
+            ));
+        }
+        None
     }
 
     /// What the master adds to the worker's facts, as of now.
@@ -123,6 +182,15 @@ pub(super) struct Supervision {
     pub epoch: u64,
     /// The last request was a stop: failures and exits are not restarted.
     pub stop_requested: bool,
+    /// The automatic restart scheduled, if any: when, and which attempt within the window.
+    pub next_restart: Option<NextRestart>,
+}
+
+/// A scheduled automatic restart.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NextRestart {
+    pub at: std::time::Instant,
+    pub attempt: u32,
 }
 
 /// What the health actor last reported.

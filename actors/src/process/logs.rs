@@ -154,6 +154,40 @@ impl LogSink {
     }
 }
 
+/// The last `lines` lines of worker `id`'s log, oldest first, across its rotated files
+/// (`<id>.log.N` … `<id>.log.1`, then `<id>.log`). A worker that wrote nothing yet has none.
+///
+/// # Errors
+/// When a file exists but cannot be read.
+pub fn tail(config: &LogsConfig, id: &WorkerId, lines: usize) -> io::Result<Vec<String>> {
+    let current = config.directory.join(format!("{id}.log"));
+    let mut files = vec![current.clone()];
+    files.extend(
+        (1..=config.max_files).map(|n| PathBuf::from(format!("{}.{n}", current.display()))),
+    );
+    // Newest file first; stop once enough lines are collected.
+    let mut newest_first: Vec<String> = Vec::new();
+    for path in files {
+        if newest_first.len() >= lines {
+            break;
+        }
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines().rev() {
+            if newest_first.len() >= lines {
+                break;
+            }
+            newest_first.push(line.to_string());
+        }
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
@@ -333,6 +367,32 @@ mod tests {
         let text = std::fs::read(dir.join("l.log")).unwrap();
         assert_eq!(text.len(), MAX_LINE + 10 + 2);
         assert_eq!(lines.count, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tail_reads_across_rotated_files_oldest_first() {
+        let dir = std::env::temp_dir().join(format!("hsu-tail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = LogsConfig {
+            directory: dir.clone(),
+            max_size: ByteSize(1 << 20),
+            max_files: 3,
+            mirror: false,
+        };
+        std::fs::write(dir.join("t.log.2"), "one\ntwo\n").unwrap();
+        std::fs::write(dir.join("t.log.1"), "three\n").unwrap();
+        std::fs::write(dir.join("t.log"), "four\nfive\n").unwrap();
+        let id = WorkerId::new("t").unwrap();
+        assert_eq!(
+            tail(&config, &id, 4).unwrap(),
+            ["two", "three", "four", "five"]
+        );
+        assert_eq!(tail(&config, &id, 100).unwrap().len(), 5);
+        assert_eq!(tail(&config, &id, 0).unwrap(), Vec::<String>::new());
+        let quiet = WorkerId::new("quiet").unwrap();
+        assert!(tail(&config, &quiet, 10).unwrap().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

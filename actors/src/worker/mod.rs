@@ -3,7 +3,8 @@
 //!
 //! - [`module_worker`]: `ModuleWorkerActor`, a `WorkerModule` in this process;
 //! - [`process_worker`]: `ProcessWorkerActor`, an OS process (managed, integrated, unmanaged);
-//! - `core`: state, op lock and the stop/terminate paths both share;
+//! - `lifecycle`: state, op lock and the stop/terminate paths both share;
+//! - `module_tasks`: the tasks a module spawns, supervised per run;
 //! - `logs`: the tracing layer that writes module workers' events to their log files.
 
 mod lifecycle;
@@ -135,6 +136,26 @@ pub enum Deployment {
     Integrated,
     /// Unmanaged process.
     Unmanaged,
+}
+
+impl Deployment {
+    /// The name used in configs, diagnostics and logs: `native`, `plugin`, `managed`,
+    /// `integrated`, `unmanaged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Plugin => "plugin",
+            Self::Managed => "managed",
+            Self::Integrated => "integrated",
+            Self::Unmanaged => "unmanaged",
+        }
+    }
+}
+
+impl std::fmt::Display for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl From<ModuleType> for Deployment {

@@ -1,4 +1,7 @@
-//! The `hsu` binary: `run` with real signals and a real HTTP request, `check` on every example.
+//! The `hsu` binary: `run` with real signals and a real HTTP request, `check` on every example;
+//! operating a running master through its control API (`control`).
+
+mod control;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -277,7 +280,23 @@ fn check_reports_the_line_and_field_of_a_mistake() {
 fn usage_errors_exit_2() {
     let output = Command::new(HSU).arg("frobnicate").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("usage:"));
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(stderr.contains("usage:"), "{stderr}");
+    assert!(
+        stderr.contains("frobnicate"),
+        "names the unknown command: {stderr}"
+    );
+    // `--help` of a subcommand is help, not a config file named `--help`.
+    let output = Command::new(HSU).args(["run", "--help"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Usage: hsu run [CONFIG]"), "{stdout}");
+    let output = Command::new(HSU)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("_hsu"));
 }
 
 #[test]

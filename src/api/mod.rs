@@ -1,0 +1,433 @@
+//! The control API: HTTP/1.1 + JSON under `/v1`, what `hsu ls`, `hsu restart`, `hsu logs` …
+//! talk to. `hsu run` serves it on a Unix socket (and optionally on loopback TCP with a bearer
+//! token, see [`server`]); an embedding actix-web application mounts the same routes with
+//! [`scope`].
+//!
+//! Every answer is JSON. Errors are `{"error": {"kind", "message", "worker"?}}` with a status
+//! that says what happened: 400 a malformed request (a bad id, an unknown query field), 401 no
+//! or a wrong token, 403 a write on a read-only API, 404 no such worker, 409 the worker's state
+//! does not allow it, 413 a body too large, 422 an invalid config, 502 the worker itself failed
+//! (its start or stop), 503 the master is shutting down, 504 a worker took too long. A request
+//! never gets a 500 for being malformed.
+
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+
+use hsu_actors::{
+    ErrorKind, GetAllWorkerStates, GetWorkerState, MasterActor, MasterConfig, MasterError,
+    RestartWorker, StartWorker, StopWorker, WorkerId, WorkerSummary,
+};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 256 * 1024;
+/// Most log lines one request returns.
+pub const MAX_LOG_LINES: usize = 100_000;
+
+/// What the routes need: the master, its settings (log files), and how to end `hsu run`.
+#[derive(Clone)]
+pub struct ApiState {
+    master: Addr<MasterActor>,
+    config: Arc<MasterConfig>,
+    info: Arc<MasterInfo>,
+    started: Instant,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl ApiState {
+    /// State for the routes of `master`, whose settings are `config`. `config_path` is shown
+    /// in `/v1/master`; `transports` lists where the API is served.
+    pub fn new(
+        master: Addr<MasterActor>,
+        config: MasterConfig,
+        config_path: Option<String>,
+        transports: Vec<String>,
+    ) -> Self {
+        Self {
+            master,
+            config: Arc::new(config),
+            info: Arc::new(MasterInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                pid: std::process::id(),
+                uptime_seconds: 0.0,
+                config_path,
+                transports,
+            }),
+            started: Instant::now(),
+            shutdown: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Resolves once a client asked the master to shut down (`POST /v1/shutdown`).
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.notified().await;
+    }
+}
+
+/// The `/v1` routes, to mount in an actix-web `App` (`App::new().service(hsu::api::scope(state))`).
+/// Authentication is the mounting application's (see [`server`] for what `hsu run` does).
+pub fn scope(state: ApiState) -> actix_web::Scope {
+    web::scope("/v1")
+        .app_data(web::Data::new(state))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_BODY)
+                .error_handler(|e, _| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()).into()
+                }),
+        )
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()).into()
+        }))
+        .route("/master", web::get().to(master_info))
+        .route("/workers", web::get().to(list_workers))
+        .route("/workers/{id}", web::get().to(get_worker))
+        .route("/workers/{id}/start", web::post().to(start_worker))
+        .route("/workers/{id}/stop", web::post().to(stop_worker))
+        .route("/workers/{id}/restart", web::post().to(restart_worker))
+        .route("/workers/{id}/logs", web::get().to(worker_logs))
+        .route("/shutdown", web::post().to(shutdown))
+        .default_service(web::to(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").error_response()
+        }))
+}
+
+/// `GET /v1/master`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MasterInfo {
+    /// hsu's version.
+    pub version: String,
+    /// The master's process id.
+    pub pid: u32,
+    /// Seconds since the API started.
+    pub uptime_seconds: f64,
+    /// The config file `hsu run` was given (none for the embedded default).
+    pub config_path: Option<String>,
+    /// Where the API is served: `unix:PATH`, `tcp:ADDRESS`.
+    pub transports: Vec<String>,
+}
+
+/// One row of `GET /v1/workers`: what `hsu ls` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRow {
+    /// The worker.
+    pub id: String,
+    /// `native`, `plugin`, `managed`, `integrated` or `unmanaged`.
+    pub deployment: String,
+    /// Its state (`running`, `failed`, …).
+    pub state: String,
+    /// The OS process while running.
+    pub pid: Option<u32>,
+    /// Seconds in the current run.
+    pub uptime_seconds: Option<f64>,
+    /// Restarts made, automatic and by hand.
+    pub restart_count: u32,
+    /// `unknown`, `healthy` or `unhealthy`.
+    pub health: String,
+    /// CPU over the last sample, percent of one core (processes).
+    pub cpu_percent: Option<f64>,
+    /// Resident memory (processes).
+    pub rss_bytes: Option<u64>,
+    /// Why it is in this state ("retry in 3.2s (2/5 in 1m)", "circuit open …").
+    pub why: Option<String>,
+    /// The last error.
+    pub last_error: Option<String>,
+}
+
+impl From<WorkerSummary> for WorkerRow {
+    fn from(s: WorkerSummary) -> Self {
+        Self {
+            id: s.id.to_string(),
+            deployment: s.deployment.to_string(),
+            state: s.state.to_string(),
+            pid: s.pid,
+            uptime_seconds: s.uptime.map(|d| d.as_secs_f64()),
+            restart_count: s.restart_count,
+            health: json_name(&s.health),
+            cpu_percent: s.resources.map(|r| r.cpu_percent),
+            rss_bytes: s.resources.map(|r| r.rss_bytes),
+            why: s.why,
+            last_error: s.last_error,
+        }
+    }
+}
+
+/// `GET /v1/workers/{id}/logs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLines {
+    /// The worker.
+    pub worker: String,
+    /// Oldest first.
+    pub lines: Vec<String>,
+}
+
+/// The JSON body of every error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable word: `not_found`, `invalid_state`, `unauthorized`, …
+    pub kind: String,
+    /// The whole message, cause chain included.
+    pub message: String,
+    /// The worker it concerns, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+/// An error answered by the API.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    /// An error with `status`, `kind` and `message`.
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: ErrorDetail {
+                    kind: kind.to_string(),
+                    message: message.into(),
+                    worker: None,
+                },
+            },
+        }
+    }
+
+    fn worker(mut self, id: &str) -> Self {
+        self.body.error.worker = Some(id.to_string());
+        self
+    }
+
+    /// 401, for a missing or wrong token.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer TOKEN` header is required",
+        )
+    }
+
+    /// 403, for a write on a read-only API.
+    pub fn read_only() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            "this API is read-only (master.api.read_only)",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.body.error.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(&self.body)
+    }
+}
+
+impl From<MasterError> for ApiError {
+    fn from(e: MasterError) -> Self {
+        let (status, kind) = match e.kind() {
+            ErrorKind::Validation => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::InvalidState => (StatusCode::CONFLICT, "invalid_state"),
+            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ErrorKind::ModuleFailed => (StatusCode::BAD_GATEWAY, "module_failed"),
+            ErrorKind::Panicked => (StatusCode::BAD_GATEWAY, "panicked"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorKind::Unsupported => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
+            ErrorKind::Io => (StatusCode::BAD_GATEWAY, "io"),
+            _ => (StatusCode::BAD_GATEWAY, "failed"),
+        };
+        let worker = match &e {
+            MasterError::NotFound { id }
+            | MasterError::Conflict { id }
+            | MasterError::Mailbox { id, .. } => Some(id.to_string()),
+            MasterError::Worker(w) => Some(w.worker().to_string()),
+            _ => None,
+        };
+        let mut error = Self::new(status, kind, hsu_actors::error_chain(&e));
+        error.body.error.worker = worker;
+        error
+    }
+}
+
+/// The master did not answer: it is going away.
+fn gone(e: actix::MailboxError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("the master did not answer: {e}"),
+    )
+}
+
+fn parse_id(text: &str) -> Result<WorkerId, ApiError> {
+    WorkerId::new(text).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()).worker(text)
+    })
+}
+
+/// The snake_case name serde gives a unit variant.
+fn json_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+async fn master_info(state: web::Data<ApiState>) -> web::Json<MasterInfo> {
+    let mut info = (*state.info).clone();
+    info.uptime_seconds = state.started.elapsed().as_secs_f64();
+    web::Json(info)
+}
+
+async fn list_workers(state: web::Data<ApiState>) -> Result<web::Json<Vec<WorkerRow>>, ApiError> {
+    let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
+    Ok(web::Json(rows.into_iter().map(WorkerRow::from).collect()))
+}
+
+async fn get_worker(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let diagnostics = state
+        .master
+        .send(GetWorkerState(id))
+        .await
+        .map_err(gone)??;
+    Ok(HttpResponse::Ok().json(diagnostics))
+}
+
+/// The row of `id` after an operation, so a client sees the outcome in one round trip.
+async fn row(state: &ApiState, id: &WorkerId) -> Result<WorkerRow, ApiError> {
+    let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
+    rows.into_iter()
+        .find(|r| &r.id == id)
+        .map(WorkerRow::from)
+        .ok_or_else(|| MasterError::NotFound { id: id.clone() }.into())
+}
+
+async fn start_worker(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<web::Json<WorkerRow>, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .master
+        .send(StartWorker(id.clone()))
+        .await
+        .map_err(gone)??;
+    Ok(web::Json(row(&state, &id).await?))
+}
+
+async fn stop_worker(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<web::Json<WorkerRow>, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .master
+        .send(StopWorker(id.clone()))
+        .await
+        .map_err(gone)??;
+    Ok(web::Json(row(&state, &id).await?))
+}
+
+/// `?force=true`: start even if the stop fails.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn restart_worker(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    query: web::Query<RestartQuery>,
+) -> Result<web::Json<WorkerRow>, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .master
+        .send(RestartWorker {
+            id: id.clone(),
+            force: query.force,
+        })
+        .await
+        .map_err(gone)??;
+    Ok(web::Json(row(&state, &id).await?))
+}
+
+/// `?lines=N` (default 100).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+async fn worker_logs(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    query: web::Query<LogsQuery>,
+) -> Result<web::Json<LogLines>, ApiError> {
+    let id = parse_id(&id)?;
+    // The worker must exist: an unknown id is a 404, not an empty log.
+    row(&state, &id).await?;
+    let lines = query.lines.unwrap_or(100).min(MAX_LOG_LINES);
+    let logs = state.config.logs.clone();
+    let worker = id.clone();
+    let read = web::block(move || hsu_actors::worker_log_tail(&logs, &worker, lines))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("reading the log was interrupted: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "io",
+                format!("cannot read the log of `{id}`: {e}"),
+            )
+            .worker(id.as_str())
+        })?;
+    Ok(web::Json(LogLines {
+        worker: id.to_string(),
+        lines: read,
+    }))
+}
+
+async fn shutdown(state: web::Data<ApiState>) -> HttpResponse {
+    state.shutdown.notify_one();
+    HttpResponse::Accepted().json(serde_json::json!({"shutting_down": true}))
+}

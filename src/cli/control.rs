@@ -1,0 +1,279 @@
+//! The client commands: `hsu ls`, `status`, `start`, `stop`, `restart`, `logs`, `shutdown`.
+//! Each is one or a few API requests; exit 0 ok, 1 the operation failed, 3 unreachable.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use hsu::api::{LogLines, WorkerRow};
+
+use super::client::{Answer, ClientError, Endpoint};
+
+/// Which workers a command acts on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Which {
+    /// The workers.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub ids: Vec<String>,
+    /// Every worker, in config order.
+    #[arg(long)]
+    pub all: bool,
+}
+
+const UNREACHABLE: u8 = 3;
+
+/// Prints a client error; its exit code.
+fn fail(e: &ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        ClientError::Unreachable { .. } => ExitCode::from(UNREACHABLE),
+        ClientError::Usage(_) => ExitCode::from(2),
+        ClientError::Protocol(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The API's error message of a non-2xx answer.
+fn message(answer: &Answer) -> String {
+    answer.body["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("HTTP {}: {}", answer.status, answer.body))
+}
+
+fn ok(answer: &Answer) -> bool {
+    (200..300).contains(&answer.status)
+}
+
+fn get_rows(to: &Endpoint) -> Result<Vec<WorkerRow>, ExitCode> {
+    let answer = to
+        .request("GET", "/v1/workers", None)
+        .map_err(|e| fail(&e))?;
+    if !ok(&answer) {
+        eprintln!("error: {}", message(&answer));
+        return Err(ExitCode::FAILURE);
+    }
+    serde_json::from_value(answer.body).map_err(|e| {
+        eprintln!("error: unexpected answer from the master: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `hsu ls [--json]`.
+pub fn ls(to: &Endpoint, json: bool) -> ExitCode {
+    let rows = match get_rows(to) {
+        Ok(rows) => rows,
+        Err(code) => return code,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("{}", table(&rows));
+    ExitCode::SUCCESS
+}
+
+/// The `hsu ls` table: colour only on a terminal and without `NO_COLOR`.
+pub fn table(rows: &[WorkerRow]) -> Table {
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "ID",
+            "DEPLOYMENT",
+            "STATE",
+            "PID",
+            "UPTIME",
+            "RESTARTS",
+            "HEALTH",
+            "CPU",
+            "RSS",
+            "WHY",
+        ]);
+    for row in rows {
+        let mut state = Cell::new(&row.state);
+        if colour {
+            state = state.fg(match row.state.as_str() {
+                "running" => Color::Green,
+                "failed" | "failed_start" => Color::Red,
+                "starting" | "stopping" => Color::Yellow,
+                _ => Color::Reset,
+            });
+        }
+        let why = row
+            .why
+            .clone()
+            .or_else(|| {
+                row.state
+                    .starts_with("failed")
+                    .then(|| row.last_error.clone())
+                    .flatten()
+            })
+            .unwrap_or_default();
+        table.add_row([
+            Cell::new(&row.id),
+            Cell::new(&row.deployment),
+            state,
+            Cell::new(row.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),
+            Cell::new(row.uptime_seconds.map(uptime).unwrap_or_else(|| "-".into())),
+            Cell::new(row.restart_count),
+            Cell::new(&row.health),
+            Cell::new(
+                row.cpu_percent
+                    .map(|c| format!("{c:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::new(row.rss_bytes.map(bytes).unwrap_or_else(|| "-".into())),
+            Cell::new(why),
+        ]);
+    }
+    table
+}
+
+/// `3d4h`, `2h05m`, `4m07s`, `12s`.
+fn uptime(seconds: f64) -> String {
+    let s = seconds as u64;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// `12.3MiB`.
+fn bytes(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1}GiB", n / (1024.0 * 1024.0 * 1024.0))
+    } else if n >= 1024.0 * 1024.0 {
+        format!("{:.1}MiB", n / (1024.0 * 1024.0))
+    } else {
+        format!("{:.0}KiB", n / 1024.0)
+    }
+}
+
+/// `hsu status ID [--json]`.
+pub fn status(to: &Endpoint, id: &str, json: bool) -> ExitCode {
+    let answer = match to.request("GET", &format!("/v1/workers/{}", path_part(id)), None) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    if !ok(&answer) {
+        eprintln!("error: {}", message(&answer));
+        return ExitCode::FAILURE;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer.body).unwrap_or_default()
+        );
+    } else {
+        // The diagnostics as `key: value` lines, nested values as compact JSON.
+        if let serde_json::Value::Object(fields) = &answer.body {
+            for (key, value) in fields {
+                let shown = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "-".into(),
+                    other => other.to_string(),
+                };
+                println!("{key}: {shown}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `hsu start|stop|restart ID…|--all [--force]`: one request per worker, in order; every
+/// worker is tried, and the exit code is 1 if any failed.
+pub fn act(to: &Endpoint, which: &Which, action: &str, force: bool) -> ExitCode {
+    let ids: Vec<String> = if which.all {
+        match get_rows(to) {
+            Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+            Err(code) => return code,
+        }
+    } else {
+        which.ids.clone()
+    };
+    let mut failed = false;
+    for id in ids {
+        let query = if force { "?force=true" } else { "" };
+        let path = format!("/v1/workers/{}/{action}{query}", path_part(&id));
+        match to.request("POST", &path, None) {
+            Err(e) => return fail(&e),
+            Ok(answer) if ok(&answer) => {
+                let state = answer.body["state"].as_str().unwrap_or("?");
+                println!("{id}: {state}");
+            }
+            Ok(answer) => {
+                failed = true;
+                eprintln!("error: {}", message(&answer));
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `hsu logs ID [-n N]`.
+pub fn logs(to: &Endpoint, id: &str, lines: usize) -> ExitCode {
+    let path = format!("/v1/workers/{}/logs?lines={lines}", path_part(id));
+    let answer = match to.request("GET", &path, None) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    if !ok(&answer) {
+        eprintln!("error: {}", message(&answer));
+        return ExitCode::FAILURE;
+    }
+    match serde_json::from_value::<LogLines>(answer.body) {
+        Ok(log) => {
+            for line in log.lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: unexpected answer from the master: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hsu shutdown`.
+pub fn shutdown(to: &Endpoint) -> ExitCode {
+    match to.request("POST", "/v1/shutdown", None) {
+        Err(e) => fail(&e),
+        Ok(answer) if ok(&answer) => {
+            println!("shutting down");
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!("error: {}", message(&answer));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A worker id as a path segment: ids are `[A-Za-z0-9._-]` when valid; anything else is
+/// percent-encoded so the master answers "invalid id" instead of routing elsewhere.
+fn path_part(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

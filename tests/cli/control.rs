@@ -1,0 +1,325 @@
+//! Operating a running `hsu run` from outside: the CLI's client commands over the Unix socket,
+//! the TCP listener with its token, read-only mode, one master per run directory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::{Running, TempFile, DEADLINE, HSU};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_hsu-test-worker");
+
+/// `hsu ARGS… --socket SOCKET`, run to completion.
+fn client(socket: &Path, args: &[&str]) -> Output {
+    Command::new(HSU)
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .env_remove("HSU_URL")
+        .output()
+        .expect("hsu client runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `hsu ls --json` as JSON rows.
+fn rows(socket: &Path) -> Vec<serde_json::Value> {
+    let output = client(socket, &["ls", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("JSON rows")
+}
+
+fn row(socket: &Path, id: &str) -> serde_json::Value {
+    rows(socket)
+        .into_iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no row {id}"))
+}
+
+/// Polls `hsu ls --json` until `cond` holds for `id`'s row (bounded by the deadline).
+fn until_row(socket: &Path, id: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let r = row(socket, id);
+        if cond(&r) {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "{id} never {what}: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// One raw HTTP/1.1 request over TCP; the status code and the body.
+fn http(address: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn socket_of(hsu: &Running) -> PathBuf {
+    hsu.cwd.join("hsu-run/hsu.sock")
+}
+
+#[test]
+fn hsu_ls_restart_stop_start_and_logs_operate_a_running_master() {
+    let config = TempFile::new(
+        "control.yaml",
+        &format!(
+            r#"
+workers:
+  - {{id: web, type: module, module_name: echo, config: {{port: 0}}}}
+  - {{id: chatty, type: process, execution: {{executable_path: {WORKER}, args: [--flood, '120']}}}}
+  - {{id: crashy, type: process, execution: {{executable_path: {WORKER}, args: [--exit, '3']}},
+     restart: {{policy: on_failure, max_restarts: 1, window: 1m, backoff: {{initial: 10ms, max: 10ms}}}}}}
+"#
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is private to the master's user");
+
+    // The table, in config order, with the why of the crash loop once it gave up.
+    until_row(&socket, "crashy", "gave up", |r| {
+        r["why"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("circuit open"))
+    });
+    let table = client(&socket, &["ls"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = stdout(&table);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].contains("ID") && lines[0].contains("WHY"),
+        "{text}"
+    );
+    let order: Vec<&str> = lines[1..]
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(order, ["web", "chatty", "crashy"], "{text}");
+    assert!(text.contains("circuit open (1 restarts in 1m)"), "{text}");
+
+    // Restart by hand: counted as a restart, no circuit involved.
+    let web = row(&socket, "web");
+    assert_eq!(
+        (web["state"].as_str(), web["deployment"].as_str()),
+        (Some("running"), Some("native"))
+    );
+    let out = client(&socket, &["restart", "web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "web: running");
+    assert_eq!(row(&socket, "web")["restart_count"], 1);
+
+    // The last lines of a process's output, across the API (once the pump wrote them all).
+    let start = std::time::Instant::now();
+    loop {
+        let out = client(&socket, &["logs", "chatty", "-n", "3"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        if text.lines().collect::<Vec<_>>() == ["line 000118", "line 000119", "line 000120"] {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "last lines never seen: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Stop and start; a manual start closes the crash loop's circuit (and it fails again).
+    let out = client(&socket, &["stop", "web"]);
+    assert_eq!(stdout(&out).trim(), "web: stopped", "{}", stderr(&out));
+    let out = client(&socket, &["start", "web", "crashy"]);
+    assert!(stdout(&out).contains("web: running"), "{}", stdout(&out));
+
+    // Errors name the worker and exit 1; a bad id is refused as such.
+    let out = client(&socket, &["restart", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no worker `nope`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(&socket, &["status", "a/b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("contains '/'"), "{}", stderr(&out));
+    let out = client(&socket, &["status", "web", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["deployment"], "native");
+    assert!(status["module"]["info"]["endpoints"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+
+    // `hsu shutdown` ends the master like a signal: exit 0, nothing left behind.
+    let out = client(&socket, &["shutdown"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cwd = hsu.cwd.clone();
+    let (status, log) = hsu.finish();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("reason=\"a shutdown request\""), "{log}");
+    let left: Vec<_> = std::fs::read_dir(cwd.join("hsu-run"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run directory left: {left:?}");
+
+    // Nobody listens now: exit 3 and the socket named.
+    let out = client(&socket, &["ls"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("cannot reach the master at"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_second_master_on_the_same_run_directory_is_refused_naming_the_first() {
+    let config = TempFile::new(
+        "lock.yaml",
+        &format!(
+            "workers:\n  - {{id: s, type: process, execution: {{executable_path: {WORKER}}}}}\n"
+        ),
+    );
+    let mut first = Running::start(&["run", config.path()]);
+    first.wait_for("hsu running");
+    let second = Command::new(HSU)
+        .args(["run", config.path()])
+        .current_dir(&first.cwd)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let text = stderr(&second);
+    assert!(
+        text.contains(&format!("another hsu master (PID {})", first.child.id())),
+        "{text}"
+    );
+    // The first is untouched: its socket and worker still answer.
+    let socket = socket_of(&first);
+    assert_eq!(row(&socket, "s")["state"], "running");
+    first.signal("TERM");
+    let (status, _) = first.finish();
+    assert!(status.success());
+}
+
+#[test]
+fn the_tcp_listener_needs_the_token_and_read_only_refuses_writes() {
+    let config = TempFile::new(
+        "tcp.yaml",
+        &format!(
+            "master:\n  api: {{listen: '127.0.0.1:0', read_only: true}}\nworkers:\n  - {{id: s, type: process, execution: {{executable_path: {WORKER}}}}}\n"
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    let line = hsu.wait_for("transport=tcp:");
+    let address = line
+        .split("transport=tcp:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    hsu.wait_for("hsu running");
+    let token_file = hsu.cwd.join("hsu-run/api.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64, "32 random bytes as hex");
+
+    let (status, body) = http(&address, "GET", "/v1/workers", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"kind\":\"unauthorized\""), "{body}");
+    let (status, _) = http(&address, "GET", "/v1/workers", Some("not-the-token"));
+    assert_eq!(status, 401);
+    let (status, body) = http(&address, "GET", "/v1/workers", Some(&token));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"id\":\"s\""), "{body}");
+    let (status, body) = http(&address, "POST", "/v1/workers/s/stop", Some(&token));
+    assert_eq!(status, 403, "read-only: {body}");
+    let (status, body) = http(&address, "GET", "/v1/workers/nope", Some(&token));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"worker\":\"nope\""), "{body}");
+    let (status, _) = http(&address, "GET", "/elsewhere", Some(&token));
+    assert_eq!(status, 404);
+
+    // The CLI over TCP, with the token from the run directory's file.
+    let out = Command::new(HSU)
+        .args(["ls", "--json", "--url", &address, "--token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("\"state\": \"running\""),
+        "{}",
+        stdout(&out)
+    );
+    // Read-only covers the socket too.
+    let out = client(&socket_of(&hsu), &["stop", "s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+
+    hsu.signal("TERM");
+    let cwd = hsu.cwd.clone();
+    let (status, _) = hsu.finish();
+    assert!(status.success());
+    assert!(
+        !cwd.join("hsu-run/api.token").exists(),
+        "the generated token is removed"
+    );
+}
+
+#[test]
+fn a_non_loopback_listen_address_is_refused_unless_allowed() {
+    let config = TempFile::new(
+        "remote.yaml",
+        "master:\n  api: {listen: '0.0.0.0:7070'}\nworkers: []\n",
+    );
+    let out = Command::new(HSU)
+        .args(["check", config.path()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("`master.api.listen`") && text.contains("allow_remote: true"),
+        "{text}"
+    );
+    let allowed = TempFile::new(
+        "remote-ok.yaml",
+        "master:\n  api: {listen: '0.0.0.0:7070', allow_remote: true}\nworkers: []\n",
+    );
+    let out = Command::new(HSU)
+        .args(["check", allowed.path()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
