@@ -221,7 +221,9 @@ impl PluginLibrary {
         ModuleFactory::new(move || Box::new(PluginModule::new(library.clone())))
     }
 
-    /// Copies a call's text and frees it on the plugin side; maps the status.
+    /// Copies a call's text and frees it on the plugin side; maps the status. Inlined: it is
+    /// on every boundary call, and `PluginModule` lives in another module (codegen unit).
+    #[inline]
     fn finish(&self, result: CallResult) -> Result<(String, bool), ModuleError> {
         let text = result.text.to_string_lossy();
         // SAFETY: `result` is what this library's call returned; its text is freed once, here.
