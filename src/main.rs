@@ -86,16 +86,31 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Print the last lines of a worker's log (process output and module tracing alike),
-    /// across rotated files.
+    /// Print the last lines of workers' logs (process output and module tracing alike, across
+    /// rotated files), and with -f every new line as it is written. Several workers (or all,
+    /// without IDs) are interleaved, each line prefixed with its worker.
     Logs {
         #[command(flatten)]
         to: cli::client::Endpoint,
-        /// The worker.
-        id: String,
-        /// How many lines.
-        #[arg(short = 'n', long, default_value_t = 50)]
+        /// The workers [default: all].
+        ids: Vec<String>,
+        /// How many lines of each log before following.
+        #[arg(short = 'n', long, default_value_t = 20)]
         lines: usize,
+        /// Keep printing new lines until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Print every worker state change as it happens (resumable with --since).
+    Events {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        /// Start after this event number (the `seq` of an event seen before).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Print each event as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop every worker and end the master.
     Shutdown {
@@ -131,7 +146,13 @@ fn main() -> ExitCode {
         Command::Start { to, which } => cli::control::act(&to, &which, "start", false),
         Command::Stop { to, which } => cli::control::act(&to, &which, "stop", false),
         Command::Restart { to, which, force } => cli::control::act(&to, &which, "restart", force),
-        Command::Logs { to, id, lines } => cli::control::logs(&to, &id, lines),
+        Command::Logs {
+            to,
+            ids,
+            lines,
+            follow,
+        } => cli::control::logs(&to, &ids, lines, follow),
+        Command::Events { to, since, json } => cli::control::events(&to, since, json),
         Command::Shutdown { to } => cli::control::shutdown(&to),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hsu", &mut std::io::stdout());

@@ -10,6 +10,7 @@
 //! (its start or stop), 503 the master is shutting down, 504 a worker took too long. A request
 //! never gets a 500 for being malformed.
 
+pub mod events;
 pub mod server;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use actix::Addr;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use hsu_actors::{
@@ -38,16 +40,20 @@ pub struct ApiState {
     info: Arc<MasterInfo>,
     started: Instant,
     shutdown: Arc<tokio::sync::Notify>,
+    events: Arc<events::EventHub>,
 }
 
 impl ApiState {
     /// State for the routes of `master`, whose settings are `config`. `config_path` is shown
-    /// in `/v1/master`; `transports` lists where the API is served.
+    /// in `/v1/master`; `transports` lists where the API is served; `events` is a subscription
+    /// to the master (`Subscribe`), taken early so the event stream misses nothing. Call it
+    /// inside the actix system.
     pub fn new(
         master: Addr<MasterActor>,
         config: MasterConfig,
         config_path: Option<String>,
         transports: Vec<String>,
+        events: tokio::sync::mpsc::UnboundedReceiver<hsu_actors::WorkerStateChanged>,
     ) -> Self {
         Self {
             master,
@@ -61,6 +67,7 @@ impl ApiState {
             }),
             started: Instant::now(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
+            events: events::EventHub::start(events),
         }
     }
 
@@ -95,6 +102,8 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         .route("/workers/{id}/stop", web::post().to(stop_worker))
         .route("/workers/{id}/restart", web::post().to(restart_worker))
         .route("/workers/{id}/logs", web::get().to(worker_logs))
+        .route("/logs", web::get().to(logs))
+        .route("/events", web::get().to(event_stream))
         .route("/shutdown", web::post().to(shutdown))
         .default_service(web::to(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").error_response()
@@ -425,6 +434,169 @@ async fn worker_logs(
         worker: id.to_string(),
         lines: read,
     }))
+}
+
+/// `GET /v1/logs?workers=a,b&lines=N&follow=true`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsOfQuery {
+    /// Comma-separated ids; all workers when absent.
+    workers: Option<String>,
+    lines: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// One line of `GET /v1/logs` (newline-delimited JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Whose.
+    pub worker: String,
+    /// The line.
+    pub line: String,
+}
+
+/// How often a followed log is polled.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The last lines of several workers, each worker's in order, then (with `follow`) every new
+/// line as it is written, across rotations, as newline-delimited JSON. Ends when the client
+/// goes away.
+async fn logs(
+    state: web::Data<ApiState>,
+    query: web::Query<LogsOfQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let all = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
+    let ids: Vec<WorkerId> = match &query.workers {
+        None => all.iter().map(|r| r.id.clone()).collect(),
+        Some(list) => {
+            let mut ids = Vec::new();
+            for text in list.split(',').filter(|t| !t.is_empty()) {
+                let id = parse_id(text)?;
+                if !all.iter().any(|r| r.id == id) {
+                    return Err(MasterError::NotFound { id }.into());
+                }
+                ids.push(id);
+            }
+            ids
+        }
+    };
+    let lines = query.lines.unwrap_or(10).min(MAX_LOG_LINES);
+    let follow = query.follow;
+    let logs = state.config.logs.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, actix_web::Error>>(256);
+    let encode = |worker: &WorkerId, line: String| {
+        let mut text = serde_json::to_string(&LogLine {
+            worker: worker.to_string(),
+            line,
+        })
+        .unwrap_or_default();
+        text.push('\n');
+        web::Bytes::from(text)
+    };
+    // Start (tail + follower) on the blocking pool: it reads files.
+    let started = web::block(move || {
+        ids.into_iter()
+            .map(|id| hsu_actors::LogFollower::start(&logs, &id, lines).map(|f| (id, f)))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("reading the logs was interrupted: {e}"),
+        )
+    })?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "io",
+            format!("cannot read a log: {e}"),
+        )
+    })?;
+    let mut followers = Vec::new();
+    let mut backlog = Vec::new();
+    for (id, (follower, before)) in started {
+        backlog.extend(before.into_iter().map(|line| Ok(encode(&id, line))));
+        followers.push((id, follower));
+    }
+    if follow {
+        actix_rt::spawn(async move {
+            let mut followers = followers;
+            loop {
+                tokio::time::sleep(FOLLOW_POLL).await;
+                let polled = web::block(move || {
+                    let new: Vec<(WorkerId, std::io::Result<Vec<String>>)> = followers
+                        .iter_mut()
+                        .map(|(id, f)| (id.clone(), f.poll()))
+                        .collect();
+                    (followers, new)
+                })
+                .await;
+                let Ok((back, new)) = polled else { return };
+                followers = back;
+                for (id, lines) in new {
+                    for line in lines.unwrap_or_default() {
+                        if tx.send(Ok(encode(&id, line))).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+    } else {
+        drop(tx);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(futures::stream::iter(backlog).chain(tokio_stream_of(rx))))
+}
+
+/// A receiver as a stream.
+fn tokio_stream_of<T: 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// `?since=N`: the same as `Last-Event-ID: N`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    since: Option<u64>,
+}
+
+async fn event_stream(
+    state: web::Data<ApiState>,
+    request: actix_web::HttpRequest,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let header = match request.headers().get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "`Last-Event-ID` must be an event number",
+                    )
+                })?,
+        ),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(state.events.stream(header.or(query.since))))
 }
 
 async fn shutdown(state: web::Data<ApiState>) -> HttpResponse {

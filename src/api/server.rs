@@ -169,7 +169,7 @@ fn serve(state: ApiState, policy: Policy, listener: Listener) -> io::Result<Serv
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(5);
+    .shutdown_timeout(1);
     let http = match listener {
         Listener::Unix(l) => http.listen_uds(l)?,
         Listener::Tcp(l) => http.listen(l)?,

@@ -124,12 +124,86 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Sends `GET path` and calls `line` with each line of the body as it arrives, until the
+    /// body ends (or forever, for a stream). A non-2xx answer is returned as an [`Answer`].
+    ///
+    /// # Errors
+    /// As [`Endpoint::request`].
+    pub fn stream_lines(
+        &self,
+        path: &str,
+        mut line: impl FnMut(&str),
+    ) -> Result<Option<Answer>, ClientError> {
+        let target = self.target()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Protocol(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(async move {
+            let response = open(target, "GET", path, None).await?;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            if !(200..300).contains(&status) {
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?
+                    .to_bytes();
+                let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                return Ok(Some(Answer { status, body }));
+            }
+            let mut pending = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+                if let Ok(data) = frame.into_data() {
+                    pending.extend_from_slice(&data);
+                    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                        let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+                        pending.drain(..=end);
+                        line(text.trim_end_matches('\r'));
+                    }
+                }
+            }
+            Ok(None)
+        })
+    }
+}
+
 async fn send(
     target: Target,
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<Answer, ClientError> {
+    let response = open(target, method, path, body).await?;
+    let status = response.status().as_u16();
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .to_bytes();
+    let body = if collected.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&collected).map_err(|e| {
+            ClientError::Protocol(format!(
+                "not JSON ({e}): {}",
+                String::from_utf8_lossy(&collected)
+            ))
+        })?
+    };
+    Ok(Answer { status, body })
+}
+
+/// Connects, sends the request, returns the response with its body still to read.
+async fn open(
+    target: Target,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
     let (place, token) = match &target {
         Target::Unix(p) => (p.display().to_string(), None),
         Target::Tcp { address, token } => (address.clone(), Some(token.clone())),
@@ -170,24 +244,7 @@ async fn send(
             exchange(TokioIo::new(stream), request, &unreachable).await?
         }
     };
-    let status = response.status().as_u16();
-    let collected = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?
-        .to_bytes();
-    let body = if collected.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&collected).map_err(|e| {
-            ClientError::Protocol(format!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&collected)
-            ))
-        })?
-    };
-    Ok(Answer { status, body })
+    Ok(response)
 }
 
 async fn exchange<IO>(

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
-use hsu::api::{LogLines, WorkerRow};
+use hsu::api::{LogLine, WorkerRow};
 
 use super::client::{Answer, ClientError, Endpoint};
 
@@ -224,28 +224,85 @@ pub fn act(to: &Endpoint, which: &Which, action: &str, force: bool) -> ExitCode 
     }
 }
 
-/// `hsu logs ID [-n N]`.
-pub fn logs(to: &Endpoint, id: &str, lines: usize) -> ExitCode {
-    let path = format!("/v1/workers/{}/logs?lines={lines}", path_part(id));
-    let answer = match to.request("GET", &path, None) {
-        Ok(a) => a,
-        Err(e) => return fail(&e),
-    };
-    if !ok(&answer) {
-        eprintln!("error: {}", message(&answer));
-        return ExitCode::FAILURE;
+/// `hsu logs [ID…] [-n N] [-f]`.
+pub fn logs(to: &Endpoint, ids: &[String], lines: usize, follow: bool) -> ExitCode {
+    let mut path = format!("/v1/logs?lines={lines}&follow={follow}");
+    if !ids.is_empty() {
+        let list: Vec<String> = ids.iter().map(|id| path_part(id)).collect();
+        path.push_str(&format!("&workers={}", list.join(",")));
     }
-    match serde_json::from_value::<LogLines>(answer.body) {
-        Ok(log) => {
-            for line in log.lines {
-                println!("{line}");
-            }
-            ExitCode::SUCCESS
+    let prefix = ids.len() != 1;
+    let mut garbled = false;
+    let streamed = to.stream_lines(&path, |text| {
+        if text.is_empty() {
+            return;
         }
-        Err(e) => {
-            eprintln!("error: unexpected answer from the master: {e}");
+        match serde_json::from_str::<LogLine>(text) {
+            Ok(l) if prefix => println!("{} | {}", l.worker, l.line),
+            Ok(l) => println!("{}", l.line),
+            Err(_) => garbled = true,
+        }
+        if follow {
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+        }
+    });
+    match streamed {
+        Err(e) => fail(&e),
+        Ok(Some(answer)) => {
+            eprintln!("error: {}", message(&answer));
             ExitCode::FAILURE
         }
+        Ok(None) if garbled => {
+            eprintln!("error: unexpected lines from the master");
+            ExitCode::FAILURE
+        }
+        Ok(None) => ExitCode::SUCCESS,
+    }
+}
+
+/// `hsu events [--since N] [--json]`: until interrupted (or the master goes).
+pub fn events(to: &Endpoint, since: Option<u64>, json: bool) -> ExitCode {
+    let path = match since {
+        Some(n) => format!("/v1/events?since={n}"),
+        None => "/v1/events".to_string(),
+    };
+    let mut event = String::new();
+    let streamed = to.stream_lines(&path, |line| {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            if json {
+                println!("{data}");
+                return;
+            }
+            let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+            if event == "missed" {
+                println!("(missed {} events)", v["missed"]);
+            } else {
+                let reason = v["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                println!(
+                    "{} {}: {} -> {}{reason}",
+                    v["seq"],
+                    v["worker"].as_str().unwrap_or("?"),
+                    v["from"].as_str().unwrap_or("?"),
+                    v["to"].as_str().unwrap_or("?")
+                );
+            }
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+        }
+    });
+    match streamed {
+        Err(e) => fail(&e),
+        Ok(Some(answer)) => {
+            eprintln!("error: {}", message(&answer));
+            ExitCode::FAILURE
+        }
+        Ok(None) => ExitCode::SUCCESS,
     }
 }
 

@@ -41,6 +41,8 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         let signal = wait_for_signal()?;
         let master = MasterActor::launch(config.master.clone())?;
         hsu::builtin::register(&master).await?;
+        // Subscribed before any worker is added, so the event stream has every event.
+        let events = master.send(hsu::Subscribe).await?;
         let mut state = None;
         let api = ControlServer::start(&config.master.api, &run_directory, |transports| {
             let made = ApiState::new(
@@ -48,6 +50,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                 config.master.clone(),
                 path.as_ref().map(|p| p.display().to_string()),
                 transports,
+                events,
             );
             state = Some(made.clone());
             made

@@ -323,3 +323,143 @@ fn a_non_loopback_listen_address_is_refused_unless_allowed() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A client command left running (`logs -f`, `events`), its stdout lines as they come.
+struct Streaming {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Streaming {
+    fn start(socket: &Path, args: &[&str]) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(HSU)
+            .args(args)
+            .arg("--socket")
+            .arg(socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Lines until one satisfies `done` (that one included), within the deadline.
+    fn until(&self, done: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let stop = done(&line);
+                    seen.push(line);
+                    if stop {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no awaited line; got: {seen:#?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn logs_follow_across_rotations_with_no_gap_and_events_stream_in_order() {
+    // Rotation every few lines; the follower must still see each tick once, in order.
+    let config = TempFile::new(
+        "follow.yaml",
+        r#"
+master:
+  logs: {max_size: 120B, max_files: 40, mirror: false}
+workers:
+  - {id: ticker, type: process, execution: {executable_path: /bin/sh, args: [-c, 'i=1; while [ $i -le 60 ]; do echo "tick $i"; i=$((i+1)); sleep 0.02; done; sleep 60']}}
+  - {id: web, type: module, module_name: echo, config: {port: 0}}
+"#,
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    let events = Streaming::start(&socket, &["events", "--json"]);
+    // Every event so far comes first (the history), in order.
+    let first =
+        events.until(|l| l.contains("\"worker\":\"web\"") && l.contains("\"to\":\"running\""));
+    let seqs: Vec<u64> = first
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "{first:#?}"
+    );
+
+    let follow = Streaming::start(&socket, &["logs", "ticker", "-f", "-n", "1000"]);
+    let ticks = follow.until(|l| l == "tick 60");
+    let want: Vec<String> = (1..=60).map(|n| format!("tick {n}")).collect();
+    assert_eq!(
+        ticks, want,
+        "tail then follow: each line once, in order, across rotations"
+    );
+    assert!(
+        hsu.cwd.join("hsu-logs/ticker.log.3").exists(),
+        "the log rotated while followed"
+    );
+
+    // A restart by hand streams its events live.
+    let out = client(&socket, &["restart", "web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let live =
+        events.until(|l| l.contains("\"worker\":\"web\"") && l.contains("\"to\":\"running\""));
+    let states: Vec<String> = live
+        .iter()
+        .filter(|l| l.contains("\"worker\":\"web\""))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["to"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["stopping", "stopped", "starting", "running"],
+        "{live:#?}"
+    );
+
+    // Resuming after event 2 replays from event 3.
+    let resumed = Streaming::start(&socket, &["events", "--json", "--since", "2"]);
+    let replay = resumed.until(|_| true);
+    let seq = serde_json::from_str::<serde_json::Value>(&replay[0]).unwrap()["seq"].as_u64();
+    assert_eq!(seq, Some(3));
+
+    // Several workers interleaved, each line prefixed.
+    let out = client(&socket, &["logs", "-n", "2"]);
+    let text = stdout(&out);
+    assert!(text.contains("ticker | tick 60"), "{text}");
+    assert!(text.contains("web | "), "{text}");
+    drop((events, follow, resumed));
+    hsu.signal("TERM");
+    let (status, _) = hsu.finish();
+    assert!(status.success());
+}

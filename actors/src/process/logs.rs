@@ -160,22 +160,33 @@ impl LogSink {
 /// # Errors
 /// When a file exists but cannot be read.
 pub fn tail(config: &LogsConfig, id: &WorkerId, lines: usize) -> io::Result<Vec<String>> {
-    let current = config.directory.join(format!("{id}.log"));
+    tail_upto(config, id, lines, None)
+}
+
+/// [`tail`], reading the current file only up to `limit` bytes (where a follower starts).
+fn tail_upto(
+    config: &LogsConfig,
+    id: &WorkerId,
+    lines: usize,
+    limit: Option<u64>,
+) -> io::Result<Vec<String>> {
+    let current = log_path(config, id);
     let mut files = vec![current.clone()];
-    files.extend(
-        (1..=config.max_files).map(|n| PathBuf::from(format!("{}.{n}", current.display()))),
-    );
+    files.extend((1..=config.max_files).map(|n| numbered(&current, n)));
     // Newest file first; stop once enough lines are collected.
     let mut newest_first: Vec<String> = Vec::new();
-    for path in files {
+    for (index, path) in files.into_iter().enumerate() {
         if newest_first.len() >= lines {
             break;
         }
-        let bytes = match std::fs::read(&path) {
+        let mut bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        if let (0, Some(limit)) = (index, limit) {
+            bytes.truncate(limit as usize);
+        }
         let text = String::from_utf8_lossy(&bytes);
         for line in text.lines().rev() {
             if newest_first.len() >= lines {
@@ -186,6 +197,133 @@ pub fn tail(config: &LogsConfig, id: &WorkerId, lines: usize) -> io::Result<Vec<
     }
     newest_first.reverse();
     Ok(newest_first)
+}
+
+fn log_path(config: &LogsConfig, id: &WorkerId) -> PathBuf {
+    config.directory.join(format!("{id}.log"))
+}
+
+fn numbered(current: &Path, n: u32) -> PathBuf {
+    PathBuf::from(format!("{}.{n}", current.display()))
+}
+
+/// Follows a worker's log as it grows, across rotations, without losing or repeating a line:
+/// the file being read stays open when it is renamed to `.1`, is read to its end, and only
+/// then is the new `<id>.log` opened from its start. Poll it (it never blocks).
+#[derive(Debug)]
+pub struct LogFollower {
+    path: PathBuf,
+    max_files: u32,
+    file: Option<(File, u64)>,
+    /// The bytes of a line not yet ended.
+    partial: Vec<u8>,
+}
+
+impl LogFollower {
+    /// A follower from the current end of `id`'s log, and the last `lines` lines before that
+    /// point (so the two together are exactly the log, with no gap or overlap).
+    ///
+    /// # Errors
+    /// When an existing log file cannot be read.
+    pub fn start(
+        config: &LogsConfig,
+        id: &WorkerId,
+        lines: usize,
+    ) -> io::Result<(LogFollower, Vec<String>)> {
+        use std::io::Seek as _;
+        let path = log_path(config, id);
+        let file = match File::open(&path) {
+            Ok(mut f) => {
+                let end = f.seek(io::SeekFrom::End(0))?;
+                Some((f, end))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let limit = file.as_ref().map(|(_, end)| *end).or(Some(0));
+        let before = tail_upto(config, id, lines, limit)?;
+        Ok((
+            LogFollower {
+                path,
+                max_files: config.max_files,
+                file,
+                partial: Vec::new(),
+            },
+            before,
+        ))
+    }
+
+    /// The complete lines written since the last poll.
+    ///
+    /// # Errors
+    /// When reading fails.
+    pub fn poll(&mut self) -> io::Result<Vec<String>> {
+        use std::io::Read as _;
+        use std::os::unix::fs::MetadataExt;
+        let mut out = Vec::new();
+        loop {
+            let at_path = std::fs::metadata(&self.path).ok();
+            if let Some((file, offset)) = &mut self.file {
+                let mut chunk = Vec::new();
+                file.read_to_end(&mut chunk)?;
+                *offset += chunk.len() as u64;
+                take_lines(&mut self.partial, &chunk, &mut out);
+                let ours = file.metadata()?;
+                match &at_path {
+                    // Same file, still growing or quiet: done for now.
+                    Some(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {
+                        if m.len() < *offset {
+                            // Truncated in place: start again from its beginning.
+                            use std::io::Seek as _;
+                            file.seek(io::SeekFrom::Start(0))?;
+                            *offset = 0;
+                            continue;
+                        }
+                        return Ok(out);
+                    }
+                    // Rotated (or deleted and recreated): ours is read to its end. If it
+                    // rotated more than once since the last poll, the files rotated after it
+                    // (`.k-1` … `.1`) are complete: read them whole, then go on with the new
+                    // file from its start.
+                    Some(_) => {
+                        let ours = (ours.dev(), ours.ino());
+                        let mut between = Vec::new();
+                        for n in 1..=self.max_files {
+                            let path = numbered(&self.path, n);
+                            match std::fs::metadata(&path) {
+                                Ok(m) if (m.dev(), m.ino()) == ours => break,
+                                Ok(_) => between.push(path),
+                                Err(_) => {}
+                            }
+                        }
+                        for path in between.iter().rev() {
+                            if let Ok(bytes) = std::fs::read(path) {
+                                take_lines(&mut self.partial, &bytes, &mut out);
+                            }
+                        }
+                        self.file = File::open(&self.path).ok().map(|f| (f, 0));
+                        continue;
+                    }
+                    // Deleted and not recreated yet: keep ours.
+                    None => return Ok(out),
+                }
+            }
+            match File::open(&self.path) {
+                Ok(f) => self.file = Some((f, 0)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Appends `chunk` to `partial` and moves every complete line into `out`.
+fn take_lines(partial: &mut Vec<u8>, chunk: &[u8], out: &mut Vec<String>) {
+    partial.extend_from_slice(chunk);
+    while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+        out.push(String::from_utf8_lossy(&partial[..end]).into_owned());
+        partial.drain(..=end);
+    }
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -393,6 +531,45 @@ mod tests {
         assert_eq!(tail(&config, &id, 0).unwrap(), Vec::<String>::new());
         let quiet = WorkerId::new("quiet").unwrap();
         assert!(tail(&config, &quiet, 10).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_follower_sees_every_line_once_across_rotations() {
+        let dir = temp_dir("follow");
+        let config = LogsConfig {
+            directory: dir.clone(),
+            max_size: ByteSize(200),
+            max_files: 2,
+            mirror: false,
+        };
+        let id = WorkerId::new("f").unwrap();
+        let sink = LogSink::open(&id, &config).unwrap();
+        sink.write_lines(
+            Stream::Stdout,
+            &[b"before 1".as_slice(), b"before 2".as_slice()],
+        );
+        let (mut follower, before) = LogFollower::start(&config, &id, 10).unwrap();
+        assert_eq!(before, ["before 1", "before 2"]);
+        let mut seen = Vec::new();
+        for n in 0..100 {
+            let line = format!("line {n:03}");
+            sink.write_lines(Stream::Stdout, &[line.as_bytes()]);
+            // Polled rarely at first (several rotations in between), then often.
+            if !(8..=60).contains(&n) {
+                seen.extend(follower.poll().unwrap());
+            }
+            if n == 45 {
+                seen.extend(follower.poll().unwrap());
+            }
+        }
+        seen.extend(follower.poll().unwrap());
+        let want: Vec<String> = (0..100).map(|n| format!("line {n:03}")).collect();
+        assert_eq!(
+            seen, want,
+            "every line once, in order, through many rotations"
+        );
+        assert!(dir.join("f.log.2").exists(), "it did rotate");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
