@@ -11,6 +11,7 @@
 //! never gets a 500 for being malformed.
 
 pub mod events;
+pub mod metrics;
 pub mod server;
 
 use std::sync::Arc;
@@ -103,6 +104,7 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         .route("/workers/{id}/restart", web::post().to(restart_worker))
         .route("/workers/{id}/logs", web::get().to(worker_logs))
         .route("/logs", web::get().to(logs))
+        .route("/metrics", web::get().to(metrics_text))
         .route("/events", web::get().to(event_stream))
         .route("/shutdown", web::post().to(shutdown))
         .default_service(web::to(|| async {
@@ -309,6 +311,21 @@ fn json_name<T: Serialize>(value: &T) -> String {
         Ok(serde_json::Value::String(s)) => s,
         _ => String::new(),
     }
+}
+
+/// `GET /metrics` (and `/v1/metrics`): the Prometheus text format.
+pub async fn metrics_text(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
+    let text = metrics::render(&rows).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics",
+            format!("cannot encode the metrics: {e}"),
+        )
+    })?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }
 
 async fn master_info(state: web::Data<ApiState>) -> web::Json<MasterInfo> {

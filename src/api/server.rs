@@ -156,7 +156,9 @@ fn serve(state: ApiState, policy: Policy, listener: Listener) -> io::Result<Serv
     let http = HttpServer::new(move || {
         App::new()
             .app_data(policy.clone())
+            .app_data(web::Data::new(state.clone()))
             .wrap(from_fn(guard))
+            .route("/metrics", web::get().to(super::metrics_text))
             .service(scope(state.clone()))
             .default_service(web::to(|| async {
                 ApiError::new(

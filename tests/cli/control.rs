@@ -463,3 +463,116 @@ workers:
     let (status, _) = hsu.finish();
     assert!(status.success());
 }
+
+/// `GET path` over the master's Unix socket; the status and the body.
+fn unix_get(socket: &Path, path: &str) -> (u16, String) {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: hsu\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn metrics_describe_every_worker_and_pass_promtool() {
+    let config = TempFile::new(
+        "metrics.yaml",
+        &format!(
+            r#"
+master: {{resource_interval: 50ms}}
+workers:
+  - {{id: web, type: module, module_name: echo, config: {{port: 0}}}}
+  - {{id: proc, type: process, execution: {{executable_path: {WORKER}}}}}
+"#
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    // Present at 0 before anything happened, so a first restart shows in increase().
+    let (status, text) = unix_get(&socket, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("hsu_worker_restarts_total{worker=\"web\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsu_worker_state{deployment=\"native\",state=\"running\",worker=\"web\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsu_worker_state{deployment=\"native\",state=\"failed\",worker=\"web\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsu_worker_info{deployment=\"managed\",worker=\"proc\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("hsu_workers 2"), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+
+    let out = client(&socket, &["restart", "web"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The process's resources appear once sampled.
+    let start = std::time::Instant::now();
+    let text = loop {
+        let (_, text) = unix_get(&socket, "/metrics");
+        if text.contains("hsu_worker_resident_memory_bytes{worker=\"proc\"}") {
+            break text;
+        }
+        assert!(start.elapsed() < DEADLINE, "no resources sampled: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        text.contains("hsu_worker_restarts_total{worker=\"web\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsu_worker_cpu_seconds_total{worker=\"proc\"}"),
+        "{text}"
+    );
+
+    // The exposition format itself, checked by Prometheus's own tool where it is installed
+    // (`.ci/run` installs it).
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => eprintln!("promtool not run ({e}); install Debian's `prometheus` for it"),
+    }
+    hsu.signal("TERM");
+    let (status, _) = hsu.finish();
+    assert!(status.success());
+}

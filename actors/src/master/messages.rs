@@ -111,6 +111,12 @@ pub struct WorkerSummary {
     /// Why the worker is in its state, when the state alone does not say: "retry in 3.2s
     /// (2/5 in 1m)", "circuit open (5 restarts in 1m)", "quarantined (3 panics in 10m)".
     pub why: Option<String>,
+    /// When the current run started (none unless running).
+    pub started_at: Option<std::time::SystemTime>,
+    /// Failed health probes since the worker was added (a counter, for metrics).
+    pub health_failures_total: u64,
+    /// Moved to its process form by `quarantine:`.
+    pub quarantined: bool,
 }
 
 /// What [`Shutdown`] did.

@@ -143,6 +143,7 @@ impl Handler<WorkerStateChanged> for MasterActor {
                 entry.run = Some(RunView {
                     pid: event.pid,
                     since: Instant::now(),
+                    started_at: event.at,
                 });
                 entry.health.status = HealthStatus::Unknown;
                 entry.health.consecutive_failures = 0;
@@ -211,6 +212,9 @@ impl Handler<HealthReport> for MasterActor {
             HealthStatus::Unhealthy
         };
         entry.health.consecutive_failures = report.consecutive_failures;
+        if !report.healthy {
+            entry.health.failures_total += 1;
+        }
         entry.health.last_check = Some(report.at);
         if !report.healthy {
             tracing::warn!(

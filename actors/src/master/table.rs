@@ -41,6 +41,7 @@ pub(super) struct Entry {
 pub(super) struct RunView {
     pub pid: Option<u32>,
     pub since: std::time::Instant,
+    pub started_at: SystemTime,
 }
 
 impl Entry {
@@ -76,6 +77,9 @@ impl Entry {
             uptime: self.run.map(|r| now.saturating_duration_since(r.since)),
             resources: self.usage.latest.filter(|_| running),
             why: self.why(now),
+            started_at: self.run.map(|r| r.started_at),
+            health_failures_total: self.health.failures_total,
+            quarantined: self.quarantine.moved.is_some(),
         }
     }
 
@@ -197,6 +201,8 @@ pub(super) struct NextRestart {
 #[derive(Debug, Clone, Default)]
 pub(super) struct HealthView {
     pub status: HealthStatus,
+    /// Failed probes since the worker was added.
+    pub failures_total: u64,
     pub consecutive_failures: u32,
     pub last_check: Option<SystemTime>,
 }

@@ -89,6 +89,8 @@ pub struct ResourceUsage {
     pub cpu_percent: f64,
     /// Resident memory in bytes.
     pub rss_bytes: u64,
+    /// CPU time used so far (user + system), in seconds, where the platform tells it (Linux).
+    pub cpu_seconds: Option<f64>,
     /// When sampled.
     pub at: SystemTime,
 }

@@ -126,6 +126,7 @@ impl Sampler {
                 ResourceUsage {
                     cpu_percent,
                     rss_bytes: stat.rss_pages * self.page_size,
+                    cpu_seconds: Some(stat.cpu_ticks as f64 / self.ticks_per_second),
                     at,
                 },
             ));
@@ -161,6 +162,7 @@ impl Sampler {
                     ResourceUsage {
                         cpu_percent: f64::from(p.cpu_usage()),
                         rss_bytes: p.memory(),
+                        cpu_seconds: None,
                         at,
                     },
                 ))
