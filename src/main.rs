@@ -112,6 +112,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply a changed config to the running master: only what changed is touched
+    /// (unchanged workers keep their process, uptime and counters). Without CONFIG, the master
+    /// reads its own config file again (as on SIGHUP).
+    Apply {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        /// The new config [default: the file the master was started with].
+        file: Option<PathBuf>,
+        /// Show the plan, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Add a worker (a YAML file with one worker's config, as in `workers:`) and start it.
+    Add {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        /// The worker's config file.
+        file: PathBuf,
+        /// Add it without starting it.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop and remove workers.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[command(flatten)]
+        to: cli::client::Endpoint,
+        /// The workers.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// Stop every worker and end the master.
     Shutdown {
         #[command(flatten)]
@@ -154,6 +185,9 @@ fn main() -> ExitCode {
         } => cli::control::logs(&to, &ids, lines, follow),
         Command::Events { to, since, json } => cli::control::events(&to, since, json),
         Command::Shutdown { to } => cli::control::shutdown(&to),
+        Command::Apply { to, file, dry_run } => cli::control::apply(&to, file.as_deref(), dry_run),
+        Command::Add { to, file, no_start } => cli::control::add(&to, &file, !no_start),
+        Command::Rm { to, ids } => cli::control::remove(&to, &ids),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hsu", &mut std::io::stdout());
             ExitCode::SUCCESS

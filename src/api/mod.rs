@@ -98,7 +98,9 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         }))
         .route("/master", web::get().to(master_info))
         .route("/workers", web::get().to(list_workers))
+        .route("/workers", web::post().to(add_worker))
         .route("/workers/{id}", web::get().to(get_worker))
+        .route("/workers/{id}", web::delete().to(remove_worker))
         .route("/workers/{id}/start", web::post().to(start_worker))
         .route("/workers/{id}/stop", web::post().to(stop_worker))
         .route("/workers/{id}/restart", web::post().to(restart_worker))
@@ -106,6 +108,8 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         .route("/logs", web::get().to(logs))
         .route("/metrics", web::get().to(metrics_text))
         .route("/events", web::get().to(event_stream))
+        .route("/apply", web::post().to(apply))
+        .route("/reload", web::post().to(reload))
         .route("/shutdown", web::post().to(shutdown))
         .default_service(web::to(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").error_response()
@@ -198,13 +202,19 @@ pub struct ErrorDetail {
     /// The worker it concerns, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// The config field it concerns, if any (the first problem's, for an invalid config).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every problem of an invalid config, each with its worker and field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<hsu_actors::config::ValidationIssue>,
 }
 
 /// An error answered by the API.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: ErrorBody,
+    body: Box<ErrorBody>,
 }
 
 impl ApiError {
@@ -212,13 +222,15 @@ impl ApiError {
     pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 error: ErrorDetail {
                     kind: kind.to_string(),
                     message: message.into(),
                     worker: None,
+                    field: None,
+                    issues: Vec::new(),
                 },
-            },
+            }),
         }
     }
 
@@ -258,7 +270,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(&self.body)
+        HttpResponse::build(self.status).json(&*self.body)
     }
 }
 
@@ -286,6 +298,27 @@ impl From<MasterError> for ApiError {
         };
         let mut error = Self::new(status, kind, hsu_actors::error_chain(&e));
         error.body.error.worker = worker;
+        if let MasterError::Validation { id, issues } = &e {
+            error.body.error.worker = Some(id.clone());
+            error.body.error.field = issues.first().map(|i| i.field.clone());
+            error.body.error.issues = issues.clone();
+        }
+        error
+    }
+}
+
+impl From<hsu_actors::ConfigError> for ApiError {
+    fn from(e: hsu_actors::ConfigError) -> Self {
+        let mut error = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            hsu_actors::error_chain(&e),
+        );
+        if let hsu_actors::ConfigError::Invalid { issues, .. } = &e {
+            error.body.error.field = issues.first().map(|i| i.field.clone());
+            error.body.error.worker = issues.first().and_then(|i| i.worker.clone());
+            error.body.error.issues = issues.clone();
+        }
         error
     }
 }
@@ -580,6 +613,231 @@ fn tokio_stream_of<T: 'static>(
     futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })
+}
+
+/// The request body as text, at most [`MAX_BODY`] bytes (413 beyond, as JSON like every error).
+async fn body_text(mut payload: web::Payload) -> Result<String, ApiError> {
+    let mut bytes = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the body is larger than {MAX_BODY} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body is not UTF-8",
+        )
+    })
+}
+
+/// `?start=false`: add without starting.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddQuery {
+    start: Option<bool>,
+}
+
+/// `POST /v1/workers` with one worker's config (YAML or JSON) as the body: validated like the
+/// config file, added, and started unless `?start=false`.
+async fn add_worker(
+    state: web::Data<ApiState>,
+    query: web::Query<AddQuery>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let text = body_text(payload).await?;
+    let config = hsu_actors::WorkerConfig::from_yaml(&text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+            .unwrap_or_default();
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            format!("invalid worker config{at}: {e}"),
+        )
+    })?;
+    let id = state
+        .master
+        .send(hsu_actors::AddWorker(config))
+        .await
+        .map_err(gone)??;
+    if query.start.unwrap_or(true) {
+        state
+            .master
+            .send(StartWorker(id.clone()))
+            .await
+            .map_err(gone)??;
+    }
+    Ok(HttpResponse::Created().json(row(&state, &id).await?))
+}
+
+/// `DELETE /v1/workers/{id}`: stopped (if running) and removed.
+async fn remove_worker(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .master
+        .send(hsu_actors::RemoveWorker(id.clone()))
+        .await
+        .map_err(gone)??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"removed": id.to_string()})))
+}
+
+/// What `apply` and `reload` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    /// New workers, added and started.
+    pub added: Vec<String>,
+    /// Workers no longer configured, stopped and removed.
+    pub removed: Vec<String>,
+    /// Workers replaced by their new form and started.
+    pub changed: Vec<String>,
+    /// Workers left exactly as they were (same process, uptime, counters).
+    pub unchanged: Vec<String>,
+    /// Steps that failed: `[worker, error]`.
+    pub errors: Vec<(String, String)>,
+    /// `master:` settings that differ but apply only at the next start of `hsu run`.
+    pub needs_restart: Vec<String>,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+/// `?dry_run=true`: only the plan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /v1/apply` with a whole config as the body.
+async fn apply(
+    state: web::Data<ApiState>,
+    query: web::Query<ApplyQuery>,
+    payload: web::Payload,
+) -> Result<web::Json<ApplyAnswer>, ApiError> {
+    let text = body_text(payload).await?;
+    let config = hsu_actors::HsuConfig::parse(&text, std::path::Path::new("<request body>"))?;
+    Ok(web::Json(
+        apply_config(&state, config, None, query.dry_run).await?,
+    ))
+}
+
+/// `POST /v1/reload`: the file `hsu run` was given, read again and applied (as SIGHUP).
+async fn reload(
+    state: web::Data<ApiState>,
+    query: web::Query<ApplyQuery>,
+) -> Result<web::Json<ApplyAnswer>, ApiError> {
+    Ok(web::Json(reload_config(&state, query.dry_run).await?))
+}
+
+/// Reads the config `hsu run` was started with (the embedded default when none) and applies
+/// it: what `POST /v1/reload` and SIGHUP do.
+///
+/// # Errors
+/// The file cannot be read or is invalid (nothing changes then), or the master is gone.
+pub async fn reload_config(state: &ApiState, dry_run: bool) -> Result<ApplyAnswer, ApiError> {
+    let path = state.info.config_path.clone();
+    let config = match &path {
+        None => hsu_actors::HsuConfig::parse(
+            crate::DEFAULT_CONFIG,
+            std::path::Path::new("<embedded default config>"),
+        )?,
+        Some(p) => {
+            let p = std::path::PathBuf::from(p);
+            web::block(move || hsu_actors::HsuConfig::load(&p))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        e.to_string(),
+                    )
+                })??
+        }
+    };
+    apply_config(state, config, path.as_deref(), dry_run).await
+}
+
+/// Validates `config` whole (any problem rejects it and nothing changes), then applies it.
+async fn apply_config(
+    state: &ApiState,
+    config: hsu_actors::HsuConfig,
+    origin: Option<&str>,
+    dry_run: bool,
+) -> Result<ApplyAnswer, ApiError> {
+    let factories = state
+        .master
+        .send(hsu_actors::ListModuleFactories)
+        .await
+        .map_err(gone)??;
+    let needs_restart = master_changes(&state.config, &config.master);
+    let origin = origin.map(std::path::PathBuf::from);
+    let specs = web::block(move || {
+        config.validate(
+            &|name| factories.iter().any(|f| f == name),
+            origin.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    })??;
+    let report = state
+        .master
+        .send(hsu_actors::Apply { specs, dry_run })
+        .await
+        .map_err(gone)??;
+    let names = |v: Vec<WorkerId>| v.into_iter().map(|i| i.to_string()).collect();
+    Ok(ApplyAnswer {
+        added: names(report.added),
+        removed: names(report.removed),
+        changed: names(report.changed),
+        unchanged: names(report.unchanged),
+        errors: report
+            .errors
+            .into_iter()
+            .map(|(id, e)| (id.to_string(), e))
+            .collect(),
+        needs_restart,
+        dry_run: report.dry_run,
+    })
+}
+
+/// The `master:` keys whose new value differs and that only a new start of `hsu run` applies.
+/// (`restart`, `start_timeout` and `stop_timeout` are defaults of the workers' specs, so a
+/// change to them shows as changed workers instead.)
+fn master_changes(now: &MasterConfig, new: &MasterConfig) -> Vec<String> {
+    const LIVE: [&str; 3] = ["restart", "start_timeout", "stop_timeout"];
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(now), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    a.iter()
+        .filter(|(key, value)| !LIVE.contains(&key.as_str()) && b.get(*key) != Some(value))
+        .map(|(key, _)| format!("master.{key}"))
+        .collect()
 }
 
 /// `?since=N`: the same as `Last-Event-ID: N`.

@@ -105,6 +105,19 @@ impl Endpoint {
         }))
     }
 
+    /// Sends `method path` with a text body (YAML or JSON) and returns the answer.
+    ///
+    /// # Errors
+    /// As [`Endpoint::request`].
+    pub fn request_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: String,
+    ) -> Result<Answer, ClientError> {
+        self.request(method, path, Some(serde_json::Value::String(body)))
+    }
+
     /// Sends `method path` (with a JSON `body`) and returns the answer, whatever its status.
     ///
     /// # Errors
@@ -221,6 +234,11 @@ async fn open(
         request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let bytes = match body {
+        // A text body (a config) goes as it is.
+        Some(serde_json::Value::String(text)) => {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/yaml");
+            Bytes::from(text)
+        }
         Some(b) => {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
             Bytes::from(b.to_string())

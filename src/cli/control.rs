@@ -306,6 +306,124 @@ pub fn events(to: &Endpoint, since: Option<u64>, json: bool) -> ExitCode {
     }
 }
 
+/// `hsu apply [CONFIG] [--dry-run]`: prints the plan (and what failed).
+pub fn apply(to: &Endpoint, file: Option<&std::path::Path>, dry_run: bool) -> ExitCode {
+    let query = if dry_run { "?dry_run=true" } else { "" };
+    let answer = match file {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: cannot read `{}`: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            to.request_text("POST", &format!("/v1/apply{query}"), text)
+        }
+        None => to.request("POST", &format!("/v1/reload{query}"), None),
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    if !ok(&answer) {
+        eprintln!("error: {}", message(&answer));
+        return ExitCode::FAILURE;
+    }
+    let list = |key: &str| -> Vec<String> {
+        answer.body[key]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|x| x.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let verb = if dry_run { "would be " } else { "" };
+    for (key, what) in [
+        ("added", "added"),
+        ("changed", "restarted in their new form"),
+        ("removed", "removed"),
+    ] {
+        let ids = list(key);
+        if !ids.is_empty() {
+            println!("{verb}{what}: {}", ids.join(", "));
+        }
+    }
+    println!("unchanged: {}", list("unchanged").len());
+    let restart = list("needs_restart");
+    if !restart.is_empty() {
+        println!(
+            "needs a restart of hsu run to take effect: {}",
+            restart.join(", ")
+        );
+    }
+    let mut failed = false;
+    if let Some(errors) = answer.body["errors"].as_array() {
+        for e in errors {
+            failed = true;
+            eprintln!("error: {}", e[1].as_str().unwrap_or(""));
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `hsu add FILE [--no-start]`.
+pub fn add(to: &Endpoint, file: &std::path::Path, start: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read `{}`: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let path = if start {
+        "/v1/workers".to_string()
+    } else {
+        "/v1/workers?start=false".to_string()
+    };
+    match to.request_text("POST", &path, text) {
+        Err(e) => fail(&e),
+        Ok(answer) if ok(&answer) => {
+            println!(
+                "{}: {}",
+                answer.body["id"].as_str().unwrap_or("?"),
+                answer.body["state"].as_str().unwrap_or("?")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!("error: {}", message(&answer));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hsu rm ID…`.
+pub fn remove(to: &Endpoint, ids: &[String]) -> ExitCode {
+    let mut failed = false;
+    for id in ids {
+        match to.request("DELETE", &format!("/v1/workers/{}", path_part(id)), None) {
+            Err(e) => return fail(&e),
+            Ok(answer) if ok(&answer) => println!("{id}: removed"),
+            Ok(answer) => {
+                failed = true;
+                eprintln!("error: {}", message(&answer));
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// `hsu shutdown`.
 pub fn shutdown(to: &Endpoint) -> ExitCode {
     match to.request("POST", "/v1/shutdown", None) {

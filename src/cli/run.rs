@@ -37,8 +37,10 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
     };
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
-        // Installed first, so a signal during start-up also stops gracefully.
+        // Installed first, so a signal during start-up also stops gracefully, and SIGHUP
+        // (which would otherwise end the process) reloads instead.
         let signal = wait_for_signal()?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let master = MasterActor::launch(config.master.clone())?;
         hsu::builtin::register(&master).await?;
         // Subscribed before any worker is added, so the event stream has every event.
@@ -85,10 +87,18 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             workers = added.len(),
             "hsu running {source}; Ctrl-C or SIGTERM stops it"
         );
-        tokio::select! {
-            signal = signal => tracing::info!(signal = signal?, "stopping all workers"),
-            () = state.shutdown_requested() => {
-                tracing::info!(reason = "a shutdown request", "stopping all workers")
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            tokio::select! {
+                signal = &mut signal => {
+                    tracing::info!(signal = signal?, "stopping all workers");
+                    break;
+                }
+                () = state.shutdown_requested() => {
+                    tracing::info!(reason = "a shutdown request", "stopping all workers");
+                    break;
+                }
+                _ = hangup.recv() => reload(&state).await,
             }
         }
         let report = master.send(Shutdown).await?;
@@ -105,6 +115,23 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             super::print_error(e.as_ref());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// SIGHUP: the config file read again and applied; a bad one changes nothing.
+async fn reload(state: &ApiState) {
+    tracing::info!(signal = "SIGHUP", "reloading the config");
+    match hsu::api::reload_config(state, false).await {
+        Ok(a) => tracing::info!(
+            added = ?a.added,
+            removed = ?a.removed,
+            changed = ?a.changed,
+            unchanged = a.unchanged.len(),
+            errors = ?a.errors,
+            needs_restart = ?a.needs_restart,
+            "config reloaded"
+        ),
+        Err(e) => tracing::error!(error = %e, "reload refused; nothing changed"),
     }
 }
 

@@ -576,3 +576,117 @@ workers:
     let (status, _) = hsu.finish();
     assert!(status.success());
 }
+
+const ECHO: &str = env!("CARGO_BIN_EXE_hsu-echo");
+
+fn pids(socket: &Path) -> std::collections::HashMap<String, Option<u64>> {
+    rows(socket)
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r["pid"].as_u64()))
+        .collect()
+}
+
+#[test]
+fn apply_touches_only_what_changed_refuses_a_bad_config_and_sighup_reloads() {
+    let first = format!(
+        r#"
+workers:
+  - {{id: same, type: process, execution: {{executable_path: {WORKER}}}}}
+  - {{id: edited, type: process, execution: {{executable_path: {WORKER}, args: [--sleep, '600000']}}}}
+  - {{id: dropped, type: process, execution: {{executable_path: {WORKER}}}}}
+  - {{id: moved, type: module, module_name: echo, config: {{port: 0}}}}
+"#
+    );
+    let config = TempFile::new("apply.yaml", &first);
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    let before = pids(&socket);
+
+    let second = TempFile::new(
+        "apply-2.yaml",
+        &format!(
+            r#"
+workers:
+  - {{id: added, type: process, execution: {{executable_path: {WORKER}}}}}
+  - {{id: same, type: process, execution: {{executable_path: {WORKER}}}}}
+  - {{id: edited, type: process, execution: {{executable_path: {WORKER}, args: [--sleep, '700000']}}}}
+  - {{id: moved, type: process, process_type: integrated, execution: {{executable_path: {ECHO}}}, config: {{port: 0}}}}
+"#
+        ),
+    );
+    // The plan first: nothing changes.
+    let out = client(&socket, &["apply", second.path(), "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = stdout(&out);
+    assert!(plan.contains("would be added: added"), "{plan}");
+    assert!(
+        plan.contains("would be restarted in their new form: edited, moved"),
+        "{plan}"
+    );
+    assert!(plan.contains("would be removed: dropped"), "{plan}");
+    assert_eq!(pids(&socket), before);
+
+    // A bad config is refused whole; nothing changes.
+    let bad = TempFile::new(
+        "apply-bad.yaml",
+        &format!("workers:\n  - {{id: same, type: process, execution: {{executable_path: {WORKER}}}, restrat: {{}}}}\n"),
+    );
+    let out = client(&socket, &["apply", bad.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("restrat"), "{}", stderr(&out));
+    assert_eq!(pids(&socket), before);
+
+    let out = client(&socket, &["apply", second.path()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let after = pids(&socket);
+    assert_eq!(after["same"], before["same"], "unchanged keeps its process");
+    assert_ne!(after["edited"], before["edited"], "changed is restarted");
+    assert!(!after.contains_key("dropped"));
+    let moved = row(&socket, "moved");
+    assert_eq!(
+        (moved["deployment"].as_str(), moved["state"].as_str()),
+        (Some("integrated"), Some("running")),
+        "native -> process: {moved}"
+    );
+    assert_eq!(row(&socket, "same")["restart_count"], 0);
+    let order: Vec<String> = rows(&socket)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        order,
+        ["added", "same", "edited", "moved"],
+        "the new config's order"
+    );
+
+    // SIGHUP re-reads the file `hsu run` was given.
+    std::fs::write(&config.0, &first).unwrap();
+    hsu.signal("HUP");
+    hsu.wait_for("config reloaded");
+    let reloaded = pids(&socket);
+    assert!(
+        reloaded.contains_key("dropped") && !reloaded.contains_key("added"),
+        "{reloaded:?}"
+    );
+    assert_eq!(reloaded["same"], before["same"]);
+    assert_eq!(row(&socket, "moved")["deployment"], "native");
+
+    // Add and remove one worker.
+    let one = TempFile::new(
+        "one.yaml",
+        &format!("{{id: extra, type: process, execution: {{executable_path: {WORKER}}}}}\n"),
+    );
+    let out = client(&socket, &["add", one.path()]);
+    assert_eq!(stdout(&out).trim(), "extra: running", "{}", stderr(&out));
+    let out = client(&socket, &["add", one.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let out = client(&socket, &["rm", "extra"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!pids(&socket).contains_key("extra"));
+
+    hsu.signal("TERM");
+    let (status, _) = hsu.finish();
+    assert!(status.success());
+}

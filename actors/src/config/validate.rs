@@ -16,7 +16,7 @@ use crate::packages::PackageIndex;
 use crate::WorkerId;
 
 /// One thing wrong with a config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ValidationIssue {
     /// The worker it concerns (`workers[3]` when the id itself is unusable), or none for `master:`.
     pub worker: Option<String>,

@@ -21,12 +21,14 @@ use crate::WorkerId;
 impl MasterActor {
     /// Starts the actor for a validated worker (`factory` for native modules).
     pub(super) fn create_worker(
-        &self,
+        &mut self,
         spec: &WorkerSpec,
         factory: Option<hsu_module::ModuleFactory>,
         ctx: &mut Context<Self>,
-    ) -> (WorkerAddr, Deployment) {
+    ) -> (WorkerAddr, Deployment, u64) {
         let events = ctx.address().recipient();
+        self.next_instance += 1;
+        let instance = self.next_instance;
         match (&spec.deployment, factory) {
             (
                 DeploymentSpec::Module {
@@ -42,6 +44,7 @@ impl MasterActor {
                     factory,
                     config: config.clone(),
                     runtime: self.runtime.clone(),
+                    instance,
                     events,
                     start_timeout: spec.start_timeout,
                     stop_timeout: spec.stop_timeout,
@@ -50,6 +53,7 @@ impl MasterActor {
                 (
                     WorkerAddr::Module(ModuleWorkerActor::new(setup).start()),
                     Deployment::from(*module_type),
+                    instance,
                 )
             }
             (DeploymentSpec::Process(process), _) => {
@@ -58,6 +62,7 @@ impl MasterActor {
                     spec: (**process).clone(),
                     runtime: self.runtime.clone(),
                     spawner: self.spawner.clone(),
+                    instance,
                     events,
                     logs: self.config.logs.clone(),
                     run_directory: self.config.run_directory.clone(),
@@ -65,6 +70,7 @@ impl MasterActor {
                 (
                     WorkerAddr::Process(ProcessWorkerActor::new(setup).start()),
                     Deployment::from(process.process_type),
+                    instance,
                 )
             }
             (DeploymentSpec::Module { .. }, None) => {
@@ -251,7 +257,7 @@ impl MasterActor {
                 actor: "master",
                 source,
             };
-            let addr = me
+            let (addr, instance) = me
                 .send(CreateWorker {
                     spec: spec.clone(),
                     factory,
@@ -262,6 +268,7 @@ impl MasterActor {
             me.send(FinishAdd {
                 spec,
                 addr,
+                instance,
                 initialized,
             })
             .await
@@ -272,7 +279,7 @@ impl MasterActor {
 
 /// Self-message of `AddWorker`: start the worker's actor.
 #[derive(Message)]
-#[rtype(result = "WorkerAddr")]
+#[rtype(result = "(WorkerAddr, u64)")]
 struct CreateWorker {
     spec: WorkerSpec,
     factory: Option<hsu_module::ModuleFactory>,
@@ -282,7 +289,8 @@ impl Handler<CreateWorker> for MasterActor {
     type Result = MessageResult<CreateWorker>;
 
     fn handle(&mut self, msg: CreateWorker, ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.create_worker(&msg.spec, msg.factory, ctx).0)
+        let (addr, _, instance) = self.create_worker(&msg.spec, msg.factory, ctx);
+        MessageResult((addr, instance))
     }
 }
 
@@ -305,6 +313,7 @@ impl Handler<AbortAdd> for MasterActor {
 struct FinishAdd {
     spec: WorkerSpec,
     addr: WorkerAddr,
+    instance: u64,
     initialized: Result<Result<(), crate::error::WorkerError>, actix::MailboxError>,
 }
 
@@ -315,6 +324,7 @@ impl Handler<FinishAdd> for MasterActor {
         let FinishAdd {
             spec,
             addr,
+            instance,
             initialized,
         } = msg;
         let id = spec.id.clone();
@@ -344,7 +354,7 @@ impl Handler<FinishAdd> for MasterActor {
         tracing::info!(worker = %id, deployment = %kind, "worker added");
         self.order.push(id.clone());
         self.workers
-            .insert(id.clone(), Entry::new(addr, spec, kind));
+            .insert(id.clone(), Entry::new(addr, spec, kind, instance));
         Ok(id)
     }
 }

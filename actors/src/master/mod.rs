@@ -12,6 +12,7 @@
 //! - `lifecycle.rs`: start, stop, restart, remove, state queries, shutdown, subscriptions, and
 //!   the requests forwarded to the registry or run off the master's thread (packages);
 //! - `add.rs`: the `AddWorker` protocol and its self-messages;
+//! - `apply.rs`: bringing the workers to a new config, touching only what changed;
 //! - `supervision.rs`: state changes from workers, health reports, the restart decision and
 //!   its timers;
 //! - `quarantine.rs`: moving a module that keeps panicking to its process form;
@@ -19,6 +20,7 @@
 //! - `table.rs`: the table row and the handle on a worker actor of either kind.
 
 mod add;
+mod apply;
 mod lifecycle;
 mod limits;
 mod messages;
@@ -42,6 +44,7 @@ use crate::runtime::WorkerRuntime;
 use crate::worker::WorkerStateChanged;
 use crate::WorkerId;
 
+pub use apply::{Apply, ApplyReport};
 pub use messages::{
     AddWorker, AddWorkerSpec, GetAllWorkerStates, GetWorkerState, InstallPackage,
     ListModuleFactories, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker,
@@ -64,6 +67,8 @@ pub struct MasterActor {
     adding: HashSet<WorkerId>,
     subscribers: Vec<mpsc::UnboundedSender<WorkerStateChanged>>,
     shutting_down: bool,
+    /// The last worker actor instance number given out.
+    next_instance: u64,
     /// Samples CPU and memory of running processes.
     resources: Option<ResourceMonitor>,
 }
@@ -101,6 +106,7 @@ impl MasterActor {
                 adding: HashSet::new(),
                 subscribers: Vec::new(),
                 shutting_down: false,
+                next_instance: 0,
                 resources: None,
             }
         }))

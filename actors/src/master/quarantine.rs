@@ -47,7 +47,7 @@ impl MasterActor {
         if spec.health_check.probe == Some(crate::config::ProbeType::Module) {
             spec.health_check.probe = None;
         }
-        let (addr, kind) = self.create_worker(&spec, None, ctx);
+        let (addr, kind, instance) = self.create_worker(&spec, None, ctx);
         let Some(entry) = self.workers.get_mut(id) else {
             return text;
         };
@@ -62,6 +62,7 @@ impl MasterActor {
         entry.spec = spec;
         entry.deployment = kind;
         entry.addr = addr.clone();
+        entry.instance = instance;
         entry.state = WorkerState::Idle;
         entry.supervision.restarts.reset();
         entry.supervision.epoch += 1;

@@ -120,7 +120,11 @@ impl Handler<WorkerStateChanged> for MasterActor {
     /// then forwards the event (so a subscriber that sees it can already read the decision).
     fn handle(&mut self, event: WorkerStateChanged, ctx: &mut Context<Self>) {
         let mut trigger = None;
-        if let Some(entry) = self.workers.get_mut(&event.id) {
+        if let Some(entry) = self
+            .workers
+            .get_mut(&event.id)
+            .filter(|e| e.instance == event.instance)
+        {
             entry.state = event.to;
             if event.reason.is_some() {
                 entry.last_error = event.reason.clone();

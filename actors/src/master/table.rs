@@ -34,6 +34,11 @@ pub(super) struct Entry {
     pub quarantine: Quarantine,
     /// The current run, from the worker's events: its pid (processes) and since when it runs.
     pub run: Option<RunView>,
+    /// The worker actor's instance number: events of an older actor under this id are
+    /// ignored.
+    pub instance: u64,
+    /// The spec as configured (before a quarantine changed `spec`): what `apply` compares.
+    pub configured: WorkerSpec,
 }
 
 /// What the master saw of a worker's current run.
@@ -46,9 +51,10 @@ pub(super) struct RunView {
 
 impl Entry {
     /// A new row for a worker just added (`idle`).
-    pub fn new(addr: WorkerAddr, spec: WorkerSpec, deployment: Deployment) -> Self {
+    pub fn new(addr: WorkerAddr, spec: WorkerSpec, deployment: Deployment, instance: u64) -> Self {
         Self {
             addr,
+            configured: spec.clone(),
             spec,
             deployment,
             state: WorkerState::Idle,
@@ -58,6 +64,7 @@ impl Entry {
             usage: Usage::default(),
             quarantine: Quarantine::default(),
             run: None,
+            instance,
         }
     }
 

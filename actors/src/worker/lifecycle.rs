@@ -23,11 +23,13 @@ pub(crate) struct WorkerCore {
     /// Set just before advancing to a failed state because module code panicked; the next
     /// failure event carries it.
     pub panicked: bool,
+    /// See [`WorkerStateChanged::instance`].
+    instance: u64,
     events: Recipient<WorkerStateChanged>,
 }
 
 impl WorkerCore {
-    pub fn new(id: WorkerId, events: Recipient<WorkerStateChanged>) -> Self {
+    pub fn new(id: WorkerId, instance: u64, events: Recipient<WorkerStateChanged>) -> Self {
         let span = tracing::info_span!("worker", id = %id);
         Self {
             id,
@@ -36,6 +38,7 @@ impl WorkerCore {
             last_error: None,
             op_lock: Default::default(),
             panicked: false,
+            instance,
             events,
         }
     }
@@ -73,6 +76,7 @@ impl WorkerCore {
             pid,
             panicked,
             at: std::time::SystemTime::now(),
+            instance: self.instance,
         });
         Ok(())
     }

@@ -44,6 +44,10 @@ pub struct WorkerStateChanged {
     pub panicked: bool,
     /// When.
     pub at: SystemTime,
+    /// Which actor of the worker reported it: a new number each time the worker's actor is
+    /// replaced under the same id (a changed config applied, a quarantine), so a late event of
+    /// the old one is never taken for the new one's.
+    pub instance: u64,
 }
 
 /// Makes an added worker ready to start (for modules: create the instance and `initialize`).

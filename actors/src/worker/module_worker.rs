@@ -41,6 +41,8 @@ pub struct ModuleWorkerSetup {
     pub config: ModuleConfig,
     /// Where module code runs.
     pub runtime: WorkerRuntime,
+    /// Tags its events ([`WorkerStateChanged::instance`]).
+    pub instance: u64,
     /// Where state changes go (the master, or a test).
     pub events: Recipient<WorkerStateChanged>,
     /// Limit of create + initialize + start.
@@ -84,7 +86,7 @@ struct Run {
 impl ModuleWorkerActor {
     /// A worker in state `idle`, with no instance yet: send [`Initialize`] next.
     pub fn new(setup: ModuleWorkerSetup) -> Self {
-        let core = WorkerCore::new(setup.id.clone(), setup.events.clone());
+        let core = WorkerCore::new(setup.id.clone(), setup.instance, setup.events.clone());
         Self {
             setup,
             core,

@@ -56,6 +56,8 @@ pub struct ProcessWorkerSetup {
     pub runtime: WorkerRuntime,
     /// The long-lived threads that fork children (shared by all process workers).
     pub spawner: Arc<Spawner>,
+    /// Tags its events ([`WorkerStateChanged::instance`]).
+    pub instance: u64,
     /// Where state changes go.
     pub events: Recipient<WorkerStateChanged>,
     /// Output files.
@@ -81,7 +83,7 @@ pub struct ProcessWorkerActor {
 impl ProcessWorkerActor {
     /// A worker in state `idle`: send [`Initialize`] next.
     pub fn new(setup: ProcessWorkerSetup) -> Self {
-        let core = WorkerCore::new(setup.id.clone(), setup.events.clone());
+        let core = WorkerCore::new(setup.id.clone(), setup.instance, setup.events.clone());
         Self {
             setup,
             core,
