@@ -25,7 +25,7 @@ pub const LAG: usize = 4_096;
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// One event as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventBody {
     /// Its number: increasing by one per event, from 1.
     pub seq: u64,

@@ -78,6 +78,48 @@ impl ApiState {
     }
 }
 
+/// The OpenAPI document of the API, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "hsu control API",
+        description = "Operate a running hsu master: workers, logs, events, apply, metrics. Over TCP every request needs `Authorization: Bearer TOKEN`."
+    ),
+    paths(
+        master_info,
+        list_workers,
+        add_worker,
+        get_worker,
+        remove_worker,
+        start_worker,
+        stop_worker,
+        restart_worker,
+        worker_logs,
+        logs,
+        metrics_text,
+        event_stream,
+        apply,
+        reload,
+        shutdown
+    ),
+    components(schemas(
+        MasterInfo,
+        WorkerRow,
+        LogLines,
+        LogLine,
+        ErrorBody,
+        ErrorDetail,
+        ApplyAnswer,
+        events::EventBody
+    ))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> HttpResponse {
+    use utoipa::OpenApi as _;
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
 /// The `/v1` routes, to mount in an actix-web `App` (`App::new().service(hsu::api::scope(state))`).
 /// Authentication is the mounting application's (see [`server`] for what `hsu run` does).
 pub fn scope(state: ApiState) -> actix_web::Scope {
@@ -96,6 +138,7 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         .app_data(web::PathConfig::default().error_handler(|e, _| {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()).into()
         }))
+        .route("/openapi.json", web::get().to(openapi))
         .route("/master", web::get().to(master_info))
         .route("/workers", web::get().to(list_workers))
         .route("/workers", web::post().to(add_worker))
@@ -117,7 +160,7 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
 }
 
 /// `GET /v1/master`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MasterInfo {
     /// hsu's version.
     pub version: String,
@@ -132,7 +175,7 @@ pub struct MasterInfo {
 }
 
 /// One row of `GET /v1/workers`: what `hsu ls` shows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerRow {
     /// The worker.
     pub id: String,
@@ -177,7 +220,7 @@ impl From<WorkerSummary> for WorkerRow {
 }
 
 /// `GET /v1/workers/{id}/logs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLines {
     /// The worker.
     pub worker: String,
@@ -186,14 +229,14 @@ pub struct LogLines {
 }
 
 /// The JSON body of every error.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable word: `not_found`, `invalid_state`, `unauthorized`, …
     pub kind: String,
@@ -207,6 +250,7 @@ pub struct ErrorDetail {
     pub field: Option<String>,
     /// Every problem of an invalid config, each with its worker and field.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub issues: Vec<hsu_actors::config::ValidationIssue>,
 }
 
@@ -347,6 +391,7 @@ fn json_name<T: Serialize>(value: &T) -> String {
 }
 
 /// `GET /metrics` (and `/v1/metrics`): the Prometheus text format.
+#[utoipa::path(get, path = "/v1/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn metrics_text(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
     let text = metrics::render(&rows).map_err(|e| {
@@ -361,17 +406,20 @@ pub async fn metrics_text(state: web::Data<ApiState>) -> Result<HttpResponse, Ap
         .body(text))
 }
 
+#[utoipa::path(get, path = "/v1/master", responses((status = 200, body = MasterInfo)))]
 async fn master_info(state: web::Data<ApiState>) -> web::Json<MasterInfo> {
     let mut info = (*state.info).clone();
     info.uptime_seconds = state.started.elapsed().as_secs_f64();
     web::Json(info)
 }
 
+#[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = [WorkerRow]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn list_workers(state: web::Data<ApiState>) -> Result<web::Json<Vec<WorkerRow>>, ApiError> {
     let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
     Ok(web::Json(rows.into_iter().map(WorkerRow::from).collect()))
 }
 
+#[utoipa::path(get, path = "/v1/workers/{id}", params(("id" = String, Path, description = "the worker id")), responses((status = 200, description = "the worker's diagnostics", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn get_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -394,6 +442,7 @@ async fn row(state: &ApiState, id: &WorkerId) -> Result<WorkerRow, ApiError> {
         .ok_or_else(|| MasterError::NotFound { id: id.clone() }.into())
 }
 
+#[utoipa::path(post, path = "/v1/workers/{id}/start", params(("id" = String, Path, description = "the worker id")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn start_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -407,6 +456,7 @@ async fn start_worker(
     Ok(web::Json(row(&state, &id).await?))
 }
 
+#[utoipa::path(post, path = "/v1/workers/{id}/stop", params(("id" = String, Path, description = "the worker id")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn stop_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -421,13 +471,15 @@ async fn stop_worker(
 }
 
 /// `?force=true`: start even if the stop fails.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RestartQuery {
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(post, path = "/v1/workers/{id}/restart", params(("id" = String, Path, description = "the worker id"), RestartQuery), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn restart_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -446,12 +498,14 @@ async fn restart_worker(
 }
 
 /// `?lines=N` (default 100).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
     lines: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/v1/workers/{id}/logs", params(("id" = String, Path, description = "the worker id"), LogsQuery), responses((status = 200, body = LogLines), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn worker_logs(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -487,8 +541,9 @@ async fn worker_logs(
 }
 
 /// `GET /v1/logs?workers=a,b&lines=N&follow=true`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogsOfQuery {
     /// Comma-separated ids; all workers when absent.
     workers: Option<String>,
@@ -498,7 +553,7 @@ struct LogsOfQuery {
 }
 
 /// One line of `GET /v1/logs` (newline-delimited JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Whose.
     pub worker: String,
@@ -512,6 +567,7 @@ const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// The last lines of several workers, each worker's in order, then (with `follow`) every new
 /// line as it is written, across rotations, as newline-delimited JSON. Ends when the client
 /// goes away.
+#[utoipa::path(get, path = "/v1/logs", params(LogsOfQuery), responses((status = 200, description = "newline-delimited JSON, one LogLine per line", content_type = "application/x-ndjson", body = LogLine), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn logs(
     state: web::Data<ApiState>,
     query: web::Query<LogsOfQuery>,
@@ -645,14 +701,16 @@ async fn body_text(mut payload: web::Payload) -> Result<String, ApiError> {
 }
 
 /// `?start=false`: add without starting.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AddQuery {
     start: Option<bool>,
 }
 
 /// `POST /v1/workers` with one worker's config (YAML or JSON) as the body: validated like the
 /// config file, added, and started unless `?start=false`.
+#[utoipa::path(post, path = "/v1/workers", params(AddQuery), request_body(content = String, content_type = "application/yaml", description = "one worker's config, YAML or JSON"), responses((status = 201, body = WorkerRow), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn add_worker(
     state: web::Data<ApiState>,
     query: web::Query<AddQuery>,
@@ -686,6 +744,7 @@ async fn add_worker(
 }
 
 /// `DELETE /v1/workers/{id}`: stopped (if running) and removed.
+#[utoipa::path(delete, path = "/v1/workers/{id}", params(("id" = String, Path, description = "the worker id")), responses((status = 200, description = "removed", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn remove_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -700,7 +759,7 @@ async fn remove_worker(
 }
 
 /// What `apply` and `reload` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApplyAnswer {
     /// New workers, added and started.
     pub added: Vec<String>,
@@ -711,6 +770,7 @@ pub struct ApplyAnswer {
     /// Workers left exactly as they were (same process, uptime, counters).
     pub unchanged: Vec<String>,
     /// Steps that failed: `[worker, error]`.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub errors: Vec<(String, String)>,
     /// `master:` settings that differ but apply only at the next start of `hsu run`.
     pub needs_restart: Vec<String>,
@@ -719,14 +779,16 @@ pub struct ApplyAnswer {
 }
 
 /// `?dry_run=true`: only the plan.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ApplyQuery {
     #[serde(default)]
     dry_run: bool,
 }
 
 /// `POST /v1/apply` with a whole config as the body.
+#[utoipa::path(post, path = "/v1/apply", params(ApplyQuery), request_body(content = String, content_type = "application/yaml", description = "a whole config, YAML or JSON"), responses((status = 200, body = ApplyAnswer), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn apply(
     state: web::Data<ApiState>,
     query: web::Query<ApplyQuery>,
@@ -740,6 +802,7 @@ async fn apply(
 }
 
 /// `POST /v1/reload`: the file `hsu run` was given, read again and applied (as SIGHUP).
+#[utoipa::path(post, path = "/v1/reload", params(ApplyQuery), responses((status = 200, body = ApplyAnswer), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn reload(
     state: web::Data<ApiState>,
     query: web::Query<ApplyQuery>,
@@ -841,12 +904,14 @@ fn master_changes(now: &MasterConfig, new: &MasterConfig) -> Vec<String> {
 }
 
 /// `?since=N`: the same as `Last-Event-ID: N`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
     since: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "resume after this event")), responses((status = 200, description = "server-sent events: `event: state` with an EventBody, `event: missed` with a count", content_type = "text/event-stream", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn event_stream(
     state: web::Data<ApiState>,
     request: actix_web::HttpRequest,
@@ -874,6 +939,7 @@ async fn event_stream(
         .streaming(state.events.stream(header.or(query.since))))
 }
 
+#[utoipa::path(post, path = "/v1/shutdown", responses((status = 202, description = "stopping every worker", body = Object)))]
 async fn shutdown(state: web::Data<ApiState>) -> HttpResponse {
     state.shutdown.notify_one();
     HttpResponse::Accepted().json(serde_json::json!({"shutting_down": true}))

@@ -39,7 +39,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
     let result = system.block_on(async move {
         // Installed first, so a signal during start-up also stops gracefully, and SIGHUP
         // (which would otherwise end the process) reloads instead.
-        let signal = wait_for_signal()?;
+        let mut signals = StopSignals::register()?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let master = MasterActor::launch(config.master.clone())?;
         hsu::builtin::register(&master).await?;
@@ -87,11 +87,10 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             workers = added.len(),
             "hsu running {source}; Ctrl-C or SIGTERM stops it"
         );
-        let mut signal = std::pin::pin!(signal);
         loop {
             tokio::select! {
-                signal = &mut signal => {
-                    tracing::info!(signal = signal?, "stopping all workers");
+                signal = signals.next() => {
+                    tracing::info!(signal, "stopping all workers (a second Ctrl-C forces)");
                     break;
                 }
                 () = state.shutdown_requested() => {
@@ -101,7 +100,10 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                 _ = hangup.recv() => reload(&state).await,
             }
         }
-        let report = master.send(Shutdown).await?;
+        let report = tokio::select! {
+            report = master.send(Shutdown) => report?,
+            _ = signals.next() => force(&master, &run_directory).await,
+        };
         for (id, error) in &report.errors {
             tracing::warn!(worker = %id, %error, "stop failed");
         }
@@ -135,28 +137,52 @@ async fn reload(state: &ApiState) {
     }
 }
 
-/// Registers the handlers now; the returned future resolves at the first SIGTERM or SIGINT.
-fn wait_for_signal(
-) -> std::io::Result<impl std::future::Future<Output = std::io::Result<&'static str>>> {
-    #[cfg(unix)]
-    {
+/// SIGTERM and SIGINT, registered at once (so one during start-up is not lost).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn register() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => Ok("SIGTERM"),
-                _ = int.recv() => Ok("SIGINT"),
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next one, by name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// A second stop signal while the graceful stop runs: no more waiting. Every worker process
+/// group gets SIGKILL, the run files are removed, and the master exits 130.
+async fn force(master: &actix::Addr<MasterActor>, run_directory: &std::path::Path) -> ! {
+    tracing::warn!("second stop signal: forcing, killing every worker process now");
+    if let Ok(rows) = master.send(hsu::GetAllWorkerStates).await {
+        for row in rows {
+            if let Some(pid) = row.pid {
+                let _ = hsu::internals::sys::signal_group(pid as i32, libc::SIGKILL);
             }
-        })
+            for ext in ["pid", "port"] {
+                let _ = std::fs::remove_file(run_directory.join(format!("{}.{ext}", row.id)));
+            }
+        }
     }
-    #[cfg(not(unix))]
-    {
-        Ok(async move {
-            tokio::signal::ctrl_c().await?;
-            Ok("Ctrl-C")
-        })
+    for file in [
+        hsu::api::server::SOCKET,
+        hsu::api::server::TOKEN,
+        hsu::api::server::LOCK,
+    ] {
+        let _ = std::fs::remove_file(run_directory.join(file));
     }
+    std::process::exit(130)
 }
 
 fn init_tracing(level: &str) {

@@ -690,3 +690,38 @@ workers:
     let (status, _) = hsu.finish();
     assert!(status.success());
 }
+
+#[test]
+fn a_second_stop_signal_forces_the_stop_and_kills_at_once() {
+    let config = TempFile::new(
+        "force.yaml",
+        &format!(
+            "workers:\n  - {{id: stubborn, type: process, execution: {{executable_path: {WORKER}, args: [--ignore-term]}}, stop: {{timeout: 60s}}}}\n"
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    let pid = row(&socket, "stubborn")["pid"].as_u64().unwrap() as u32;
+    hsu.signal("INT");
+    hsu.wait_for("a second Ctrl-C forces");
+    hsu.signal("INT");
+    let cwd = hsu.cwd.clone();
+    let (status, log) = hsu.finish();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("second stop signal: forcing"), "{log}");
+    let gone = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    {
+        assert!(
+            gone.elapsed() < DEADLINE,
+            "the worker survived the forced stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let left: Vec<_> = std::fs::read_dir(cwd.join("hsu-run"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run directory left: {left:?}");
+}
