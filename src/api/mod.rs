@@ -138,25 +138,49 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         .app_data(web::PathConfig::default().error_handler(|e, _| {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()).into()
         }))
-        .route("/openapi.json", web::get().to(openapi))
-        .route("/master", web::get().to(master_info))
-        .route("/workers", web::get().to(list_workers))
-        .route("/workers", web::post().to(add_worker))
-        .route("/workers/{id}", web::get().to(get_worker))
-        .route("/workers/{id}", web::delete().to(remove_worker))
-        .route("/workers/{id}/start", web::post().to(start_worker))
-        .route("/workers/{id}/stop", web::post().to(stop_worker))
-        .route("/workers/{id}/restart", web::post().to(restart_worker))
-        .route("/workers/{id}/logs", web::get().to(worker_logs))
-        .route("/logs", web::get().to(logs))
-        .route("/metrics", web::get().to(metrics_text))
-        .route("/events", web::get().to(event_stream))
-        .route("/apply", web::post().to(apply))
-        .route("/reload", web::post().to(reload))
-        .route("/shutdown", web::post().to(shutdown))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi)))
+        .service(resource("/master", "GET").route(web::get().to(master_info)))
+        .service(
+            resource("/workers", "GET, POST")
+                .route(web::get().to(list_workers))
+                .route(web::post().to(add_worker)),
+        )
+        .service(
+            resource("/workers/{id}", "GET, DELETE")
+                .route(web::get().to(get_worker))
+                .route(web::delete().to(remove_worker)),
+        )
+        .service(resource("/workers/{id}/start", "POST").route(web::post().to(start_worker)))
+        .service(resource("/workers/{id}/stop", "POST").route(web::post().to(stop_worker)))
+        .service(resource("/workers/{id}/restart", "POST").route(web::post().to(restart_worker)))
+        .service(resource("/workers/{id}/logs", "GET").route(web::get().to(worker_logs)))
+        .service(resource("/logs", "GET").route(web::get().to(logs)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
+        .service(resource("/events", "GET").route(web::get().to(event_stream)))
+        .service(resource("/apply", "POST").route(web::post().to(apply)))
+        .service(resource("/reload", "POST").route(web::post().to(reload)))
+        .service(resource("/shutdown", "POST").route(web::post().to(shutdown)))
         .default_service(web::to(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").error_response()
         }))
+}
+
+/// A route whose other methods are answered 405 with `Allow: allow` (as JSON, like every
+/// error).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let mut response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this endpoint takes {allow} (see /v1/openapi.json)"),
+        )
+        .error_response();
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    }))
 }
 
 /// `GET /v1/master`.
@@ -367,6 +391,20 @@ impl From<hsu_actors::ConfigError> for ApiError {
     }
 }
 
+/// The `lines` asked for (`default` when none); more than [`MAX_LOG_LINES`] is refused, not
+/// quietly cut.
+fn log_lines(asked: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match asked {
+        None => Ok(default),
+        Some(n) if n <= MAX_LOG_LINES => Ok(n),
+        Some(n) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("`lines` is {n}; at most {MAX_LOG_LINES} lines are returned at once"),
+        )),
+    }
+}
+
 /// The master did not answer: it is going away.
 fn gone(e: actix::MailboxError) -> ApiError {
     ApiError::new(
@@ -419,7 +457,7 @@ async fn list_workers(state: web::Data<ApiState>) -> Result<web::Json<Vec<Worker
     Ok(web::Json(rows.into_iter().map(WorkerRow::from).collect()))
 }
 
-#[utoipa::path(get, path = "/v1/workers/{id}", params(("id" = String, Path, description = "the worker id")), responses((status = 200, description = "the worker's diagnostics", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/workers/{id}", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, description = "the worker's diagnostics", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn get_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -442,7 +480,7 @@ async fn row(state: &ApiState, id: &WorkerId) -> Result<WorkerRow, ApiError> {
         .ok_or_else(|| MasterError::NotFound { id: id.clone() }.into())
 }
 
-#[utoipa::path(post, path = "/v1/workers/{id}/start", params(("id" = String, Path, description = "the worker id")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workers/{id}/start", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn start_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -456,7 +494,7 @@ async fn start_worker(
     Ok(web::Json(row(&state, &id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/workers/{id}/stop", params(("id" = String, Path, description = "the worker id")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workers/{id}/stop", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn stop_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -479,7 +517,7 @@ struct RestartQuery {
     force: bool,
 }
 
-#[utoipa::path(post, path = "/v1/workers/{id}/restart", params(("id" = String, Path, description = "the worker id"), RestartQuery), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workers/{id}/restart", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"), RestartQuery), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn restart_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -502,10 +540,11 @@ async fn restart_worker(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct LogsQuery {
+    #[param(minimum = 0, maximum = 100000)]
     lines: Option<usize>,
 }
 
-#[utoipa::path(get, path = "/v1/workers/{id}/logs", params(("id" = String, Path, description = "the worker id"), LogsQuery), responses((status = 200, body = LogLines), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/workers/{id}/logs", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"), LogsQuery), responses((status = 200, body = LogLines), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn worker_logs(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -514,7 +553,7 @@ async fn worker_logs(
     let id = parse_id(&id)?;
     // The worker must exist: an unknown id is a 404, not an empty log.
     row(&state, &id).await?;
-    let lines = query.lines.unwrap_or(100).min(MAX_LOG_LINES);
+    let lines = log_lines(query.lines, 100)?;
     let logs = state.config.logs.clone();
     let worker = id.clone();
     let read = web::block(move || hsu_actors::worker_log_tail(&logs, &worker, lines))
@@ -547,6 +586,7 @@ async fn worker_logs(
 struct LogsOfQuery {
     /// Comma-separated ids; all workers when absent.
     workers: Option<String>,
+    #[param(minimum = 0, maximum = 100000)]
     lines: Option<usize>,
     #[serde(default)]
     follow: bool,
@@ -587,7 +627,7 @@ async fn logs(
             ids
         }
     };
-    let lines = query.lines.unwrap_or(10).min(MAX_LOG_LINES);
+    let lines = log_lines(query.lines, 10)?;
     let follow = query.follow;
     let logs = state.config.logs.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, actix_web::Error>>(256);
@@ -710,7 +750,7 @@ struct AddQuery {
 
 /// `POST /v1/workers` with one worker's config (YAML or JSON) as the body: validated like the
 /// config file, added, and started unless `?start=false`.
-#[utoipa::path(post, path = "/v1/workers", params(AddQuery), request_body(content = String, content_type = "application/yaml", description = "one worker's config, YAML or JSON"), responses((status = 201, body = WorkerRow), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workers", params(AddQuery), request_body(description = "one worker's config, as in `workers:`", content((Object = "application/yaml"), (Object = "application/json"))), responses((status = 201, body = WorkerRow), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn add_worker(
     state: web::Data<ApiState>,
     query: web::Query<AddQuery>,
@@ -744,7 +784,7 @@ async fn add_worker(
 }
 
 /// `DELETE /v1/workers/{id}`: stopped (if running) and removed.
-#[utoipa::path(delete, path = "/v1/workers/{id}", params(("id" = String, Path, description = "the worker id")), responses((status = 200, description = "removed", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/workers/{id}", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, description = "removed", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn remove_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -788,13 +828,20 @@ struct ApplyQuery {
 }
 
 /// `POST /v1/apply` with a whole config as the body.
-#[utoipa::path(post, path = "/v1/apply", params(ApplyQuery), request_body(content = String, content_type = "application/yaml", description = "a whole config, YAML or JSON"), responses((status = 200, body = ApplyAnswer), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/apply", params(ApplyQuery), request_body(description = "a whole config", content((Object = "application/yaml"), (Object = "application/json"))), responses((status = 200, body = ApplyAnswer), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn apply(
     state: web::Data<ApiState>,
     query: web::Query<ApplyQuery>,
     payload: web::Payload,
 ) -> Result<web::Json<ApplyAnswer>, ApiError> {
     let text = body_text(payload).await?;
+    if text.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body must be a config (YAML or JSON); use /v1/reload to re-read the master's own file",
+        ));
+    }
     let config = hsu_actors::HsuConfig::parse(&text, std::path::Path::new("<request body>"))?;
     Ok(web::Json(
         apply_config(&state, config, None, query.dry_run).await?,
@@ -908,6 +955,7 @@ fn master_changes(now: &MasterConfig, new: &MasterConfig) -> Vec<String> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct EventsQuery {
+    #[param(minimum = 0, maximum = 9007199254740991_u64)]
     since: Option<u64>,
 }
 
