@@ -100,15 +100,24 @@ impl EventHub {
     }
 
     /// A stream of SSE frames: the kept events after `last_seen` (all kept ones when none),
-    /// then the live ones.
+    /// then the live ones; with `live_only`, only events from now on. A `last_seen` beyond
+    /// the newest event comes from another run of the master (numbers start at 1 each run):
+    /// every kept event is news to that client, so all are sent.
     pub fn stream(
         &self,
         last_seen: Option<u64>,
+        live_only: bool,
     ) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
         // Subscribe before reading the history, so nothing falls between the two.
         let live = self.live.subscribe();
-        let (backlog, missed) = {
+        let (backlog, missed, last_seen) = {
             let history = self.lock();
+            let newest = history.back().map(|(s, _)| *s).unwrap_or(0);
+            let last_seen = if live_only {
+                Some(newest)
+            } else {
+                last_seen.map(|seen| if seen > newest { 0 } else { seen })
+            };
             let oldest = history.front().map(|(s, _)| *s);
             let missed = match (last_seen, oldest) {
                 (Some(seen), Some(oldest)) if seen + 1 < oldest => oldest - seen - 1,
@@ -119,7 +128,7 @@ impl EventHub {
                 .filter(|(s, _)| last_seen.is_none_or(|seen| *s > seen))
                 .cloned()
                 .collect();
-            (backlog, missed)
+            (backlog, missed, last_seen)
         };
         let mut first = Vec::new();
         first.push(Bytes::from_static(b"retry: 1000\n\n"));

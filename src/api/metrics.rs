@@ -7,7 +7,8 @@
 //! `hsu_worker_start_time_seconds`, `hsu_worker_restarts_total` (present at 0 from the moment
 //! the worker is added, so the first restart shows in `increase()`),
 //! `hsu_worker_health_failures_total`, `hsu_worker_cpu_seconds_total` and
-//! `hsu_worker_resident_memory_bytes` (processes, from the latest sample); `hsu_workers`,
+//! `hsu_worker_resident_memory_bytes` (processes, from the latest sample),
+//! `hsu_worker_last_exit_code` (code, or 128 + signal); `hsu_workers`,
 //! `hsu_quarantines_total`.
 
 use std::time::UNIX_EPOCH;
@@ -37,6 +38,7 @@ struct Families {
     health_failures: CounterVec,
     cpu: CounterVec,
     rss: GaugeVec,
+    last_exit: GaugeVec,
     workers: Gauge,
     quarantines: prometheus::Counter,
 }
@@ -85,6 +87,11 @@ impl Families {
                 "resident memory of the worker's process, at the latest sample",
                 &["worker"],
             )?,
+            last_exit: gauge(
+                "hsu_worker_last_exit_code",
+                "how the worker's process last ended: its exit code, or 128 + the signal",
+                &["worker"],
+            )?,
             workers: Gauge::new("hsu_workers", "workers in the table")?,
             quarantines: prometheus::Counter::new(
                 "hsu_quarantines_total",
@@ -102,6 +109,7 @@ impl Families {
         registry.register(Box::new(self.health_failures))?;
         registry.register(Box::new(self.cpu))?;
         registry.register(Box::new(self.rss))?;
+        registry.register(Box::new(self.last_exit))?;
         registry.register(Box::new(self.workers))?;
         registry.register(Box::new(self.quarantines))?;
         Ok(())
@@ -144,6 +152,9 @@ pub fn render(workers: &[WorkerSummary]) -> prometheus::Result<String> {
                 f.cpu.with_label_values(&[id]).inc_by(seconds);
             }
             f.rss.with_label_values(&[id]).set(usage.rss_bytes as f64);
+        }
+        if let Some(code) = s.last_exit.as_ref().and_then(crate::api::exit_number) {
+            f.last_exit.with_label_values(&[id]).set(f64::from(code));
         }
         if s.quarantined {
             f.quarantines.inc();

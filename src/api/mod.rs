@@ -157,6 +157,11 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         .service(resource("/logs", "GET").route(web::get().to(logs)))
         .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
         .service(resource("/events", "GET").route(web::get().to(event_stream)))
+        .service(
+            resource("/packages", "GET, POST")
+                .route(web::get().to(list_packages))
+                .route(web::post().to(install_package)),
+        )
         .service(resource("/apply", "POST").route(web::post().to(apply)))
         .service(resource("/reload", "POST").route(web::post().to(reload)))
         .service(resource("/shutdown", "POST").route(web::post().to(shutdown)))
@@ -223,6 +228,13 @@ pub struct WorkerRow {
     pub why: Option<String>,
     /// The last error.
     pub last_error: Option<String>,
+    /// How the process last ended: its exit code, or 128 + the signal that killed it.
+    pub last_exit_code: Option<i32>,
+}
+
+/// An exit as one number: the code, or 128 + the signal (as shells report it).
+pub fn exit_number(exit: &hsu_actors::ExitInfo) -> Option<i32> {
+    exit.code.or(exit.signal.map(|s| 128 + s))
 }
 
 impl From<WorkerSummary> for WorkerRow {
@@ -239,6 +251,7 @@ impl From<WorkerSummary> for WorkerRow {
             rss_bytes: s.resources.map(|r| r.rss_bytes),
             why: s.why,
             last_error: s.last_error,
+            last_exit_code: s.last_exit.as_ref().and_then(exit_number),
         }
     }
 }
@@ -798,6 +811,74 @@ async fn remove_worker(
     Ok(HttpResponse::Ok().json(serde_json::json!({"removed": id.to_string()})))
 }
 
+/// One installed package.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PackageRow {
+    /// `name:version`.
+    pub id: String,
+    /// What it says it is.
+    pub description: String,
+    /// `process`, `module`.
+    pub supported_types: Vec<String>,
+    /// Where it is installed.
+    pub path: String,
+}
+
+impl From<hsu_actors::packages::InstalledPackage> for PackageRow {
+    fn from(p: hsu_actors::packages::InstalledPackage) -> Self {
+        Self {
+            id: p.manifest.id(),
+            description: p.manifest.description.clone(),
+            supported_types: p
+                .manifest
+                .supported_types
+                .iter()
+                .map(|t| format!("{t:?}").to_lowercase())
+                .collect(),
+            path: p.path.display().to_string(),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/packages", responses((status = 200, body = [PackageRow]), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn list_packages(state: web::Data<ApiState>) -> Result<web::Json<Vec<PackageRow>>, ApiError> {
+    let root = state.config.packages_directory.clone();
+    let listed = web::block(move || hsu_actors::packages::list(&root))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "io", hsu_actors::error_chain(&e)))?;
+    Ok(web::Json(
+        listed.into_iter().map(PackageRow::from).collect(),
+    ))
+}
+
+/// `POST /v1/packages`: install from a directory or tarball on the master's host.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    /// A package directory or a `.tar`/`.tar.gz`, as a path on the master's host.
+    pub source: String,
+}
+
+#[utoipa::path(post, path = "/v1/packages", request_body = InstallRequest, responses((status = 201, body = PackageRow), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn install_package(
+    state: web::Data<ApiState>,
+    body: web::Json<InstallRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let installed = state
+        .master
+        .send(hsu_actors::InstallPackage(body.into_inner().source.into()))
+        .await
+        .map_err(gone)??;
+    Ok(HttpResponse::Created().json(PackageRow::from(installed)))
+}
+
 /// What `apply` and `reload` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApplyAnswer {
@@ -950,11 +1031,13 @@ fn master_changes(now: &MasterConfig, new: &MasterConfig) -> Vec<String> {
         .collect()
 }
 
-/// `?since=N`: the same as `Last-Event-ID: N`.
+/// `?since=N`: the same as `Last-Event-ID: N`; `?live=true`: only events from now on.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct EventsQuery {
+    #[serde(default)]
+    live: bool,
     #[param(minimum = 0, maximum = 9007199254740991_u64)]
     since: Option<u64>,
 }
@@ -984,7 +1067,7 @@ async fn event_stream(
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
-        .streaming(state.events.stream(header.or(query.since))))
+        .streaming(state.events.stream(header.or(query.since), query.live)))
 }
 
 #[utoipa::path(post, path = "/v1/shutdown", responses((status = 202, description = "stopping every worker", body = Object)))]

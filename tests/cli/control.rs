@@ -452,13 +452,18 @@ workers:
     let replay = resumed.until(|_| true);
     let seq = serde_json::from_str::<serde_json::Value>(&replay[0]).unwrap()["seq"].as_u64();
     assert_eq!(seq, Some(3));
+    // A number from another run of the master (beyond the newest): everything kept is news.
+    let other_run = Streaming::start(&socket, &["events", "--json", "--since", "999999"]);
+    let replay = other_run.until(|_| true);
+    let seq = serde_json::from_str::<serde_json::Value>(&replay[0]).unwrap()["seq"].as_u64();
+    assert_eq!(seq, Some(1));
 
     // Several workers interleaved, each line prefixed.
     let out = client(&socket, &["logs", "-n", "2"]);
     let text = stdout(&out);
     assert!(text.contains("ticker | tick 60"), "{text}");
     assert!(text.contains("web | "), "{text}");
-    drop((events, follow, resumed));
+    drop((events, follow, resumed, other_run));
     hsu.signal("TERM");
     let (status, _) = hsu.finish();
     assert!(status.success());
@@ -497,12 +502,14 @@ master: {{resource_interval: 50ms}}
 workers:
   - {{id: web, type: module, module_name: echo, config: {{port: 0}}}}
   - {{id: proc, type: process, execution: {{executable_path: {WORKER}}}}}
+  - {{id: quits, type: process, execution: {{executable_path: {WORKER}, args: [--exit, '3']}}, restart: {{policy: never}}}}
 "#
         ),
     );
     let mut hsu = Running::start(&["run", config.path()]);
     hsu.wait_for("hsu running");
     let socket = socket_of(&hsu);
+    until_row(&socket, "quits", "exited", |r| r["last_exit_code"] == 3);
     // Present at 0 before anything happened, so a first restart shows in increase().
     let (status, text) = unix_get(&socket, "/metrics");
     assert_eq!(status, 200, "{text}");
@@ -522,7 +529,11 @@ workers:
         text.contains("hsu_worker_info{deployment=\"managed\",worker=\"proc\"} 1"),
         "{text}"
     );
-    assert!(text.contains("hsu_workers 2"), "{text}");
+    assert!(text.contains("hsu_workers 3"), "{text}");
+    assert!(
+        text.contains("hsu_worker_last_exit_code{worker=\"quits\"} 3"),
+        "{text}"
+    );
     assert!(text.contains("process_resident_memory_bytes "), "{text}");
 
     let out = client(&socket, &["restart", "web"]);

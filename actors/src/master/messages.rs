@@ -117,6 +117,8 @@ pub struct WorkerSummary {
     pub health_failures_total: u64,
     /// Moved to its process form by `quarantine:`.
     pub quarantined: bool,
+    /// How its process last ended (processes).
+    pub last_exit: Option<crate::process::ExitInfo>,
 }
 
 /// What [`Shutdown`] did.

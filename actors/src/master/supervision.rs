@@ -126,6 +126,9 @@ impl Handler<WorkerStateChanged> for MasterActor {
             .filter(|e| e.instance == event.instance)
         {
             entry.state = event.to;
+            if let Some(exit) = &event.exit {
+                entry.last_exit = Some(exit.clone());
+            }
             if event.reason.is_some() {
                 entry.last_error = event.reason.clone();
             }

@@ -39,6 +39,8 @@ pub(super) struct Entry {
     pub instance: u64,
     /// The spec as configured (before a quarantine changed `spec`): what `apply` compares.
     pub configured: WorkerSpec,
+    /// How its process last ended (from the events).
+    pub last_exit: Option<crate::process::ExitInfo>,
 }
 
 /// What the master saw of a worker's current run.
@@ -65,6 +67,7 @@ impl Entry {
             quarantine: Quarantine::default(),
             run: None,
             instance,
+            last_exit: None,
         }
     }
 
@@ -87,6 +90,7 @@ impl Entry {
             started_at: self.run.map(|r| r.started_at),
             health_failures_total: self.health.failures_total,
             quarantined: self.quarantine.moved.is_some(),
+            last_exit: self.last_exit.clone(),
         }
     }
 

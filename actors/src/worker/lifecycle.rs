@@ -25,6 +25,8 @@ pub(crate) struct WorkerCore {
     pub panicked: bool,
     /// See [`WorkerStateChanged::instance`].
     instance: u64,
+    /// Set just before advancing because the process ended; the next event carries it.
+    pub exit: Option<crate::process::ExitInfo>,
     events: Recipient<WorkerStateChanged>,
 }
 
@@ -39,6 +41,7 @@ impl WorkerCore {
             op_lock: Default::default(),
             panicked: false,
             instance,
+            exit: None,
             events,
         }
     }
@@ -68,6 +71,7 @@ impl WorkerCore {
             tracing::info!(parent: &self.span, %from, %to, pid, "worker state changed");
         }
         let panicked = std::mem::take(&mut self.panicked) && to.is_failed();
+        let exit = self.exit.take();
         self.events.do_send(WorkerStateChanged {
             id: self.id.clone(),
             from,
@@ -77,6 +81,7 @@ impl WorkerCore {
             panicked,
             at: std::time::SystemTime::now(),
             instance: self.instance,
+            exit,
         });
         Ok(())
     }

@@ -48,6 +48,8 @@ pub struct WorkerStateChanged {
     /// replaced under the same id (a changed config applied, a quarantine), so a late event of
     /// the old one is never taken for the new one's.
     pub instance: u64,
+    /// How the process ended, on the event its end caused (processes only).
+    pub exit: Option<ExitInfo>,
 }
 
 /// Makes an added worker ready to start (for modules: create the instance and `initialize`).

@@ -243,6 +243,7 @@ impl Handler<ProcessExited> for ProcessWorkerActor {
             }
         }
         let reason = (!info.success()).then(|| format!("process {info}"));
+        self.core.exit = Some(info.clone());
         let _ = self.advance(
             Lifecycle::Exited {
                 success: info.success(),

@@ -330,6 +330,7 @@ impl ProcessWorkerActor {
     ) -> Result<(), WorkerError> {
         self.started_at = None;
         if exit.is_some() {
+            self.core.exit = exit.clone();
             self.last_exit = exit;
         }
         match result {
