@@ -12,7 +12,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -153,11 +153,11 @@ fn hsu_ls(socket: &Path) {
 }
 
 /// 32 clients × 1,000 `GET /v1/workers`.
-fn concurrent_gets(socket: &PathBuf) {
+fn concurrent_gets(socket: &Path) {
     let t = Instant::now();
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let socket = socket.clone();
+            let socket = socket.to_path_buf();
             std::thread::spawn(move || {
                 let mut latencies = Vec::with_capacity(REQUESTS);
                 let mut failed = 0;
