@@ -38,9 +38,9 @@ pub use config::{HsuConfig, MasterConfig, WorkerConfig, WorkerSpec};
 pub use error::{error_chain, ConfigError, ErrorKind, MasterError, Operation, WorkerError};
 pub use id::{IdError, WorkerId, MAX_ID_LEN};
 pub use master::{
-    AddWorker, AddWorkerSpec, Apply, ApplyReport, GetAllWorkerStates, GetWorkerState,
-    InstallPackage, ListModuleFactories, MasterActor, RemoveWorker, RestartWorker, Shutdown,
-    ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
+    AddWorker, AddWorkerSpec, Apply, ApplyReport, GetAllWorkerStates, GetModuleTasks,
+    GetWorkerState, InstallPackage, ListModuleFactories, MasterActor, RemoveWorker, RestartWorker,
+    Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
 };
 pub use plugin::{PluginError, PluginInfo};
 pub use process::attach::AttachError;

@@ -8,7 +8,8 @@
 //! the worker is added, so the first restart shows in `increase()`),
 //! `hsu_worker_health_failures_total`, `hsu_worker_cpu_seconds_total` and
 //! `hsu_worker_resident_memory_bytes` (processes, from the latest sample),
-//! `hsu_worker_last_exit_code` (code, or 128 + signal); `hsu_workers`,
+//! `hsu_worker_last_exit_code` (code, or 128 + signal), `hsu_module_tasks` (a module's live
+//! tasks); `hsu_workers`,
 //! `hsu_quarantines_total`.
 
 use std::time::UNIX_EPOCH;
@@ -39,6 +40,7 @@ struct Families {
     cpu: CounterVec,
     rss: GaugeVec,
     last_exit: GaugeVec,
+    tasks: GaugeVec,
     workers: Gauge,
     quarantines: prometheus::Counter,
 }
@@ -92,6 +94,11 @@ impl Families {
                 "how the worker's process last ended: its exit code, or 128 + the signal",
                 &["worker"],
             )?,
+            tasks: gauge(
+                "hsu_module_tasks",
+                "tasks a module worker's module spawned that still run",
+                &["worker"],
+            )?,
             workers: Gauge::new("hsu_workers", "workers in the table")?,
             quarantines: prometheus::Counter::new(
                 "hsu_quarantines_total",
@@ -110,6 +117,7 @@ impl Families {
         registry.register(Box::new(self.cpu))?;
         registry.register(Box::new(self.rss))?;
         registry.register(Box::new(self.last_exit))?;
+        registry.register(Box::new(self.tasks))?;
         registry.register(Box::new(self.workers))?;
         registry.register(Box::new(self.quarantines))?;
         Ok(())
@@ -120,8 +128,14 @@ impl Families {
 ///
 /// # Errors
 /// Only if a metric definition is invalid (a bug, caught by the tests).
-pub fn render(workers: &[WorkerSummary]) -> prometheus::Result<String> {
+pub fn render(
+    workers: &[WorkerSummary],
+    module_tasks: &[(hsu_actors::WorkerId, usize)],
+) -> prometheus::Result<String> {
     let f = Families::new()?;
+    for (id, tasks) in module_tasks {
+        f.tasks.with_label_values(&[id.as_str()]).set(*tasks as f64);
+    }
     for s in workers {
         let id = s.id.as_str();
         let deployment = s.deployment.as_str();

@@ -255,3 +255,34 @@ impl Handler<ListLoadedModules> for MasterActor {
         Box::pin(async move { registry.send(msg).await.unwrap_or_default() })
     }
 }
+
+impl Handler<GetModuleTasks> for MasterActor {
+    type Result = ResponseFuture<Vec<(crate::WorkerId, usize)>>;
+
+    fn handle(&mut self, _: GetModuleTasks, _: &mut Context<Self>) -> Self::Result {
+        let asks: Vec<_> = self
+            .order
+            .iter()
+            .filter_map(|id| self.workers.get(id))
+            .filter(|e| {
+                matches!(
+                    e.spec.deployment,
+                    crate::config::DeploymentSpec::Module { .. }
+                )
+            })
+            .map(|e| (e.spec.id.clone(), e.addr.clone()))
+            .collect();
+        Box::pin(async move {
+            let answers =
+                futures::future::join_all(asks.into_iter().map(|(id, addr)| async move {
+                    addr.facts()
+                        .await
+                        .ok()
+                        .and_then(|f| f.module)
+                        .map(|m| (id, m.tasks))
+                }))
+                .await;
+            answers.into_iter().flatten().collect()
+        })
+    }
+}

@@ -136,3 +136,9 @@ pub struct ShutdownReport {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<crate::packages::InstalledPackage, MasterError>")]
 pub struct InstallPackage(pub std::path::PathBuf);
+
+/// The live task count of every module worker (its module's spawned tasks still running), in
+/// table order: `hsu_module_tasks`. Each module worker is asked (concurrently).
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<(WorkerId, usize)>")]
+pub struct GetModuleTasks;

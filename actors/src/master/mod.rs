@@ -46,7 +46,7 @@ use crate::WorkerId;
 
 pub use apply::{Apply, ApplyReport};
 pub use messages::{
-    AddWorker, AddWorkerSpec, GetAllWorkerStates, GetWorkerState, InstallPackage,
+    AddWorker, AddWorkerSpec, GetAllWorkerStates, GetModuleTasks, GetWorkerState, InstallPackage,
     ListModuleFactories, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker,
     StopWorker, Subscribe, WorkerSummary,
 };

@@ -263,6 +263,8 @@ pub struct ModuleDiagnostics {
     pub info: ModuleInfo,
     /// Factory name or plugin path.
     pub module_name: String,
+    /// Tasks the module spawned that still run (the design's goroutine count).
+    pub tasks: usize,
     /// How long creating and initialising the instance took.
     pub load_time: Duration,
     /// When the current instance was created.

@@ -45,6 +45,14 @@ impl TaskSet {
         handles.push(handle);
     }
 
+    /// Tasks still running.
+    pub fn live(&self) -> usize {
+        let guard = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_ref()
+            .map_or(0, |h| h.iter().filter(|t| !t.is_finished()).count())
+    }
+
     fn take(&self) -> Vec<JoinHandle<()>> {
         let mut guard = self.handles.lock().unwrap_or_else(|p| p.into_inner());
         self.closed

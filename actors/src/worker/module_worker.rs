@@ -313,6 +313,11 @@ impl Handler<GetFacts> for ModuleWorkerActor {
 
     fn handle(&mut self, _: GetFacts, _: &mut Context<Self>) -> Self::Result {
         let running = self.core.state == WorkerState::Running;
+        let tasks = [&self.run, &self.init_run]
+            .into_iter()
+            .flatten()
+            .map(|r| r.tasks.live())
+            .sum();
         MessageResult(WorkerFacts {
             state: self.core.state,
             last_error: self.core.last_error.clone(),
@@ -326,6 +331,7 @@ impl Handler<GetFacts> for ModuleWorkerActor {
             module: Some(ModuleDiagnostics {
                 info: self.info.clone(),
                 module_name: self.setup.module_name.clone(),
+                tasks,
                 load_time: self.load_time,
                 loaded_at: self.loaded_at,
             }),
