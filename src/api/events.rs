@@ -18,8 +18,6 @@ use hsu_actors::WorkerStateChanged;
 
 /// Events kept for resuming clients.
 pub const HISTORY: usize = 10_000;
-/// Events a live subscriber may fall behind before it is told it missed some.
-pub const LAG: usize = 4_096;
 /// A comment line this often keeps idle connections (and their proxies) alive and finds dead
 /// clients.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -54,9 +52,13 @@ pub struct EventHub {
 }
 
 impl EventHub {
-    /// A hub fed by `events` (a master subscription), on a task of the current runtime.
-    pub fn start(mut events: mpsc::UnboundedReceiver<WorkerStateChanged>) -> Arc<EventHub> {
-        let (live, _) = broadcast::channel(LAG);
+    /// A hub fed by `events` (a master subscription), on a task of the current runtime. A
+    /// live subscriber may fall `lag` events behind before it is told it missed some.
+    pub fn start(
+        mut events: mpsc::UnboundedReceiver<WorkerStateChanged>,
+        lag: usize,
+    ) -> Arc<EventHub> {
+        let (live, _) = broadcast::channel(lag.max(1));
         let hub = Arc::new(EventHub {
             history: Mutex::new(VecDeque::with_capacity(1024)),
             live,

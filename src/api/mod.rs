@@ -56,6 +56,7 @@ impl ApiState {
         transports: Vec<String>,
         events: tokio::sync::mpsc::UnboundedReceiver<hsu_actors::WorkerStateChanged>,
     ) -> Self {
+        let lag = config.api.event_lag;
         Self {
             master,
             config: Arc::new(config),
@@ -68,7 +69,7 @@ impl ApiState {
             }),
             started: Instant::now(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
-            events: events::EventHub::start(events),
+            events: events::EventHub::start(events, lag),
         }
     }
 

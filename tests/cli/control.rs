@@ -736,3 +736,82 @@ fn a_second_stop_signal_forces_the_stop_and_kills_at_once() {
         .unwrap_or_default();
     assert!(left.is_empty(), "run directory left: {left:?}");
 }
+
+#[test]
+fn an_event_subscriber_that_does_not_read_is_told_how_many_events_it_missed() {
+    let config = TempFile::new(
+        "lag.yaml",
+        "master:\n  api: {event_lag: 8}\n  logs: {mirror: false}\nworkers:\n  - {id: a, type: module, module_name: echo, config: {port: 0}}\n  - {id: b, type: module, module_name: echo, config: {port: 0}}\n",
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    // A subscriber that reads nothing until the end.
+    let mut slow = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    write!(
+        slow,
+        "GET /v1/events?live=true HTTP/1.1\r\nhost: hsu\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // Enough events to fill the socket's buffers many times over an 8-event lag.
+    let mut restarts = 0;
+    let mut text = String::new();
+    slow.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    while restarts < 2000 {
+        for id in ["a", "b"] {
+            let (status, body) = unix_post(&socket, &format!("/v1/workers/{id}/restart"));
+            assert_eq!(status, 200, "{body}");
+            restarts += 1;
+        }
+        if restarts % 400 == 0 {
+            // Read what is buffered now; stop once a missed notice came.
+            let mut buf = vec![0u8; 1 << 20];
+            if let Ok(n) = slow.read(&mut buf) {
+                text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            if text.contains("event: missed") {
+                break;
+            }
+        }
+    }
+    let mut rest = vec![0u8; 8 << 20];
+    while let Ok(n) = slow.read(&mut rest) {
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&rest[..n]));
+        if text.contains("event: missed") {
+            break;
+        }
+    }
+    let notice = text
+        .split("event: missed\ndata: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no missed notice after {restarts} restarts"));
+    let missed: serde_json::Value = serde_json::from_str(notice).unwrap();
+    assert!(missed["missed"].as_u64().unwrap() > 0, "{notice}");
+    drop(slow);
+    hsu.signal("TERM");
+    let (status, _) = hsu.finish();
+    assert!(status.success());
+}
+
+fn unix_post(socket: &Path, path: &str) -> (u16, String) {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: hsu\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}

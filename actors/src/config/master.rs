@@ -55,6 +55,9 @@ pub struct ApiConfig {
     pub allow_remote: bool,
     /// Serve only requests that change nothing (GET) (default `false`).
     pub read_only: bool,
+    /// Events an event-stream subscriber may fall behind before it is told how many it
+    /// missed (default 4096).
+    pub event_lag: usize,
 }
 
 impl Default for ApiConfig {
@@ -65,6 +68,7 @@ impl Default for ApiConfig {
             token_file: None,
             allow_remote: false,
             read_only: false,
+            event_lag: 4096,
         }
     }
 }

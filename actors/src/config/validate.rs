@@ -119,6 +119,13 @@ pub fn validate_config(
             Ok(_) => {}
         }
     }
+    if config.master.api.event_lag == 0 {
+        out.push(ValidationIssue {
+            worker: None,
+            field: "master.api.event_lag".into(),
+            message: "must be at least 1".into(),
+        });
+    }
     if config.master.module_threads == Some(0) {
         out.push(ValidationIssue {
             worker: None,
