@@ -42,7 +42,13 @@ pub struct ApiState {
     started: Instant,
     shutdown: Arc<tokio::sync::Notify>,
     events: Arc<events::EventHub>,
+    /// The `GET /v1/workers` answer being computed, shared by every request that arrives
+    /// meanwhile (one master query and one serialisation for all of them).
+    listing: Arc<std::sync::Mutex<Option<SharedListing>>>,
 }
+
+type SharedListing =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<web::Bytes, String>>>;
 
 impl ApiState {
     /// State for the routes of `master`, whose settings are `config`. `config_path` is shown
@@ -70,6 +76,7 @@ impl ApiState {
             started: Instant::now(),
             shutdown: Arc::new(tokio::sync::Notify::new()),
             events: events::EventHub::start(events, lag),
+            listing: Default::default(),
         }
     }
 
@@ -471,9 +478,54 @@ async fn master_info(state: web::Data<ApiState>) -> web::Json<MasterInfo> {
 }
 
 #[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = [WorkerRow]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
-async fn list_workers(state: web::Data<ApiState>) -> Result<web::Json<Vec<WorkerRow>>, ApiError> {
-    let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
-    Ok(web::Json(rows.into_iter().map(WorkerRow::from).collect()))
+/// Requests that arrive while a listing is being computed share it: under many concurrent
+/// clients the master answers one query at a time instead of a queue of them, so its
+/// mailbox stays free for supervision (a restart is not delayed behind a backlog of
+/// listings). Each answer is at least as new as the moment its request arrived, minus one
+/// query in flight.
+async fn list_workers(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    use futures::FutureExt as _;
+    let flight = {
+        let mut slot = state.listing.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(flight) => flight.clone(),
+            None => {
+                let master = state.master.clone();
+                let flight = async move {
+                    let rows = master
+                        .send(GetAllWorkerStates)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let rows: Vec<WorkerRow> = rows.into_iter().map(WorkerRow::from).collect();
+                    serde_json::to_vec(&rows)
+                        .map(web::Bytes::from)
+                        .map_err(|e| e.to_string())
+                }
+                .boxed()
+                .shared();
+                *slot = Some(flight.clone());
+                flight
+            }
+        }
+    };
+    let answer = flight.clone().await;
+    {
+        // The first to finish frees the slot for the next listing.
+        let mut slot = state.listing.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|f| f.ptr_eq(&flight)) {
+            *slot = None;
+        }
+    }
+    match answer {
+        Ok(body) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the master did not answer: {e}"),
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/workers/{id}", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, description = "the worker's diagnostics", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
