@@ -556,13 +556,22 @@ async fn start_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
 ) -> Result<web::Json<WorkerRow>, ApiError> {
-    let id = parse_id(&id)?;
-    state
-        .master
-        .send(StartWorker(id.clone()))
-        .await
-        .map_err(gone)??;
-    Ok(web::Json(row(&state, &id).await?))
+    lifecycle(&state, &id, StartWorker).await
+}
+
+/// Sends the lifecycle request `make(id)` and answers the worker's row after it.
+async fn lifecycle<M>(
+    state: &ApiState,
+    id: &str,
+    make: impl FnOnce(WorkerId) -> M,
+) -> Result<web::Json<WorkerRow>, ApiError>
+where
+    M: actix::Message<Result = Result<(), MasterError>> + Send + 'static,
+    MasterActor: actix::Handler<M>,
+{
+    let id = parse_id(id)?;
+    state.master.send(make(id.clone())).await.map_err(gone)??;
+    Ok(web::Json(row(state, &id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/workers/{id}/stop", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
@@ -570,13 +579,7 @@ async fn stop_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
 ) -> Result<web::Json<WorkerRow>, ApiError> {
-    let id = parse_id(&id)?;
-    state
-        .master
-        .send(StopWorker(id.clone()))
-        .await
-        .map_err(gone)??;
-    Ok(web::Json(row(&state, &id).await?))
+    lifecycle(&state, &id, StopWorker).await
 }
 
 /// `?force=true`: start even if the stop fails.
@@ -594,16 +597,8 @@ async fn restart_worker(
     id: web::Path<String>,
     query: web::Query<RestartQuery>,
 ) -> Result<web::Json<WorkerRow>, ApiError> {
-    let id = parse_id(&id)?;
-    state
-        .master
-        .send(RestartWorker {
-            id: id.clone(),
-            force: query.force,
-        })
-        .await
-        .map_err(gone)??;
-    Ok(web::Json(row(&state, &id).await?))
+    let force = query.force;
+    lifecycle(&state, &id, |id| RestartWorker { id, force }).await
 }
 
 /// `?lines=N` (default 100).

@@ -201,17 +201,28 @@ pub fn act(to: &Endpoint, which: &Which, action: &str, force: bool) -> ExitCode 
     } else {
         which.ids.clone()
     };
+    let query = if force { "?force=true" } else { "" };
+    each(&ids, |id| {
+        let path = format!("/v1/workers/{}/{action}{query}", path_part(id));
+        to.request("POST", &path, None).map(|answer| {
+            let state = answer.body["state"].as_str().unwrap_or("?").to_string();
+            (answer, state)
+        })
+    })
+}
+
+/// One request per worker, in order, printing `id: outcome`; every worker is tried, and the
+/// exit code is 1 if any failed (3 at once if the master is unreachable).
+fn each(
+    ids: &[String],
+    request: impl Fn(&str) -> Result<(Answer, String), ClientError>,
+) -> ExitCode {
     let mut failed = false;
     for id in ids {
-        let query = if force { "?force=true" } else { "" };
-        let path = format!("/v1/workers/{}/{action}{query}", path_part(&id));
-        match to.request("POST", &path, None) {
+        match request(id) {
             Err(e) => return fail(&e),
-            Ok(answer) if ok(&answer) => {
-                let state = answer.body["state"].as_str().unwrap_or("?");
-                println!("{id}: {state}");
-            }
-            Ok(answer) => {
+            Ok((answer, outcome)) if ok(&answer) => println!("{id}: {outcome}"),
+            Ok((answer, _)) => {
                 failed = true;
                 eprintln!("error: {}", message(&answer));
             }
@@ -406,22 +417,10 @@ pub fn add(to: &Endpoint, file: &std::path::Path, start: bool) -> ExitCode {
 
 /// `hsu rm ID…`.
 pub fn remove(to: &Endpoint, ids: &[String]) -> ExitCode {
-    let mut failed = false;
-    for id in ids {
-        match to.request("DELETE", &format!("/v1/workers/{}", path_part(id)), None) {
-            Err(e) => return fail(&e),
-            Ok(answer) if ok(&answer) => println!("{id}: removed"),
-            Ok(answer) => {
-                failed = true;
-                eprintln!("error: {}", message(&answer));
-            }
-        }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    each(ids, |id| {
+        to.request("DELETE", &format!("/v1/workers/{}", path_part(id)), None)
+            .map(|answer| (answer, "removed".to_string()))
+    })
 }
 
 /// `hsu shutdown`.

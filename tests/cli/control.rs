@@ -57,20 +57,8 @@ fn until_row(socket: &Path, id: &str, what: &str, cond: impl Fn(&serde_json::Val
     }
 }
 
-/// One raw HTTP/1.1 request over TCP; the status code and the body.
-fn http(address: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: {address}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+/// The status code and the body of a raw HTTP/1.1 response.
+fn parse_response(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()
         .nth(1)
@@ -81,6 +69,35 @@ fn http(address: &str, method: &str, path: &str, token: Option<&str>) -> (u16, S
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Sends one request (no body, `connection: close`) on `stream` and reads the response.
+fn exchange(mut stream: impl Read + Write, method: &str, path: &str, auth: &str) -> (u16, String) {
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: hsu\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    parse_response(&response)
+}
+
+/// One raw HTTP/1.1 request over TCP; the status code and the body.
+fn http(address: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    exchange(stream, method, path, &auth)
+}
+
+/// One raw HTTP/1.1 request over the master's Unix socket.
+fn unix_request(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    exchange(stream, method, path, "")
 }
 
 fn socket_of(hsu: &Running) -> PathBuf {
@@ -469,29 +486,6 @@ workers:
     assert!(status.success());
 }
 
-/// `GET path` over the master's Unix socket; the status and the body.
-fn unix_get(socket: &Path, path: &str) -> (u16, String) {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: hsu\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn metrics_describe_every_worker_and_pass_promtool() {
     let config = TempFile::new(
@@ -511,7 +505,7 @@ workers:
     let socket = socket_of(&hsu);
     until_row(&socket, "quits", "exited", |r| r["last_exit_code"] == 3);
     // Present at 0 before anything happened, so a first restart shows in increase().
-    let (status, text) = unix_get(&socket, "/metrics");
+    let (status, text) = unix_request(&socket, "GET", "/metrics");
     assert_eq!(status, 200, "{text}");
     assert!(
         text.contains("hsu_worker_restarts_total{worker=\"web\"} 0"),
@@ -541,7 +535,7 @@ workers:
     // The process's resources appear once sampled.
     let start = std::time::Instant::now();
     let text = loop {
-        let (_, text) = unix_get(&socket, "/metrics");
+        let (_, text) = unix_request(&socket, "GET", "/metrics");
         if text.contains("hsu_worker_resident_memory_bytes{worker=\"proc\"}") {
             break text;
         }
@@ -760,7 +754,8 @@ fn an_event_subscriber_that_does_not_read_is_told_how_many_events_it_missed() {
         .unwrap();
     while restarts < 2000 {
         for id in ["a", "b"] {
-            let (status, body) = unix_post(&socket, &format!("/v1/workers/{id}/restart"));
+            let (status, body) =
+                unix_request(&socket, "POST", &format!("/v1/workers/{id}/restart"));
             assert_eq!(status, 200, "{body}");
             restarts += 1;
         }
@@ -796,22 +791,4 @@ fn an_event_subscriber_that_does_not_read_is_told_how_many_events_it_missed() {
     hsu.signal("TERM");
     let (status, _) = hsu.finish();
     assert!(status.success());
-}
-
-fn unix_post(socket: &Path, path: &str) -> (u16, String) {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nhost: hsu\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, response)
 }
