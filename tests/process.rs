@@ -753,3 +753,23 @@ async fn an_integrated_worker_whose_control_port_was_taken_is_started_again_on_a
     drop(held);
     Ok(())
 }
+
+#[actix_rt::test]
+async fn an_integrated_worker_ready_just_before_its_startup_timeout_is_running() -> TestResult {
+    // Polled at 20, 60, 140, 300 ms and then every 250 ms: the last poll before the deadline
+    // is at 4.8 s. A worker ready at 4.85 s must still count as ready within 5 s.
+    let dir = TempDir::new("late-ready");
+    let (master, _watch) = support::master_in(&dir).await;
+    let mut config = integrated_worker("late", &["--ready-delay", "4850"]);
+    config.integrated = Some(serde_yaml::from_str(
+        "{startup_timeout: 5s, call_timeout: 1s}",
+    )?);
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker(id("late"))).await??;
+    assert_eq!(
+        master.send(GetWorkerState(id("late"))).await??.state,
+        WorkerState::Running
+    );
+    master.send(Shutdown).await?;
+    Ok(())
+}

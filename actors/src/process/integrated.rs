@@ -178,7 +178,8 @@ pub struct NotReady {
 }
 
 /// Waits for the first successful Ping of a new run, polling with a growing pause (20 ms up
-/// to 250 ms) until `startup_timeout`; fails at once if the process exits first (`exited`).
+/// to 250 ms) until `startup_timeout`, the last Ping sent at the deadline itself (it may take
+/// its `call_timeout` to answer); fails at once if the process exits first (`exited`).
 ///
 /// # Errors
 /// [`NotReady`] on exit before the first Ping, or when `startup_timeout` passes.
@@ -197,11 +198,14 @@ pub async fn wait_ready(
                 port_in_use: info.code == Some(i32::from(EXIT_PORT_IN_USE)),
             });
         }
+        // The last Ping is sent at the deadline itself, so the worker gets the whole
+        // `startup_timeout` to be ready; that one Ping may take its `call_timeout` to answer.
         match control.ping(config.call_timeout).await {
             Ok(()) => return Ok(()),
             Err(e) => last_error = e,
         }
-        if tokio::time::Instant::now() + pause >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Err(NotReady {
                 reason: format!(
                     "no successful Ping within startup_timeout {} (last error: {last_error})",
@@ -210,8 +214,8 @@ pub async fn wait_ready(
                 port_in_use: false,
             });
         }
-        // Wake early if the process exits meanwhile.
-        let _ = tokio::time::timeout(pause, exited.changed()).await;
+        // Wake early if the process exits meanwhile; never sleep past the deadline.
+        let _ = tokio::time::timeout(pause.min(deadline - now), exited.changed()).await;
         pause = (pause * 2).min(Duration::from_millis(250));
     }
 }

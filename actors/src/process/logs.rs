@@ -57,6 +57,17 @@ struct Current {
     size: u64,
 }
 
+impl Current {
+    /// `path` is still this open file (same device and inode).
+    fn still_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.file.metadata(), std::fs::metadata(path)) {
+            (Ok(ours), Ok(there)) => ours.ino() == there.ino() && ours.dev() == there.dev(),
+            _ => false,
+        }
+    }
+}
+
 impl LogSink {
     /// Checks that `<directory>/<id>.log` can be appended to (creating the directory and the
     /// file); the file is then opened again at the first line.
@@ -95,6 +106,12 @@ impl LogSink {
             }
         }
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // A current file deleted or moved away (an operator's `rm`, logrotate without
+        // copytruncate) would swallow every later line: write to a new one at the path instead.
+        if guard.as_ref().is_some_and(|c| !c.still_at(&self.path)) {
+            tracing::warn!(worker = %self.id, path = %self.path.display(), "the log file was deleted or moved; writing to a new one");
+            *guard = None;
+        }
         let opened = match guard.take() {
             Some(current) => Ok(current),
             None => open_append(&self.path).and_then(|file| {
@@ -136,6 +153,13 @@ impl LogSink {
     /// is deleted; a new empty `<id>.log` is opened.
     fn rotate(&self, current: &mut Current) -> io::Result<()> {
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if !current.still_at(&self.path) {
+            // Nothing of ours to rotate at the path: shifting `.1`, `.2`, … would only lose
+            // history. Start a new file.
+            current.file = open_append(&self.path)?;
+            current.size = 0;
+            return Ok(());
+        }
         if self.max_files == 0 {
             std::fs::remove_file(&self.path)?;
         } else {
@@ -570,6 +594,39 @@ mod tests {
             "every line once, in order, through many rotations"
         );
         assert!(dir.join("f.log.2").exists(), "it did rotate");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_log_file_is_recreated_and_history_kept() {
+        let dir = temp_dir("deleted");
+        let config = LogsConfig {
+            directory: dir.clone(),
+            max_size: ByteSize(60),
+            max_files: 3,
+            mirror: false,
+        };
+        let id = WorkerId::new("d").unwrap();
+        let sink = LogSink::open(&id, &config).unwrap();
+        for n in 0..12 {
+            sink.write_lines(Stream::Stdout, &[format!("line {n:03}").as_bytes()]);
+        }
+        let history: Vec<String> = (1..=3)
+            .map(|n| std::fs::read_to_string(dir.join(format!("d.log.{n}"))).unwrap_or_default())
+            .collect();
+        std::fs::remove_file(dir.join("d.log")).unwrap();
+        for n in 12..14 {
+            sink.write_lines(Stream::Stdout, &[format!("line {n:03}").as_bytes()]);
+        }
+        let current = std::fs::read_to_string(dir.join("d.log")).unwrap();
+        assert_eq!(
+            current, "line 012\nline 013\n",
+            "every line after the deletion"
+        );
+        let after: Vec<String> = (1..=3)
+            .map(|n| std::fs::read_to_string(dir.join(format!("d.log.{n}"))).unwrap_or_default())
+            .collect();
+        assert_eq!(after, history, "the rotated history is untouched");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
