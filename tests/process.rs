@@ -773,3 +773,77 @@ async fn an_integrated_worker_ready_just_before_its_startup_timeout_is_running()
     master.send(Shutdown).await?;
     Ok(())
 }
+
+#[actix_rt::test]
+#[allow(unsafe_code)]
+async fn workers_inherit_no_ignored_signal_no_stray_descriptor_and_the_usual_open_file_limit(
+) -> TestResult {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("hygiene");
+    // What a careless starter leaves behind: SIGQUIT ignored (`nohup`, a shell's `&`) and a
+    // descriptor without close-on-exec.
+    let leaked = std::fs::File::create(dir.0.join("leaked"))?;
+    // SAFETY: plain syscalls on a descriptor we own and on the process's signal table; the
+    // duplicate is closed below.
+    let fd = unsafe {
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        libc::dup(leaked.as_raw_fd())
+    };
+    assert!(fd > 2);
+    let (master, mut watch) = support::master_in(&dir).await;
+    let report = dir.file("report");
+    master
+        .send(AddWorker(process_worker(
+            "clean",
+            &["--report-self", &report],
+        )))
+        .await??;
+    master.send(StartWorker(id("clean"))).await??;
+    watch.until("clean", WorkerState::Running).await;
+    eventually("the report", || {
+        std::fs::read_to_string(&report).is_ok_and(|t| t.contains("nofile"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&report)?;
+    // SAFETY: closes the duplicate made above.
+    unsafe {
+        libc::close(fd);
+        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+    }
+    let sigign = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sigign "))
+        .map(|h| u64::from_str_radix(h, 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        sigign & (1 << (libc::SIGQUIT - 1)),
+        0,
+        "SIGQUIT is not ignored: {text}"
+    );
+    assert!(
+        !text.contains(&format!("fd {fd} ")) && !text.contains("leaked"),
+        "no descriptor of the master's reached the worker: {text}"
+    );
+    // The master raised its own soft limit; the worker has the one the master started with.
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let (master_soft, hard): (u64, u64) = {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f[3].parse()?, f[4].parse()?)
+    };
+    let worker_soft: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("nofile "))
+        .unwrap()
+        .parse()?;
+    assert!(
+        worker_soft <= master_soft
+            && (worker_soft < master_soft || master_soft < hard || worker_soft == hard),
+        "worker {worker_soft}, master {master_soft}, hard {hard}"
+    );
+    master.send(Shutdown).await?;
+    Ok(())
+}

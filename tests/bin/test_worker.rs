@@ -14,6 +14,8 @@
 //! `--integrated`          serve HSU's control protocol (Ping, gRPC health) on `--port N`
 //! `--health-file FILE`    healthy only while FILE exists (default: always healthy)
 //! `--ready-delay MS`      wait MS milliseconds before serving the control protocol
+//! `--report-self FILE`    write what it inherited to FILE: `sigign HEX`, `nofile SOFT`, and
+//!                         `fd N TARGET` for each descriptor above 2 open at start
 //! `--first-port P`        on the first launch (per `--count` FILE) serve the control protocol
 //!                         on P instead of `--port` (a port the test holds: a real conflict)
 //! `--exit N`              exit with code N (after the above); `--crash` aborts instead
@@ -41,6 +43,7 @@ struct Flags {
     health_file: Option<String>,
     ready_delay_ms: u64,
     first_port: Option<u16>,
+    report_self: Option<String>,
 }
 
 fn parse() -> Flags {
@@ -69,15 +72,68 @@ fn parse() -> Flags {
             "--health-file" => f.health_file = Some(value()),
             "--ready-delay" => f.ready_delay_ms = value().parse().expect("ms"),
             "--first-port" => f.first_port = Some(value().parse().expect("port")),
+            "--report-self" => f.report_self = Some(value()),
             other => panic!("unknown flag {other}"),
         }
     }
     f
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+fn main() {
     let flags = parse();
+    // Before the runtime opens descriptors of its own.
+    if let Some(path) = &flags.report_self {
+        report_self(path);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(flags));
+}
+
+/// What this process inherited: ignored signals, the open-file limit, descriptors above 2.
+fn report_self(path: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let sigign = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or("")
+        .to_string();
+    let mut out = format!("sigign {sigign}\nnofile {nofile}\n");
+    // Listing the directory opens a descriptor of its own: skip it.
+    let fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let n: u32 = e.file_name().to_string_lossy().parse().ok()?;
+                    let target = std::fs::read_link(e.path()).ok()?.display().to_string();
+                    Some((n, target))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (n, target) in fds {
+        if n > 2 && !target.starts_with("/proc/") {
+            out.push_str(&format!("fd {n} {target}\n"));
+        }
+    }
+    std::fs::write(path, out).expect("report file");
+}
+
+async fn run(flags: Flags) {
+    // Before the runtime opens descriptors of its own.
+    if let Some(path) = &flags.report_self {
+        report_self(path);
+    }
     // First, so that a SIGTERM sent once the pid file exists finds the handler in place.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");

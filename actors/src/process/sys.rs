@@ -143,17 +143,54 @@ pub fn page_size() -> u64 {
     }
 }
 
-/// Arranges for a spawned child to get SIGKILL when the spawning *thread* exits (Linux
-/// `PR_SET_PDEATHSIG`), and to exit at once if that already happened before the setting took
+/// Prepares a spawned child between fork and exec: every signal ignored by the master's own
+/// starter back to its default, every descriptor above 2 closed at exec, the open-file limit
+/// the master started with; and SIGKILL when the spawning *thread* exits (Linux
+/// `PR_SET_PDEATHSIG`), exiting at once if that already happened before the setting took
 /// effect. Spawn only from a thread that lives as long as the master.
 pub fn kill_with_parent(command: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as i32;
+    let nofile = ORIGINAL_NOFILE.get().copied();
     // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe functions may be called: prctl, getppid and _exit are; it allocates
-    // nothing and touches no locks.
+    // async-signal-safe functions may be called: prctl, getppid, _exit, signal, fcntl,
+    // setrlimit and the close_range syscall are; it allocates nothing and touches no locks.
     unsafe {
         command.pre_exec(move || {
+            // Nothing the master inherited reaches the worker. Signals ignored by whoever
+            // started hsu (`nohup`, a shell's `&`) would stay ignored across exec (std resets
+            // only the mask and SIGPIPE): back to their defaults.
+            for signal in 1..libc::SIGRTMIN() {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+            }
+            // Descriptors open in the master (or in whoever started it) close at exec; 0-2 are
+            // the worker's stdio. Marked close-on-exec rather than closed, so std's own
+            // exec-error pipe still reports a failed exec.
+            #[cfg(target_os = "linux")]
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
+                for fd in 3..4096 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            // The open-file limit the master started with, not the one it raised for itself.
+            if let Some(soft) = nofile {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && soft < limit.rlim_cur {
+                    limit.rlim_cur = soft;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                }
+            }
             #[cfg(target_os = "linux")]
             {
                 if libc::prctl(
@@ -284,6 +321,8 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // Children get the limit the master started with back (see `kill_with_parent`).
+    let _ = ORIGINAL_NOFILE.set(limit.rlim_cur);
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
         // SAFETY: setrlimit reads one valid rlimit from the local we pass.
@@ -293,6 +332,9 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// The soft open-file limit the master started with, before `raise_fd_limit`.
+static ORIGINAL_NOFILE: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
 
 /// Resolves a user name (or numeric uid) to its uid and primary gid.
 ///
