@@ -847,3 +847,74 @@ async fn workers_inherit_no_ignored_signal_no_stray_descriptor_and_the_usual_ope
     master.send(Shutdown).await?;
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_worker_run_as_another_user_gets_its_groups_and_login_environment() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("user");
+    let shared = dir.0.join("shared");
+    std::fs::create_dir_all(&shared)?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777))?;
+    let report = shared.join("report").display().to_string();
+    let (master, _watch) = support::master_in(&dir).await;
+    let mut config = process_worker("as-nobody", &["--report-self", &report]);
+    if let Some(exec) = config.execution.as_mut() {
+        exec.user = Some("nobody".into());
+    }
+    master.send(AddWorker(config)).await??;
+    let started = master.send(StartWorker(id("as-nobody"))).await?;
+    // SAFETY-free check of who we are: /proc.
+    let root = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        let err = started.unwrap_err();
+        assert!(
+            hsu::error_chain(&err).contains("only root can switch users"),
+            "{err}"
+        );
+        return Ok(());
+    }
+    started?;
+    eventually("the report", || {
+        std::fs::read_to_string(&report).is_ok_and(|t| t.contains("env SHELL"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&report)?;
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .to_string()
+    };
+    let uid = value("uid ");
+    assert!(uid.starts_with("65534,"), "{text}");
+    // The user's groups, as initgroups sets them (not none at all).
+    assert!(value("groups ").split(',').any(|g| g == "65534"), "{text}");
+    assert_eq!(value("env USER="), "nobody", "{text}");
+    assert_eq!(value("env LOGNAME="), "nobody", "{text}");
+    assert!(
+        !value("env HOME=").is_empty() && value("env HOME=") != "/root",
+        "{text}"
+    );
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_missing_working_directory_is_named_as_such() -> TestResult {
+    let dir = TempDir::new("workdir");
+    let (master, _watch) = support::master_in(&dir).await;
+    let mut config = process_worker("lost", &[]);
+    if let Some(exec) = config.execution.as_mut() {
+        exec.working_directory = Some(dir.0.join("no-such-dir"));
+    }
+    master.send(AddWorker(config)).await??;
+    let err = master.send(StartWorker(id("lost"))).await?.unwrap_err();
+    let text = hsu::error_chain(&err);
+    assert!(
+        text.contains("working_directory") && text.contains("no-such-dir"),
+        "{text}"
+    );
+    Ok(())
+}

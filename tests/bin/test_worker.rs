@@ -14,7 +14,8 @@
 //! `--integrated`          serve HSU's control protocol (Ping, gRPC health) on `--port N`
 //! `--health-file FILE`    healthy only while FILE exists (default: always healthy)
 //! `--ready-delay MS`      wait MS milliseconds before serving the control protocol
-//! `--report-self FILE`    write what it inherited to FILE: `sigign HEX`, `nofile SOFT`, and
+//! `--report-self FILE`    write what it inherited to FILE: `sigign HEX`, `nofile SOFT`, `uid`,
+//!                         `gid`, `groups`, `env HOME=…` (and USER, LOGNAME, SHELL), and
 //!                         `fd N TARGET` for each descriptor above 2 open at start
 //! `--first-port P`        on the first launch (per `--count` FILE) serve the control protocol
 //!                         on P instead of `--port` (a port the test holds: a real conflict)
@@ -108,7 +109,27 @@ fn report_self(path: &str) {
         .and_then(|l| l.split_whitespace().nth(3))
         .unwrap_or("")
         .to_string();
-    let mut out = format!("sigign {sigign}\nnofile {nofile}\n");
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut out = format!(
+        "sigign {sigign}\nnofile {nofile}\nuid {}\ngid {}\ngroups {}\n",
+        field("Uid:"),
+        field("Gid:"),
+        field("Groups:")
+    );
+    for var in ["HOME", "USER", "LOGNAME", "SHELL"] {
+        out.push_str(&format!(
+            "env {var}={}\n",
+            std::env::var(var).unwrap_or_default()
+        ));
+    }
     // Listing the directory opens a descriptor of its own: skip it.
     let fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
         .map(|d| {

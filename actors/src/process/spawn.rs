@@ -138,6 +138,15 @@ fn start(
     extras: SpawnExtras,
 ) -> io::Result<(Child, Option<OwnedFd>, Option<OwnedFd>)> {
     let mut command = Command::new(&exec.executable_path);
+    let user = exec.user.as_deref().map(sys::lookup_user).transpose()?;
+    if let Some(user) = &user {
+        // As a login would; the worker's own `env:` still wins.
+        command
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name)
+            .env("SHELL", &user.shell);
+    }
     command
         .args(&exec.args)
         .args(&extras.args)
@@ -148,11 +157,28 @@ fn start(
         .stderr(Stdio::piped())
         .process_group(0);
     if let Some(dir) = &exec.working_directory {
+        // Checked here: a missing directory would otherwise be reported by the spawn as the
+        // executable missing.
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("working_directory `{}` is not a directory", dir.display()),
+                ))
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("working_directory `{}`: {e}", dir.display()),
+                ))
+            }
+        }
         command.current_dir(dir);
     }
-    if let Some(user) = &exec.user {
-        let (uid, gid) = sys::lookup_user(user)?;
-        command.uid(uid).gid(gid);
+    if let Some(user) = &user {
+        // Before the parent-death signal is set: a credential change clears it.
+        sys::switch_user(&mut command, user)?;
     }
     sys::kill_with_parent(&mut command);
     let mut child = command.spawn()?;

@@ -336,41 +336,155 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// The soft open-file limit the master started with, before `raise_fd_limit`.
 static ORIGINAL_NOFILE: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
 
-/// Resolves a user name (or numeric uid) to its uid and primary gid.
+/// What switching to a user needs: its ids, supplementary groups, and what its environment
+/// says about it (as `login`, supervisord and systemd set them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The login name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Every group it belongs to, the primary one included (`initgroups`).
+    pub groups: Vec<u32>,
+    /// Its home directory (`HOME`).
+    pub home: String,
+    /// Its login shell (`SHELL`).
+    pub shell: String,
+}
+
+/// Resolves a user name (or numeric uid) from the password and group databases, growing the
+/// lookup buffers as long as the system says they are too small.
 ///
 /// # Errors
-/// `NotFound` when there is no such user.
-pub fn lookup_user(user: &str) -> io::Result<(u32, u32)> {
+/// `NotFound` when there is no such user; the lookup's OS error otherwise.
+pub fn lookup_user(user: &str) -> io::Result<UserInfo> {
     let name = std::ffi::CString::new(user)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name contains NUL"))?;
-    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
     let by_uid = user.parse::<u32>().ok();
-    // SAFETY: every pointer is valid for the call: pwd and result are locals, buf is a live
-    // buffer of the length passed; the returned strings point into buf, which we do not read.
-    let rc = unsafe {
-        match by_uid {
-            Some(uid) => libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result),
-            None => libc::getpwnam_r(
-                name.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            ),
+    let mut size = 4 * 1024;
+    loop {
+        let mut pwd: libc::passwd = unsafe_zeroed_passwd();
+        let mut buf = vec![0 as libc::c_char; size];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: pwd and result are locals, buf is a live
+        // buffer of the length passed; the strings pwd points to live in buf, read below
+        // while buf is alive.
+        let rc = unsafe {
+            match by_uid {
+                Some(uid) => {
+                    libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
+                }
+                None => libc::getpwnam_r(
+                    name.as_ptr(),
+                    &mut pwd,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut result,
+                ),
+            }
+        };
+        if rc == libc::ERANGE && size < 16 * 1024 * 1024 {
+            size *= 4;
+            continue;
         }
-    };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if result.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no user {user:?}"),
+            ));
+        }
+        let text = |p: *const libc::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: getpw*_r filled p with a NUL-terminated string inside buf, alive here.
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        let login = text(pwd.pw_name);
+        let groups = group_list(&login, pwd.pw_gid)?;
+        return Ok(UserInfo {
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home: text(pwd.pw_dir),
+            shell: text(pwd.pw_shell),
+            name: login,
+            groups,
+        });
     }
-    if result.is_null() {
+}
+
+/// The groups `user` belongs to (`getgrouplist`), growing the list until it fits.
+fn group_list(user: &str, primary: u32) -> io::Result<Vec<u32>> {
+    let name = std::ffi::CString::new(user)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name contains NUL"))?;
+    let mut count: libc::c_int = 32;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; count as usize];
+        let mut n = count;
+        // SAFETY: name is NUL-terminated, groups has room for n entries, n is a local.
+        let rc = unsafe { libc::getgrouplist(name.as_ptr(), primary, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n.max(0) as usize);
+            return Ok(groups);
+        }
+        if n <= count {
+            count *= 2;
+        } else {
+            count = n;
+        }
+        if count > 65536 {
+            return Err(io::Error::other(format!(
+                "user {user:?} has too many groups"
+            )));
+        }
+    }
+}
+
+/// Runs the child as `user`: supplementary groups, gid, then uid, between fork and exec (and
+/// before anything that must survive the switch, such as the parent-death signal).
+///
+/// # Errors
+/// `PermissionDenied` when the master is not root and `user` is not the master's own user.
+pub fn switch_user(command: &mut std::process::Command, user: &UserInfo) -> io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid only reads the process's credentials.
+    let me = unsafe { libc::geteuid() };
+    if me == user.uid {
+        return Ok(());
+    }
+    if me != 0 {
         return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no user {user:?}"),
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "cannot run as `{}` (uid {}): hsu runs as uid {me}, and only root can switch users",
+                user.name, user.uid
+            ),
         ));
     }
-    Ok((pwd.pw_uid, pwd.pw_gid))
+    let groups: Vec<libc::gid_t> = user.groups.clone();
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: the closure runs in the child between fork and exec; setgroups, setgid and
+    // setuid are async-signal-safe syscalls, and `groups` was allocated before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 fn unsafe_zeroed_passwd() -> libc::passwd {
@@ -416,8 +530,8 @@ mod tests {
 
     #[test]
     fn root_resolves() {
-        assert_eq!(lookup_user("root").unwrap().0, 0);
-        assert_eq!(lookup_user("0").unwrap().0, 0);
+        assert_eq!(lookup_user("root").unwrap().uid, 0);
+        assert_eq!(lookup_user("0").unwrap().name, "root");
         assert!(lookup_user("no-such-user-hsu").is_err());
     }
 }
