@@ -297,3 +297,90 @@ fn hsu_package_installs_a_tarball_lists_and_removes() {
     let (_, out, _) = hsu(&["package", "list"]);
     assert!(out.contains("no packages"), "{out}");
 }
+
+#[test]
+fn packages_lose_setuid_bits_and_refuse_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("package-hostile");
+    let root = dir.0.join("root");
+    let manifest =
+        "name: sly\nversion: 1.0.0\nsupported_types: [process]\nprocess: {executable_path: run.sh}";
+    let install = |source: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hsu"))
+            .args(["package", "install"])
+            .arg(source)
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A setuid executable in a tarball: installed, without the bit.
+    let source = make_package(
+        &dir.0.join("sly-1.0.0"),
+        manifest,
+        &[(
+            "run.sh",
+            PackageFile::Text("#!/bin/sh\nexec sleep 60\n".into()),
+        )],
+    );
+    std::fs::set_permissions(
+        source.join("run.sh"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let tarball = dir.0.join("sly.tar");
+    let status = Command::new("tar")
+        .arg("cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dir.0)
+        .arg("sly-1.0.0")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, err) = install(&tarball);
+    assert_eq!(code, Some(0), "{err}");
+    let mode = std::fs::metadata(root.join("sly/1.0.0/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7000, 0, "no setuid/setgid/sticky: {mode:o}");
+    assert_eq!(mode & 0o111, 0o111, "still executable: {mode:o}");
+
+    // A symlink in a package directory (here to a file outside it): refused, nothing left.
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, "not for the package").unwrap();
+    let linked = make_package(
+        &dir.0.join("linked"),
+        "name: linked\nversion: 1.0.0\nsupported_types: [process]\nprocess: {executable_path: run.sh}",
+        &[("run.sh", PackageFile::Text("#!/bin/sh\n".into()))],
+    );
+    std::os::unix::fs::symlink(&secret, linked.join("extra")).unwrap();
+    let (code, err) = install(&linked);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("extra") && err.contains("is a symlink"),
+        "{err}"
+    );
+    // The same symlink inside a tarball.
+    let tarball = dir.0.join("linked.tar");
+    let status = Command::new("tar")
+        .arg("cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dir.0)
+        .arg("linked")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, err) = install(&tarball);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is a symlink"), "{err}");
+    assert!(!root.join("linked").exists());
+    assert!(leftovers(&root).is_empty(), "{:?}", leftovers(&root));
+}

@@ -39,6 +39,19 @@ fn files_under(dir: &Path) -> Result<Vec<String>, PackageError> {
             let kind = entry.file_type().map_err(io("cannot stat", &path))?;
             if kind.is_dir() {
                 stack.push(path);
+            } else if !kind.is_file() {
+                // A symlink would be hashed and copied through to whatever it points at (a
+                // file outside the package, or one changed later); devices and fifos are no
+                // package content either.
+                return Err(PackageError::Manifest {
+                    path: path.clone(),
+                    message: if kind.is_symlink() {
+                        "is a symlink; a package holds only regular files and directories".into()
+                    } else {
+                        "is not a regular file; a package holds only regular files and directories"
+                            .into()
+                    },
+                });
             } else if let Ok(rel) = path.strip_prefix(dir) {
                 out.push(rel.to_string_lossy().replace('\\', "/"));
             }
@@ -119,12 +132,33 @@ fn unpack(tarball: &Path, into: &Path) -> Result<PathBuf, PackageError> {
         Box::new(file)
     };
     let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
+    // The rwx bits are kept; setuid, setgid and sticky are not, even when root installs.
+    archive.set_preserve_permissions(false);
     let entries = archive
         .entries()
         .map_err(io("cannot read the archive", tarball))?;
     for entry in entries {
         let mut entry = entry.map_err(io("cannot read the archive", tarball))?;
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir()) {
+            let name = entry
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(PackageError::Manifest {
+                path: tarball.to_path_buf(),
+                message: format!(
+                    "`{name}` is a {}; a package holds only regular files and directories",
+                    if kind.is_symlink() {
+                        "symlink"
+                    } else if kind.is_hard_link() {
+                        "hard link"
+                    } else {
+                        "special file"
+                    }
+                ),
+            });
+        }
         // `unpack_in` refuses paths that leave `into` (`..`, absolute).
         let inside = entry
             .unpack_in(into)
