@@ -918,3 +918,64 @@ async fn a_missing_working_directory_is_named_as_such() -> TestResult {
     );
     Ok(())
 }
+
+#[actix_rt::test]
+async fn an_http_probe_reads_the_whole_answer_so_the_server_sees_no_reset() -> TestResult {
+    let dir = TempDir::new("probe-reset");
+    // A directory listing of some size: a probe that stops reading early resets the
+    // connection while the server still writes, and python logs a ConnectionResetError.
+    let served = dir.0.join("served");
+    std::fs::create_dir_all(&served)?;
+    for i in 0..200 {
+        std::fs::write(
+            served.join(format!("file-{i:04}-with-a-long-name.txt")),
+            "x",
+        )?;
+    }
+    let (master, _watch) = support::master_in(&dir).await;
+    for attempt in 1.. {
+        let port = support::pick_port()?.to_string();
+        let wid = format!("py-{attempt}");
+        let mut config = WorkerConfig::process(
+            &wid,
+            "python3",
+            &["-u", "-m", "http.server", &port, "--bind", "127.0.0.1", "--directory", served.to_str().unwrap()],
+        )
+        .with_restart("{policy: never}")
+        .with_health_check(&format!(
+            "{{type: http, url: 'http://127.0.0.1:{port}/', interval: 20ms, failure_threshold: 1000}}"
+        ));
+        config.stop = Some(serde_yaml::from_str("{signal: INT, timeout: 5s}")?);
+        master.send(AddWorker(config)).await??;
+        master.send(StartWorker(id(&wid))).await??;
+        // Thirty probes answered (or the port was taken: try another).
+        let start = std::time::Instant::now();
+        let log = dir.0.join(format!("logs/{wid}.log"));
+        let ok = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.matches("\"GET / HTTP/1.1\" 200").count() >= 30 {
+                break true;
+            }
+            let d = master.send(GetWorkerState(id(&wid))).await??;
+            if d.state != WorkerState::Running && attempt < 5 {
+                break false;
+            }
+            assert!(
+                start.elapsed() < support::DEADLINE,
+                "probes never answered: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if !ok {
+            continue;
+        }
+        master.send(StopWorker(id(&wid))).await??;
+        let text = std::fs::read_to_string(&log)?;
+        assert!(
+            !text.contains("ConnectionResetError") && !text.contains("BrokenPipeError"),
+            "the server saw resets:\n{text}"
+        );
+        break;
+    }
+    Ok(())
+}

@@ -198,46 +198,62 @@ impl HealthActor {
     }
 }
 
-/// `GET url`; passes on a 2xx status. A tiny HTTP/1.1 client: probes need no more.
+/// Largest probe answer read, in bytes; the rest is left unread (and the connection closed).
+const MAX_PROBE_BODY: usize = 64 * 1024;
+
+/// `GET url` with hyper's HTTP/1.1 client; passes on a 2xx status. The whole answer is read
+/// (up to 64 KiB) before the connection is closed, so the server sees a clean close, not a
+/// reset of a half-read response.
 async fn probe_http(url: String) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("not an http:// URL: {url}"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let mut stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: hsu-health\r\nconnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("cannot send request: {e}"))?;
-    let mut head = [0u8; 64];
-    let mut len = 0;
-    while len < 12 {
-        let n = stream
-            .read(&mut head[len..])
-            .await
-            .map_err(|e| format!("cannot read response: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        len += n;
+    use http_body_util::{BodyExt, Empty};
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {url}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("not an http:// URL: {url}"));
     }
-    let status_line = String::from_utf8_lossy(&head[..len]);
-    let code = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP response: {status_line:?}"))?;
-    if (200..300).contains(&code) {
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("no host in {url}"))?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("cannot talk HTTP to {host}:{port}: {e}"))?;
+    let driving = tokio::spawn(connection);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::USER_AGENT, "hsu-health")
+        .body(Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| format!("bad request for {url}: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("GET {url} failed: {e}"))?;
+    let status = response.status();
+    // Read the answer to its end (bounded), so the close is clean.
+    let mut body = response.into_body();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                read += f.data_ref().map_or(0, |d| d.len());
+                if read > MAX_PROBE_BODY {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    drop(sender);
+    driving.abort();
+    if status.is_success() {
         Ok(())
     } else {
-        Err(format!("GET {url} answered {code}"))
+        Err(format!("GET {url} answered {}", status.as_u16()))
     }
 }
 
