@@ -45,6 +45,7 @@ pub use master::{
 pub use plugin::{PluginError, PluginInfo};
 pub use process::attach::AttachError;
 pub use process::integrated::{ControlClient, ControlError};
+pub use process::leftovers::clean_up as clean_up_run_directory;
 pub use process::logs::{tail as worker_log_tail, LogFollower};
 pub use process::{ExitInfo, ResourceUsage};
 pub use registry::{ListLoadedModules, RegisterNativeModuleFactory};

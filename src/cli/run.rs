@@ -35,6 +35,11 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The previous master of this run directory may have died without stopping its workers:
+    // what it left running goes before anything new starts.
+    for line in hsu::clean_up_run_directory(&run_directory) {
+        tracing::warn!("{line}");
+    }
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         // Installed first, so a signal during start-up also stops gracefully, and SIGHUP

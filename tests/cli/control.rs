@@ -792,3 +792,105 @@ fn an_event_subscriber_that_does_not_read_is_told_how_many_events_it_missed() {
     let (status, _) = hsu.finish();
     assert!(status.success());
 }
+
+#[test]
+fn the_next_master_kills_what_a_sigkilled_master_left_running() {
+    let cwd_marker = TempFile::new("survivor-pid", "");
+    let grandchild_file = cwd_marker.0.with_extension("grandchild");
+    let config = TempFile::new(
+        "survivor.yaml",
+        &format!(
+            "workers:\n  - {{id: parent, type: process, execution: {{executable_path: {WORKER}, args: [--fork-grandchild, {}]}}}}\n",
+            grandchild_file.display()
+        ),
+    );
+    let mut first = Running::start(&["run", config.path()]);
+    first.wait_for("hsu running");
+    let grandchild: u32 = {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&grandchild_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(start.elapsed() < DEADLINE, "no grandchild");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    // The master dies without stopping anything: its child goes (PDEATHSIG), the grandchild
+    // in the same process group stays.
+    first.signal("KILL");
+    let _ = first.child.wait();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+    };
+    assert!(
+        alive(grandchild),
+        "the grandchild survived the SIGKILLed master"
+    );
+    assert!(
+        first.cwd.join("hsu-run/parent.pid").exists(),
+        "the pid file was left"
+    );
+
+    // The next master on the same run directory kills it before starting anything.
+    let mut second = Stopped(
+        Command::new(HSU)
+            .args(["run", config.path()])
+            .current_dir(&first.cwd)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    while alive(grandchild) {
+        assert!(start.elapsed() < DEADLINE, "the survivor was never killed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.0.id().to_string()])
+        .status();
+    let out = second.0.wait_with_output_bounded();
+    assert!(out.contains("killed process group"), "{out}");
+    let _ = std::fs::remove_file(&grandchild_file);
+}
+
+/// A master stopped gracefully (SIGTERM, then waited for) however the test ends, so its
+/// workers never outlive it.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+trait WaitBounded {
+    fn wait_with_output_bounded(&mut self) -> String;
+}
+
+impl WaitBounded for std::process::Child {
+    /// Waits (bounded) for the exit and returns stderr.
+    fn wait_with_output_bounded(&mut self) -> String {
+        let start = std::time::Instant::now();
+        while self.try_wait().ok().flatten().is_none() {
+            assert!(start.elapsed() < DEADLINE, "hsu did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut text = String::new();
+        if let Some(mut err) = self.stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+}

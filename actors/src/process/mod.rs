@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod integrated;
+pub mod leftovers;
 pub mod logs;
 pub mod resources;
 pub mod spawn;
