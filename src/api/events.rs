@@ -49,6 +49,8 @@ type Numbered = (u64, Arc<str>);
 pub struct EventHub {
     history: Mutex<VecDeque<Numbered>>,
     live: broadcast::Sender<Numbered>,
+    /// The number of the newest event: anything cached from before it may be stale.
+    newest: std::sync::atomic::AtomicU64,
 }
 
 impl EventHub {
@@ -62,6 +64,7 @@ impl EventHub {
         let hub = Arc::new(EventHub {
             history: Mutex::new(VecDeque::with_capacity(1024)),
             live,
+            newest: std::sync::atomic::AtomicU64::new(0),
         });
         let feeding = hub.clone();
         actix_rt::spawn(async move {
@@ -90,11 +93,19 @@ impl EventHub {
                     }
                     history.push_back((seq, json.clone()));
                 }
+                feeding
+                    .newest
+                    .store(seq, std::sync::atomic::Ordering::SeqCst);
                 // No receiver is fine: the history keeps it.
                 let _ = feeding.live.send((seq, json));
             }
         });
         hub
+    }
+
+    /// The number of the newest event so far (0 before the first).
+    pub fn newest(&self) -> u64 {
+        self.newest.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Numbered>> {

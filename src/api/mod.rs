@@ -45,7 +45,14 @@ pub struct ApiState {
     /// The `GET /v1/workers` answer being computed, shared by every request that arrives
     /// meanwhile (one master query and one serialisation for all of them).
     listing: Arc<std::sync::Mutex<Option<SharedListing>>>,
+    /// The last listing, its time and the newest event number when it was asked for: served
+    /// again while no event has happened and it is younger than [`LISTING_TTL`].
+    listed: Arc<std::sync::Mutex<Option<(Instant, u64, web::Bytes)>>>,
 }
+
+/// How long an unchanged listing is served again (its uptimes and resource figures age by at
+/// most this much; any state change makes it stale at once).
+pub const LISTING_TTL: std::time::Duration = std::time::Duration::from_millis(100);
 
 type SharedListing =
     futures::future::Shared<futures::future::BoxFuture<'static, Result<web::Bytes, String>>>;
@@ -77,7 +84,14 @@ impl ApiState {
             shutdown: Arc::new(tokio::sync::Notify::new()),
             events: events::EventHub::start(events, lag),
             listing: Default::default(),
+            listed: Default::default(),
         }
+    }
+
+    /// A change made through the API: the next listing is computed afresh (its events may
+    /// not have reached the event hub yet).
+    fn forget_listing(&self) {
+        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Resolves once a client asked the master to shut down (`POST /v1/shutdown`).
@@ -485,6 +499,19 @@ async fn master_info(state: web::Data<ApiState>) -> web::Json<MasterInfo> {
 /// query in flight.
 async fn list_workers(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     use futures::FutureExt as _;
+    let newest = state.events.newest();
+    if let Some((at, seen, body)) = state
+        .listed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+    {
+        if seen == newest && at.elapsed() < LISTING_TTL {
+            return Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body));
+        }
+    }
     let flight = {
         let mut slot = state.listing.lock().unwrap_or_else(|p| p.into_inner());
         match slot.as_ref() {
@@ -517,9 +544,13 @@ async fn list_workers(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErr
         }
     }
     match answer {
-        Ok(body) => Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(body)),
+        Ok(body) => {
+            *state.listed.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), newest, body.clone()));
+            Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body))
+        }
         Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -570,7 +601,9 @@ where
     MasterActor: actix::Handler<M>,
 {
     let id = parse_id(id)?;
-    state.master.send(make(id.clone())).await.map_err(gone)??;
+    let done = state.master.send(make(id.clone())).await.map_err(gone)?;
+    state.forget_listing();
+    done?;
     Ok(web::Json(row(state, &id).await?))
 }
 
@@ -834,17 +867,21 @@ async fn add_worker(
             format!("invalid worker config{at}: {e}"),
         )
     })?;
-    let id = state
+    let added = state
         .master
         .send(hsu_actors::AddWorker(config))
         .await
-        .map_err(gone)??;
+        .map_err(gone)?;
+    state.forget_listing();
+    let id = added?;
     if query.start.unwrap_or(true) {
-        state
+        let started = state
             .master
             .send(StartWorker(id.clone()))
             .await
-            .map_err(gone)??;
+            .map_err(gone)?;
+        state.forget_listing();
+        started?;
     }
     Ok(HttpResponse::Created().json(row(&state, &id).await?))
 }
@@ -856,11 +893,13 @@ async fn remove_worker(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
-    state
+    let removed = state
         .master
         .send(hsu_actors::RemoveWorker(id.clone()))
         .await
-        .map_err(gone)??;
+        .map_err(gone)?;
+    state.forget_listing();
+    removed?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"removed": id.to_string()})))
 }
 
@@ -1051,7 +1090,9 @@ async fn apply_config(
         .master
         .send(hsu_actors::Apply { specs, dry_run })
         .await
-        .map_err(gone)??;
+        .map_err(gone)?;
+    state.forget_listing();
+    let report = report?;
     let names = |v: Vec<WorkerId>| v.into_iter().map(|i| i.to_string()).collect();
     Ok(ApplyAnswer {
         added: names(report.added),
