@@ -116,10 +116,13 @@ impl ApiState {
         start_worker,
         stop_worker,
         restart_worker,
+        all_workers,
         worker_logs,
         logs,
         metrics_text,
         event_stream,
+        list_packages,
+        install_package,
         apply,
         reload,
         shutdown
@@ -132,6 +135,8 @@ impl ApiState {
         ErrorBody,
         ErrorDetail,
         ApplyAnswer,
+        PackageRow,
+        InstallRequest,
         events::EventBody
     ))
 )]
@@ -176,6 +181,7 @@ pub fn scope(state: ApiState) -> actix_web::Scope {
         .service(resource("/workers/{id}/stop", "POST").route(web::post().to(stop_worker)))
         .service(resource("/workers/{id}/restart", "POST").route(web::post().to(restart_worker)))
         .service(resource("/workers/{id}/logs", "GET").route(web::get().to(worker_logs)))
+        .service(resource("/all/{action}", "POST").route(web::post().to(all_workers)))
         .service(resource("/logs", "GET").route(web::get().to(logs)))
         .service(resource("/metrics", "GET").route(web::get().to(metrics_text)))
         .service(resource("/events", "GET").route(web::get().to(event_stream)))
@@ -379,18 +385,17 @@ impl ResponseError for ApiError {
 
 impl From<MasterError> for ApiError {
     fn from(e: MasterError) -> Self {
-        let (status, kind) = match e.kind() {
-            ErrorKind::Validation => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
-            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
-            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ErrorKind::InvalidState => (StatusCode::CONFLICT, "invalid_state"),
-            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ErrorKind::ModuleFailed => (StatusCode::BAD_GATEWAY, "module_failed"),
-            ErrorKind::Panicked => (StatusCode::BAD_GATEWAY, "panicked"),
-            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ErrorKind::Unsupported => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
-            ErrorKind::Io => (StatusCode::BAD_GATEWAY, "io"),
-            _ => (StatusCode::BAD_GATEWAY, "failed"),
+        let (status, kind) = match (&e, e.kind()) {
+            // A package that cannot be installed is the request's problem (a path that does
+            // not exist or holds no valid package), not the master's.
+            (MasterError::Package { .. }, ErrorKind::NotFound) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            (MasterError::Package { .. }, ErrorKind::Conflict) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            (MasterError::Package { .. }, _) => (StatusCode::UNPROCESSABLE_ENTITY, "package"),
+            (_, kind) => Self::status_of(kind),
         };
         let worker = match &e {
             MasterError::NotFound { id }
@@ -407,6 +412,25 @@ impl From<MasterError> for ApiError {
             error.body.error.issues = issues.clone();
         }
         error
+    }
+}
+
+impl ApiError {
+    /// The status and kind word of an error class.
+    fn status_of(kind: ErrorKind) -> (StatusCode, &'static str) {
+        match kind {
+            ErrorKind::Validation => (StatusCode::UNPROCESSABLE_ENTITY, "validation"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::InvalidState => (StatusCode::CONFLICT, "invalid_state"),
+            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ErrorKind::ModuleFailed => (StatusCode::BAD_GATEWAY, "module_failed"),
+            ErrorKind::Panicked => (StatusCode::BAD_GATEWAY, "panicked"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorKind::Unsupported => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
+            ErrorKind::Io => (StatusCode::BAD_GATEWAY, "io"),
+            _ => (StatusCode::BAD_GATEWAY, "failed"),
+        }
     }
 }
 
@@ -632,6 +656,60 @@ async fn restart_worker(
 ) -> Result<web::Json<WorkerRow>, ApiError> {
     let force = query.force;
     lifecycle(&state, &id, |id| RestartWorker { id, force }).await
+}
+
+/// `POST /v1/all/{start|stop|restart}` (`?force=true` for restart): every worker, in config
+/// order for start and restart, in reverse order for stop; every worker is tried. Answers each
+/// worker's row (or error) in config order.
+#[utoipa::path(post, path = "/v1/all/{action}", params(("action" = String, Path, description = "start, stop or restart", pattern = r"^(start|stop|restart)$"), RestartQuery), responses((status = 200, description = "per worker: its row, or `{id, error}`", body = [Object]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn all_workers(
+    state: web::Data<ApiState>,
+    action: web::Path<String>,
+    query: web::Query<RestartQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let action = action.into_inner();
+    if !matches!(action.as_str(), "start" | "stop" | "restart") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no action `{action}`: start, stop or restart"),
+        ));
+    }
+    let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
+    let mut ids: Vec<WorkerId> = rows.into_iter().map(|r| r.id).collect();
+    if action == "stop" {
+        ids.reverse();
+    }
+    let mut results = Vec::with_capacity(ids.len());
+    for id in ids {
+        let done = match action.as_str() {
+            "start" => state.master.send(StartWorker(id.clone())).await,
+            "stop" => state.master.send(StopWorker(id.clone())).await,
+            _ => {
+                state
+                    .master
+                    .send(RestartWorker {
+                        id: id.clone(),
+                        force: query.force,
+                    })
+                    .await
+            }
+        }
+        .map_err(gone)?;
+        results.push((id, done.err().map(|e| hsu_actors::error_chain(&e))));
+    }
+    state.forget_listing();
+    if action == "stop" {
+        results.reverse();
+    }
+    let mut out = Vec::with_capacity(results.len());
+    for (id, error) in results {
+        out.push(match error {
+            None => serde_json::to_value(row(&state, &id).await?).unwrap_or_default(),
+            Some(e) => serde_json::json!({"id": id.to_string(), "error": e}),
+        });
+    }
+    Ok(HttpResponse::Ok().json(out))
 }
 
 /// `?lines=N` (default 100).

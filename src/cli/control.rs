@@ -193,16 +193,35 @@ pub fn status(to: &Endpoint, id: &str, json: bool) -> ExitCode {
 /// `hsu start|stop|restart ID…|--all [--force]`: one request per worker, in order; every
 /// worker is tried, and the exit code is 1 if any failed.
 pub fn act(to: &Endpoint, which: &Which, action: &str, force: bool) -> ExitCode {
-    let ids: Vec<String> = if which.all {
-        match get_rows(to) {
-            Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
-            Err(code) => return code,
-        }
-    } else {
-        which.ids.clone()
-    };
     let query = if force { "?force=true" } else { "" };
-    each(&ids, |id| {
+    if which.all {
+        // One request: the master goes through every worker (stop in reverse order).
+        let answer = match to.request("POST", &format!("/v1/all/{action}{query}"), None) {
+            Ok(a) => a,
+            Err(e) => return fail(&e),
+        };
+        if !ok(&answer) {
+            eprintln!("error: {}", message(&answer));
+            return ExitCode::FAILURE;
+        }
+        let mut failed = false;
+        for row in answer.body.as_array().into_iter().flatten() {
+            let id = row["id"].as_str().unwrap_or("?");
+            match row["error"].as_str() {
+                Some(e) => {
+                    failed = true;
+                    eprintln!("error: {e}");
+                }
+                None => println!("{id}: {}", row["state"].as_str().unwrap_or("?")),
+            }
+        }
+        return if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    each(&which.ids, |id| {
         let path = format!("/v1/workers/{}/{action}{query}", path_part(id));
         to.request("POST", &path, None).map(|answer| {
             let state = answer.body["state"].as_str().unwrap_or("?").to_string();

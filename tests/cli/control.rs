@@ -194,6 +194,16 @@ workers:
         .unwrap()
         .starts_with("http://127.0.0.1:"));
 
+    // Every worker in one request (stop goes in reverse order).
+    let out = client(&socket, &["stop", "--all"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("web: stopped") && text.contains("chatty: stopped"),
+        "{text}"
+    );
+    assert!(rows(&socket).iter().all(|r| r["state"] != "running"));
+
     // `hsu shutdown` ends the master like a signal: exit 0, nothing left behind.
     let out = client(&socket, &["shutdown"]);
     assert!(out.status.success(), "{}", stderr(&out));
