@@ -904,3 +904,55 @@ impl WaitBounded for std::process::Child {
         text
     }
 }
+
+#[test]
+fn a_stop_whose_group_is_gone_while_an_escaped_process_holds_the_output_sends_no_sigkill() {
+    let escaped = TempFile::new("escaped-pid", "");
+    let config = TempFile::new(
+        "escape.yaml",
+        &format!(
+            "workers:\n  - {{id: w, type: process, execution: {{executable_path: /bin/sh, args: [-c, 'setsid sh -c \"echo \\$\\$ > {}; exec sleep 60\" & exec sleep 60']}}, stop: {{timeout: 300ms}}}}\n",
+            escaped.path()
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    let start = std::time::Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&escaped.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the escaped process never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    // The escaped process is outside the group (containment by cgroup is not there yet): the
+    // test kills it itself, whatever happens.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let escaped_process = KillOnDrop(pid);
+    let out = client(&socket, &["stop", "w"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = hsu.wait_for("held open by a process outside the group");
+    assert!(!line.contains("SIGKILL"), "{line}");
+    drop(escaped_process);
+    hsu.signal("TERM");
+    let (status, log) = hsu.finish();
+    assert!(status.success());
+    assert!(
+        !log.contains("process group still alive after SIGTERM; sending SIGKILL"),
+        "{log}"
+    );
+}

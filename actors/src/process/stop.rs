@@ -34,6 +34,14 @@ pub(crate) async fn group(
     if group_gone(pgid, exited.clone(), spec.stop.timeout).await {
         return Ok(());
     }
+    if !sys::group_alive(pgid) {
+        // Every member is gone; only the exit record waits for the output pipes, which a
+        // process outside the group (one that called setsid) still holds: nothing to kill.
+        tracing::info!(parent: span, "process group stopped; its output pipe is still held open by a process outside the group (read for up to {DRAIN_WAIT:?} more)");
+        if group_gone(pgid, exited.clone(), DRAIN_WAIT + KILL_WAIT).await {
+            return Ok(());
+        }
+    }
     tracing::warn!(parent: span, grace = ?spec.stop.timeout, "process group still alive after SIG{signal}; sending SIGKILL");
     let _ = sys::signal_group(pgid, libc::SIGKILL);
     if group_gone(pgid, exited, KILL_WAIT).await {
