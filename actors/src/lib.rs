@@ -39,8 +39,9 @@ pub use error::{error_chain, ConfigError, ErrorKind, MasterError, Operation, Wor
 pub use id::{IdError, WorkerId, MAX_ID_LEN};
 pub use master::{
     AddWorker, AddWorkerSpec, Apply, ApplyReport, GetAllWorkerStates, GetModuleTasks,
-    GetWorkerState, InstallPackage, ListModuleFactories, MasterActor, RemoveWorker, RestartWorker,
-    Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
+    GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories, MasterActor,
+    RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe,
+    WorkerSummary,
 };
 pub use plugin::{PluginError, PluginInfo};
 pub use process::attach::AttachError;

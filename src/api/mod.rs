@@ -599,11 +599,12 @@ async fn get_worker(
 
 /// The row of `id` after an operation, so a client sees the outcome in one round trip.
 async fn row(state: &ApiState, id: &WorkerId) -> Result<WorkerRow, ApiError> {
-    let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
-    rows.into_iter()
-        .find(|r| &r.id == id)
-        .map(WorkerRow::from)
-        .ok_or_else(|| MasterError::NotFound { id: id.clone() }.into())
+    let summary = state
+        .master
+        .send(hsu_actors::GetWorkerSummary(id.clone()))
+        .await
+        .map_err(gone)??;
+    Ok(WorkerRow::from(summary))
 }
 
 #[utoipa::path(post, path = "/v1/workers/{id}/start", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
@@ -1076,6 +1077,9 @@ pub struct ApplyAnswer {
 struct ApplyQuery {
     #[serde(default)]
     dry_run: bool,
+    /// What the body is called in error messages (the CLI sends the file's path).
+    #[param(max_length = 4096)]
+    origin: Option<String>,
 }
 
 /// `POST /v1/apply` with a whole config as the body.
@@ -1093,7 +1097,8 @@ async fn apply(
             "the body must be a config (YAML or JSON); use /v1/reload to re-read the master's own file",
         ));
     }
-    let config = hsu_actors::HsuConfig::parse(&text, std::path::Path::new("<request body>"))?;
+    let origin = query.origin.as_deref().unwrap_or("<request body>");
+    let config = hsu_actors::HsuConfig::parse(&text, std::path::Path::new(origin))?;
     Ok(web::Json(
         apply_config(&state, config, None, query.dry_run).await?,
     ))

@@ -348,7 +348,13 @@ pub fn apply(to: &Endpoint, file: Option<&std::path::Path>, dry_run: bool) -> Ex
                     return ExitCode::from(2);
                 }
             };
-            to.request_text("POST", &format!("/v1/apply{query}"), text)
+            let origin = percent_encode(&path.display().to_string(), b"-._~/");
+            let sep = if query.is_empty() { '?' } else { '&' };
+            to.request_text(
+                "POST",
+                &format!("/v1/apply{query}{sep}origin={origin}"),
+                text,
+            )
         }
         None => to.request("POST", &format!("/v1/reload{query}"), None),
     };
@@ -460,9 +466,14 @@ pub fn shutdown(to: &Endpoint) -> ExitCode {
 /// A worker id as a path segment: ids are `[A-Za-z0-9._-]` when valid; anything else is
 /// percent-encoded so the master answers "invalid id" instead of routing elsewhere.
 fn path_part(id: &str) -> String {
-    id.bytes()
+    percent_encode(id, b"._-")
+}
+
+/// `text` with every byte but ASCII letters, digits and `keep` percent-encoded.
+fn percent_encode(text: &str, keep: &[u8]) -> String {
+    text.bytes()
         .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            if b.is_ascii_alphanumeric() || keep.contains(&b) {
                 (b as char).to_string()
             } else {
                 format!("%{b:02X}")

@@ -286,3 +286,14 @@ impl Handler<GetModuleTasks> for MasterActor {
         })
     }
 }
+
+impl Handler<GetWorkerSummary> for MasterActor {
+    type Result = Result<WorkerSummary, MasterError>;
+
+    fn handle(&mut self, msg: GetWorkerSummary, _: &mut Context<Self>) -> Self::Result {
+        self.workers
+            .get(&msg.0)
+            .map(|e| e.summary(std::time::Instant::now()))
+            .ok_or(MasterError::NotFound { id: msg.0 })
+    }
+}

@@ -142,3 +142,9 @@ pub struct InstallPackage(pub std::path::PathBuf);
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<(WorkerId, usize)>")]
 pub struct GetModuleTasks;
+
+/// The [`WorkerSummary`] of one worker (what `hsu ls` shows for it), from the master's records
+/// alone: no worker is asked.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<WorkerSummary, MasterError>")]
+pub struct GetWorkerSummary(pub WorkerId);

@@ -46,9 +46,9 @@ use crate::WorkerId;
 
 pub use apply::{Apply, ApplyReport};
 pub use messages::{
-    AddWorker, AddWorkerSpec, GetAllWorkerStates, GetModuleTasks, GetWorkerState, InstallPackage,
-    ListModuleFactories, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker,
-    StopWorker, Subscribe, WorkerSummary,
+    AddWorker, AddWorkerSpec, GetAllWorkerStates, GetModuleTasks, GetWorkerState, GetWorkerSummary,
+    InstallPackage, ListModuleFactories, RemoveWorker, RestartWorker, Shutdown, ShutdownReport,
+    StartWorker, StopWorker, Subscribe, WorkerSummary,
 };
 use table::Entry;
 
