@@ -1082,6 +1082,20 @@ struct ApplyQuery {
     origin: Option<String>,
 }
 
+impl ApplyQuery {
+    /// The schema's bound on `origin`, enforced.
+    fn checked(&self) -> Result<&Self, ApiError> {
+        match &self.origin {
+            Some(o) if o.len() > 4096 => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`origin` is longer than 4096 bytes",
+            )),
+            _ => Ok(self),
+        }
+    }
+}
+
 /// `POST /v1/apply` with a whole config as the body.
 #[utoipa::path(post, path = "/v1/apply", params(ApplyQuery), request_body(description = "a whole config", content((Object = "application/yaml"), (Object = "application/json"))), responses((status = 200, body = ApplyAnswer), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn apply(
@@ -1097,7 +1111,11 @@ async fn apply(
             "the body must be a config (YAML or JSON); use /v1/reload to re-read the master's own file",
         ));
     }
-    let origin = query.origin.as_deref().unwrap_or("<request body>");
+    let origin = query
+        .checked()?
+        .origin
+        .as_deref()
+        .unwrap_or("<request body>");
     let config = hsu_actors::HsuConfig::parse(&text, std::path::Path::new(origin))?;
     Ok(web::Json(
         apply_config(&state, config, None, query.dry_run).await?,
@@ -1110,7 +1128,9 @@ async fn reload(
     state: web::Data<ApiState>,
     query: web::Query<ApplyQuery>,
 ) -> Result<web::Json<ApplyAnswer>, ApiError> {
-    Ok(web::Json(reload_config(&state, query.dry_run).await?))
+    Ok(web::Json(
+        reload_config(&state, query.checked()?.dry_run).await?,
+    ))
 }
 
 /// Reads the config `hsu run` was started with (the embedded default when none) and applies
