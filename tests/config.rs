@@ -196,3 +196,86 @@ fn the_embedded_default_config_is_valid() {
     .unwrap();
     assert!(specs.len() >= 2);
 }
+
+#[test]
+fn depends_on_names_unknown_workers_cycles_and_conditions_that_cannot_be_met() {
+    let m = |id: &str, deps: &str| {
+        format!("  - {{id: {id}, type: module, module_name: echo, depends_on: {deps}}}\n")
+    };
+    // A cycle is refused naming every member, once.
+    let yaml = format!(
+        "workers:\n{}{}{}{}",
+        m("a", "[b]"),
+        m("b", "{c: healthy}"),
+        m("c", "[a]"),
+        m("d", "[a]")
+    );
+    let issue = one_issue(&yaml);
+    assert_eq!(issue.worker.as_deref(), Some("a"));
+    assert_eq!(issue.field, "depends_on");
+    assert!(
+        issue.message.contains("dependency cycle: a -> b -> c -> a"),
+        "{issue}"
+    );
+
+    let issue = one_issue(&format!("workers:\n{}", m("api", "[dbb]")));
+    assert_eq!(issue.field, "depends_on.dbb");
+    assert!(
+        issue.message.contains("no worker `dbb` in this config"),
+        "{issue}"
+    );
+
+    let issue = one_issue(&format!("workers:\n{}", m("api", "[api]")));
+    assert!(issue.message.contains("cannot depend on itself"), "{issue}");
+
+    // `healthy` of a worker that is never probed, `completed_successfully` of one that is
+    // always restarted, a pattern that is no regex, a zero timeout.
+    let yaml = "workers:
+  - {id: db, type: process, execution: {executable_path: /bin/sleep}}
+  - {id: job, type: process, execution: {executable_path: /bin/true}, restart: {policy: always}}
+  - {id: log, type: process, execution: {executable_path: /bin/true}}
+  - id: api
+    type: module
+    module_name: echo
+    depends_on:
+      db: healthy
+      job: completed_successfully
+      log: {log_line: 'ready ('}
+      web: {condition: started, timeout: 0s}
+  - {id: web, type: module, module_name: echo}
+";
+    let all = issues(yaml);
+    let text: Vec<String> = all.iter().map(|i| i.to_string()).collect();
+    assert_eq!(all.len(), 4, "{text:#?}");
+    assert!(
+        text[0].contains("`depends_on.log.log_line`: not a regular expression"),
+        "{text:#?}"
+    );
+    assert!(
+        text[1].contains("`depends_on.web.timeout`: must be greater than 0s"),
+        "{text:#?}"
+    );
+    assert!(
+        text[2].contains("`depends_on.db`: `db` has no health check"),
+        "{text:#?}"
+    );
+    assert!(
+        text[3].contains("`depends_on.job`: `job` has restart.policy `always`"),
+        "{text:#?}"
+    );
+
+    // A dependency that exists but is itself invalid is not called unknown.
+    let yaml = format!(
+        "workers:\n  - {{id: db, type: module}}\n{}",
+        m("api", "[db]")
+    );
+    let issue = one_issue(&yaml);
+    assert_eq!(issue.worker.as_deref(), Some("db"));
+
+    let e =
+        parse_error("workers: [{id: a, type: module, module_name: echo, depends_on: {b: ready}}]");
+    assert!(
+        e.contains("unknown variant `ready`") && e.contains("bad.yaml:1:"),
+        "{e}"
+    );
+}

@@ -36,6 +36,9 @@ pub enum ErrorKind {
     Unsupported,
     /// The OS refused (spawn, file, signal).
     Io,
+    /// A start did not happen because of the worker's `depends_on:` (a dependency failed,
+    /// the wait timed out or was cancelled).
+    Dependency,
 }
 
 /// Loading or validating a config file.
@@ -347,6 +350,14 @@ pub enum MasterError {
         #[source]
         source: actix::MailboxError,
     },
+    /// A start did not happen because of the worker's `depends_on:`.
+    #[error("worker `{id}`: {reason}")]
+    Dependency {
+        /// The worker.
+        id: WorkerId,
+        /// What it waited for and what happened instead.
+        reason: String,
+    },
     /// The worker reported an error.
     #[error(transparent)]
     Worker(#[from] WorkerError),
@@ -369,6 +380,7 @@ impl MasterError {
             | Self::Mailbox { .. }
             | Self::Unanswered { .. }
             | Self::Interrupted { .. } => ErrorKind::Unavailable,
+            Self::Dependency { .. } => ErrorKind::Dependency,
             Self::Worker(e) => e.kind(),
         }
     }

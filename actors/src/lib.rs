@@ -23,6 +23,7 @@ pub mod config;
 mod error;
 mod health;
 mod id;
+mod line_watch;
 mod master;
 pub mod packages;
 mod plugin;

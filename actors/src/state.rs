@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub enum WorkerState {
     /// Added (and initialised), never started.
     Idle,
+    /// A start was asked for and waits for the worker's `depends_on:` conditions; the
+    /// reason (`waiting for db (healthy)`) is in the event and in `hsu ls`.
+    Waiting,
     /// A start is in progress.
     Starting,
     /// Started and serving.
@@ -32,6 +35,7 @@ impl WorkerState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Idle => "idle",
+            Self::Waiting => "waiting",
             Self::Starting => "starting",
             Self::Running => "running",
             Self::Stopping => "stopping",
@@ -55,8 +59,12 @@ impl WorkerState {
         use Lifecycle::*;
         use WorkerState::*;
         match (self, event) {
-            // A start may begin from any resting state.
-            (Idle | Stopped | FailedStart | Failed, StartRequested) => Ok(Starting),
+            // A start may begin from any resting state, or once what it waited for is there.
+            (Idle | Stopped | FailedStart | Failed | Waiting, StartRequested) => Ok(Starting),
+            // A start that must wait for dependencies first.
+            (Idle | Stopped | FailedStart | Failed, WaitRequested) => Ok(Waiting),
+            // A dependency failed for good, or the wait timed out.
+            (Waiting, WaitFailed) => Ok(FailedStart),
             // The start call returned Ok (and, for processes, the child is alive/ready).
             (Starting, Started) => Ok(Running),
             // The start call failed, panicked or timed out.
@@ -67,13 +75,15 @@ impl WorkerState {
             (Running, Exited { success: true }) => Ok(Stopped),
             (Running, Exited { success: false }) => Ok(Failed),
             // Stop on purpose; from a failed state it cancels any pending restart.
-            (Running | Failed | FailedStart, StopRequested) => Ok(Stopping),
+            (Running | Failed | FailedStart | Waiting, StopRequested) => Ok(Stopping),
             // The stop finished (for a process: it exited while being stopped).
             (Stopping, StopCompleted | Exited { .. }) => Ok(Stopped),
             // The stop call failed or timed out: the worker's state is unknown, so failed.
             (Stopping, StopFailed) => Ok(Failed),
             // Removal or shutdown of a worker that is not mid-start or mid-stop.
-            (Idle | Stopped | FailedStart | Failed, TerminateRequested) => Ok(Terminating),
+            (Idle | Stopped | FailedStart | Failed | Waiting, TerminateRequested) => {
+                Ok(Terminating)
+            }
             (from, event) => Err(InvalidTransition { from, event }),
         }
     }
@@ -91,6 +101,10 @@ impl fmt::Display for WorkerState {
 pub enum Lifecycle {
     /// Someone asked for a start.
     StartRequested,
+    /// A start must wait for the worker's dependencies.
+    WaitRequested,
+    /// What it waited for will not come (a dependency failed for good) or took too long.
+    WaitFailed,
     /// The start succeeded.
     Started,
     /// The start failed.
@@ -116,6 +130,8 @@ impl fmt::Display for Lifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::StartRequested => "start",
+            Self::WaitRequested => "wait for dependencies",
+            Self::WaitFailed => "fail waiting",
             Self::Started => "finish starting",
             Self::StartFailed => "fail to start",
             Self::Crashed => "fail",
@@ -178,9 +194,24 @@ mod tests {
     }
 
     #[test]
+    fn waiting_leads_to_a_start_a_failed_start_a_stop_or_removal() {
+        assert_eq!(Idle.next(WaitRequested), Ok(Waiting));
+        assert_eq!(Failed.next(WaitRequested), Ok(Waiting));
+        assert_eq!(Waiting.next(StartRequested), Ok(Starting));
+        assert_eq!(Waiting.next(WaitFailed), Ok(FailedStart));
+        assert_eq!(Waiting.next(StopRequested), Ok(Stopping));
+        assert_eq!(Waiting.next(TerminateRequested), Ok(Terminating));
+        assert!(Running.next(WaitRequested).is_err());
+        assert!(Waiting.next(WaitRequested).is_err());
+        assert!(Waiting.next(Started).is_err());
+    }
+
+    #[test]
     fn terminating_is_final() {
         let events = [
             StartRequested,
+            WaitRequested,
+            WaitFailed,
             Started,
             StartFailed,
             Crashed,

@@ -18,8 +18,9 @@ use prometheus::{CounterVec, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncod
 
 use hsu_actors::{WorkerState, WorkerSummary};
 
-const STATES: [WorkerState; 8] = [
+const STATES: [WorkerState; 9] = [
     WorkerState::Idle,
+    WorkerState::Waiting,
     WorkerState::Starting,
     WorkerState::Running,
     WorkerState::Stopping,

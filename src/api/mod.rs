@@ -6,8 +6,9 @@
 //! Every answer is JSON. Errors are `{"error": {"kind", "message", "worker"?}}` with a status
 //! that says what happened: 400 a malformed request (a bad id, an unknown query field), 401 no
 //! or a wrong token, 403 a write on a read-only API, 404 no such worker, 409 the worker's state
-//! does not allow it, 413 a body too large, 422 an invalid config, 502 the worker itself failed
-//! (its start or stop), 503 the master is shutting down, 504 a worker took too long. A request
+//! does not allow it, 413 a body too large, 422 an invalid config, 424 a start its `depends_on:`
+//! prevented (a dependency failed, the wait timed out or was cancelled), 502 the worker itself
+//! failed (its start or stop), 503 the master is shutting down, 504 a worker took too long. A request
 //! never gets a 500 for being malformed.
 
 pub mod events;
@@ -400,7 +401,8 @@ impl From<MasterError> for ApiError {
         let worker = match &e {
             MasterError::NotFound { id }
             | MasterError::Conflict { id }
-            | MasterError::Mailbox { id, .. } => Some(id.to_string()),
+            | MasterError::Mailbox { id, .. }
+            | MasterError::Dependency { id, .. } => Some(id.to_string()),
             MasterError::Worker(w) => Some(w.worker().to_string()),
             _ => None,
         };
@@ -429,6 +431,7 @@ impl ApiError {
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ErrorKind::Unsupported => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
             ErrorKind::Io => (StatusCode::BAD_GATEWAY, "io"),
+            ErrorKind::Dependency => (StatusCode::FAILED_DEPENDENCY, "dependency"),
             _ => (StatusCode::BAD_GATEWAY, "failed"),
         }
     }
@@ -607,7 +610,7 @@ async fn row(state: &ApiState, id: &WorkerId) -> Result<WorkerRow, ApiError> {
     Ok(WorkerRow::from(summary))
 }
 
-#[utoipa::path(post, path = "/v1/workers/{id}/start", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workers/{id}/start", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 424, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn start_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,
@@ -649,7 +652,7 @@ struct RestartQuery {
     force: bool,
 }
 
-#[utoipa::path(post, path = "/v1/workers/{id}/restart", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"), RestartQuery), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workers/{id}/restart", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"), RestartQuery), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 424, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 async fn restart_worker(
     state: web::Data<ApiState>,
     id: web::Path<String>,

@@ -101,7 +101,7 @@ pub fn table(rows: &[WorkerRow]) -> Table {
             state = state.fg(match row.state.as_str() {
                 "running" => Color::Green,
                 "failed" | "failed_start" => Color::Red,
-                "starting" | "stopping" => Color::Yellow,
+                "starting" | "stopping" | "waiting" => Color::Yellow,
                 _ => Color::Reset,
             });
         }

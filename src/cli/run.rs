@@ -78,22 +78,26 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                 }
             }
         }
-        let starts = added.iter().map(|id| {
+        let workers = added.len();
+        let starts = added.into_iter().map(|id| {
             let master = master.clone();
-            let id = id.clone();
             async move {
                 if let Ok(Err(e)) = master.send(StartWorker(id.clone())).await {
                     tracing::error!(worker = %id, error = %hsu::error_chain(&e), "start failed");
                 }
             }
         });
-        futures::future::join_all(starts).await;
-        tracing::info!(
-            workers = added.len(),
-            "hsu running {source}; Ctrl-C or SIGTERM stops it"
-        );
+        // Started all at once, each as soon as its `depends_on:` allows; signals are
+        // answered meanwhile (a worker may wait long for what it depends on).
+        let starting = futures::future::join_all(starts);
+        tokio::pin!(starting);
+        let mut started = false;
         loop {
             tokio::select! {
+                _ = &mut starting, if !started => {
+                    started = true;
+                    tracing::info!(workers, "hsu running {source}; Ctrl-C or SIGTERM stops it");
+                }
                 signal = signals.next() => {
                     tracing::info!(signal, "stopping all workers (a second Ctrl-C forces)");
                     break;

@@ -1,6 +1,7 @@
 //! The YAML configuration: serde types (the reference for every key), loading with errors that
 //! name the file, line and field, and validation that reports every problem at once.
 
+mod depends;
 pub mod duration;
 mod master;
 mod process;
@@ -12,12 +13,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use depends::{Condition, Dependency, DependsOn, LinePattern};
 pub use master::{ApiConfig, LogLevel, MasterConfig};
 pub use process::{
     AttachConfig, ByteSize, IntegratedConfig, LimitsConfig, LogsConfig, OnViolation, Signal,
     StopConfig, ValueError,
 };
-pub use spec::{DeploymentSpec, ProcessSpec, QuarantineSpec, WorkerSpec};
+pub use spec::{DependencySpec, DeploymentSpec, ProcessSpec, QuarantineSpec, WorkerSpec};
 pub use validate::{validate_config, validate_worker, ValidationIssue};
 pub use worker::{
     BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProbeType, ProcessType,
@@ -32,7 +34,8 @@ use crate::error::ConfigError;
 pub struct HsuConfig {
     /// Settings of the master itself.
     pub master: MasterConfig,
-    /// The workers, started in this order; shutdown stops them concurrently.
+    /// The workers. They start concurrently, each once its `depends_on:` conditions are met;
+    /// shutdown stops a worker after the workers that depend on it.
     pub workers: Vec<WorkerConfig>,
 }
 

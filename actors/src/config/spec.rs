@@ -28,6 +28,28 @@ pub struct WorkerSpec {
     pub stop_timeout: Duration,
     /// Module workers with `quarantine:`: when and to what process form to move.
     pub quarantine: Option<QuarantineSpec>,
+    /// What must be reached before it starts, in id order.
+    pub depends_on: Vec<DependencySpec>,
+}
+
+/// A validated `depends_on:` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DependencySpec {
+    /// The worker depended on.
+    pub id: WorkerId,
+    /// What it must reach.
+    pub condition: super::Condition,
+    /// `log_line:` compiled.
+    pub pattern: Option<super::LinePattern>,
+    /// How long to wait at most.
+    pub timeout: Option<Duration>,
+}
+
+impl DependencySpec {
+    /// `id (condition)`, as waiting reasons name it.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.id, self.condition)
+    }
 }
 
 /// A validated `quarantine:` with the process form it moves the module to.

@@ -1,16 +1,16 @@
 //! Checks that need more than serde: type-specific required fields, value ranges, duplicate
 //! ids and unknown factories. Every problem is reported, each naming its worker and field.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use hsu_module::ModuleConfig;
 use serde::Serialize;
 
 use super::{
-    DeploymentSpec, HealthCheckConfig, HsuConfig, IntegratedConfig, MasterConfig, ModuleType,
-    ProbeType, ProcessSpec, ProcessType, QuarantineSpec, RestartConfig, StopConfig, WorkerConfig,
-    WorkerSpec, WorkerType,
+    Condition, DependencySpec, DeploymentSpec, HealthCheckConfig, HsuConfig, IntegratedConfig,
+    LinePattern, MasterConfig, ModuleType, ProbeType, ProcessSpec, ProcessType, QuarantineSpec,
+    RestartConfig, StopConfig, WorkerConfig, WorkerSpec, WorkerType,
 };
 use crate::packages::PackageIndex;
 use crate::WorkerId;
@@ -165,6 +165,7 @@ pub fn validate_config(
             specs.push(spec);
         }
     }
+    check_dependencies(&config.workers, &specs, &mut out);
     if out.is_empty() {
         Ok(specs)
     } else {
@@ -238,6 +239,7 @@ fn check_worker(
         }
     }
     let quarantine = check_quarantine(config, &kind, &mut issues);
+    let depends_on = check_depends_on(config, &mut issues);
     let start_timeout = config.start_timeout.unwrap_or(master.start_timeout);
     let stop_timeout = config.stop_timeout.unwrap_or(master.stop_timeout);
     for (field, d) in [
@@ -259,7 +261,166 @@ fn check_worker(
         start_timeout,
         stop_timeout,
         quarantine,
+        depends_on,
     })
+}
+
+/// Each entry of `depends_on:` on its own: a usable id, not the worker itself, a pattern that
+/// compiles, a timeout above zero. (Whether the id exists and cycles are the file's checks.)
+fn check_depends_on(config: &WorkerConfig, issues: &mut Issues<'_>) -> Vec<DependencySpec> {
+    let mut out = Vec::new();
+    for (name, dep) in &config.depends_on {
+        let field = format!("depends_on.{name}");
+        let id = match WorkerId::new(name) {
+            Ok(id) => id,
+            Err(e) => {
+                issues.add(field, e.to_string());
+                continue;
+            }
+        };
+        if *name == config.id {
+            issues.add(field, "a worker cannot depend on itself");
+            continue;
+        }
+        let pattern = match &dep.condition {
+            Condition::LogLine(p) => match LinePattern::new(p) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    issues.add(
+                        format!("{field}.log_line"),
+                        format!("not a regular expression: {e}"),
+                    );
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        if dep.timeout.is_some_and(|t| t.is_zero()) {
+            issues.add(format!("{field}.timeout"), "must be greater than 0s");
+        }
+        out.push(DependencySpec {
+            id,
+            condition: dep.condition.clone(),
+            pattern,
+            timeout: dep.timeout,
+        });
+    }
+    out
+}
+
+/// Across the file: every dependency is a worker of the file, can reach its condition, and no
+/// worker waits on itself through others. Looks at every worker's `depends_on:` as written (a
+/// worker with other problems too), and at the validated dependencies' settings.
+fn check_dependencies(
+    workers: &[WorkerConfig],
+    specs: &[WorkerSpec],
+    out: &mut Vec<ValidationIssue>,
+) {
+    let by_id: HashMap<&str, &WorkerSpec> = specs.iter().map(|s| (s.id.as_str(), s)).collect();
+    let in_file: HashSet<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    for worker in workers {
+        for (name, dep) in &worker.depends_on {
+            if *name == worker.id || WorkerId::new(name).is_err() {
+                continue; // reported with the worker
+            }
+            let mut issue = |message: String| {
+                out.push(ValidationIssue {
+                    worker: Some(worker.id.clone()),
+                    field: format!("depends_on.{name}"),
+                    message,
+                })
+            };
+            let Some(target) = by_id.get(name.as_str()) else {
+                if !in_file.contains(name.as_str()) {
+                    issue(format!("no worker `{name}` in this config"));
+                }
+                // Otherwise the worker is there but invalid: its own problems are reported.
+                continue;
+            };
+            match dep.condition {
+                Condition::Healthy if !target.health_check.enabled => issue(format!(
+                    "`{name}` has no health check (its health_check.enabled is false), so it never becomes healthy; give it a `health_check:` or depend on `started`"
+                )),
+                Condition::CompletedSuccessfully
+                    if target.restart.policy == super::RestartPolicy::Always =>
+                {
+                    issue(format!(
+                        "`{name}` has restart.policy `always`, so it is started again whenever it completes; give it `restart: {{policy: never}}` (a one-shot job) or depend on `started`"
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    let graph: Vec<(&str, Vec<&str>)> = workers
+        .iter()
+        .map(|w| {
+            (
+                w.id.as_str(),
+                // Itself is reported as such, not as a cycle.
+                w.depends_on
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|d| *d != w.id)
+                    .collect(),
+            )
+        })
+        .collect();
+    for cycle in dependency_cycles(&graph) {
+        let first = cycle[0].to_string();
+        out.push(ValidationIssue {
+            worker: Some(first.clone()),
+            field: "depends_on".into(),
+            message: format!(
+                "dependency cycle: {} -> {first}; none of them could ever start",
+                cycle.join(" -> ")
+            ),
+        });
+    }
+}
+
+/// Every cycle of a dependency graph (each node with the names it depends on), each once, as
+/// the names along it, starting at the one that comes first.
+pub(crate) fn dependency_cycles<'a>(graph: &[(&'a str, Vec<&'a str>)]) -> Vec<Vec<&'a str>> {
+    let index: HashMap<&str, usize> = graph
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    // 0 = not seen, 1 = on the current path, 2 = done.
+    let mut mark = vec![0u8; graph.len()];
+    let mut cycles = Vec::new();
+    for start in 0..graph.len() {
+        if mark[start] != 0 {
+            continue;
+        }
+        // Iterative depth-first search: (node, next edge to follow).
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        mark[start] = 1;
+        while let Some(&mut (node, ref mut edge)) = path.last_mut() {
+            let deps = &graph[node].1;
+            if *edge == deps.len() {
+                mark[node] = 2;
+                path.pop();
+                continue;
+            }
+            let next = index.get(deps[*edge]).copied();
+            *edge += 1;
+            let Some(next) = next else { continue };
+            match mark[next] {
+                0 => {
+                    mark[next] = 1;
+                    path.push((next, 0));
+                }
+                1 => {
+                    let from = path.iter().position(|(n, _)| *n == next).unwrap_or(0);
+                    cycles.push(path[from..].iter().map(|(n, _)| graph[*n].0).collect());
+                }
+                _ => {}
+            }
+        }
+    }
+    cycles
 }
 
 fn check_module(

@@ -74,6 +74,14 @@ pub struct WorkerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub stop_timeout: Option<Duration>,
+    /// Workers that must reach a condition before this one starts (see
+    /// [`super::depends`]); shutdown stops this one before them.
+    #[serde(
+        default,
+        deserialize_with = "super::depends::deserialize",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub depends_on: super::DependsOn,
 }
 
 impl WorkerConfig {
@@ -97,6 +105,7 @@ impl WorkerConfig {
             quarantine: None,
             start_timeout: None,
             stop_timeout: None,
+            depends_on: Default::default(),
         }
     }
 
@@ -147,6 +156,13 @@ impl WorkerConfig {
     /// If `yaml` is not a valid `restart:` section: meant for literals in code.
     pub fn with_restart(mut self, yaml: &str) -> Self {
         self.restart = Some(serde_yaml::from_str(yaml).expect("valid restart: literal"));
+        self
+    }
+
+    /// Adds `id` to `depends_on:` with `condition`.
+    pub fn depending_on(mut self, id: &str, condition: super::Condition) -> Self {
+        self.depends_on
+            .insert(id.to_string(), super::Dependency::on(condition));
         self
     }
 

@@ -200,6 +200,22 @@ impl MasterActor {
         if self.workers.contains_key(&id) || self.adding.contains(&id) {
             return Box::pin(async move { Err(MasterError::Conflict { id }) });
         }
+        if let Some(cycle) = self.cycle_through(&spec) {
+            let issues = vec![ValidationIssue {
+                worker: Some(id.to_string()),
+                field: "depends_on".into(),
+                message: format!(
+                    "dependency cycle with the workers running: {} -> {id}",
+                    cycle.join(" -> ")
+                ),
+            }];
+            return Box::pin(async move {
+                Err(MasterError::Validation {
+                    id: id.to_string(),
+                    issues,
+                })
+            });
+        }
         self.adding.insert(id.clone());
         // Modules need their factory from the registry (a plugin is loaded there, once per
         // path); processes need nothing.
@@ -320,7 +336,7 @@ struct FinishAdd {
 impl Handler<FinishAdd> for MasterActor {
     type Result = Result<WorkerId, MasterError>;
 
-    fn handle(&mut self, msg: FinishAdd, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: FinishAdd, ctx: &mut Context<Self>) -> Self::Result {
         let FinishAdd {
             spec,
             addr,
@@ -355,6 +371,13 @@ impl Handler<FinishAdd> for MasterActor {
         self.order.push(id.clone());
         self.workers
             .insert(id.clone(), Entry::new(addr, spec, kind, instance));
+        if let Some(spec) = self.workers.get(&id).map(|e| &e.spec) {
+            if spec.depends_on.iter().any(|d| d.pattern.is_some()) {
+                self.refresh_line_watches_of(&spec.clone(), ctx);
+            }
+        }
+        // Workers waiting for this one being added.
+        self.dependencies_changed(&id, ctx);
         Ok(id)
     }
 }

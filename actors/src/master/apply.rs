@@ -93,8 +93,9 @@ impl Handler<Apply> for MasterActor {
     type Result = ResponseFuture<Result<ApplyReport, MasterError>>;
 
     /// Removals first (concurrently), then each changed worker (its old form stopped and
-    /// removed before the new one is added, so two never run at once), then additions; each
-    /// added or changed worker is started. Other requests are answered meanwhile.
+    /// removed before the new one is added, so two never run at once) and each new one is
+    /// added; then the added and changed workers are started together (each once its
+    /// `depends_on:` is met). Other requests are answered meanwhile.
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
         if self.shutting_down {
             return Box::pin(async {
@@ -138,6 +139,9 @@ impl Handler<Apply> for MasterActor {
                     report.errors.push((id, error_chain(&e)));
                 }
             }
+            // Added (or replaced) one after the other, then all started at once: a start
+            // may wait for a worker of the same config (`depends_on:`) added after it.
+            let mut to_start = Vec::new();
             for spec in &specs {
                 let changed = report.changed.contains(&spec.id);
                 if !changed && !report.added.contains(&spec.id) {
@@ -152,11 +156,23 @@ impl Handler<Apply> for MasterActor {
                     }
                     me.send(AddWorkerSpec(spec.clone()))
                         .await
-                        .map_err(unanswered)??;
-                    me.send(StartWorker(id.clone())).await.map_err(unanswered)?
+                        .map_err(unanswered)?
                 };
-                if let Err(e) = step.await {
-                    tracing::error!(worker = %id, error = %error_chain(&e), "apply: worker not brought to its new config");
+                match step.await {
+                    Ok(_) => to_start.push(id),
+                    Err(e) => {
+                        tracing::error!(worker = %id, error = %error_chain(&e), "apply: worker not brought to its new config");
+                        report.errors.push((id, error_chain(&e)));
+                    }
+                }
+            }
+            let starting = to_start.into_iter().map(|id| {
+                let me = me.clone();
+                async move { (id.clone(), me.send(StartWorker(id)).await) }
+            });
+            for (id, result) in futures::future::join_all(starting).await {
+                if let Err(e) = result.map_err(unanswered).and_then(|r| r) {
+                    tracing::error!(worker = %id, error = %error_chain(&e), "apply: worker not started");
                     report.errors.push((id, error_chain(&e)));
                 }
             }

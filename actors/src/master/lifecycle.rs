@@ -1,17 +1,21 @@
 //! Lifecycle requests (start, stop, restart, remove), state queries, shutdown and
 //! subscriptions; and the requests the master forwards to its registry or runs off its thread.
 
+use std::collections::HashMap;
+
 use actix::prelude::*;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use super::messages::*;
-use super::{forward, MasterActor};
+use super::{depends, forward, MasterActor};
 use crate::error::{error_chain, MasterError};
 use crate::health::UnwatchHealth;
 use crate::plugin::PluginInfo;
 use crate::registry::{ListFactories, ListLoadedModules, RegisterNativeModuleFactory};
 use crate::state::WorkerState;
 use crate::worker::WorkerDiagnostics;
+use crate::WorkerId;
 
 impl Handler<RemoveWorker> for MasterActor {
     type Result = ResponseFuture<Result<(), MasterError>>;
@@ -21,11 +25,15 @@ impl Handler<RemoveWorker> for MasterActor {
             Ok(addr) => addr,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let id = self.workers.remove(msg.0.as_str()).map(|e| e.spec.id);
+        let removed = self.workers.remove(msg.0.as_str()).map(|e| e.spec);
         self.order.retain(|w| *w != msg.0);
-        if let Some(id) = &id {
-            self.health.do_send(UnwatchHealth(id.clone()));
-            tracing::info!(worker = %id, "worker removed");
+        if let Some(spec) = &removed {
+            self.health.do_send(UnwatchHealth(spec.id.clone()));
+            tracing::info!(worker = %spec.id, "worker removed");
+            self.refresh_line_watches_of(spec, ctx);
+            crate::line_watch::set(&spec.id, Vec::new(), ctx.address().recipient());
+            // Its dependents now wait for it to be added again.
+            self.dependencies_changed(&spec.id, ctx);
         }
         Box::pin(async move {
             match addr.terminate().await {
@@ -40,13 +48,12 @@ impl Handler<RemoveWorker> for MasterActor {
 impl Handler<StartWorker> for MasterActor {
     type Result = ResponseFuture<Result<(), MasterError>>;
 
+    /// Through the worker's `depends_on:`: replies once it runs (after waiting, if need be).
     fn handle(&mut self, msg: StartWorker, ctx: &mut Context<Self>) -> Self::Result {
-        let addr = self.manual_request(&msg.0, false, ctx);
-        let id = msg.0;
-        Box::pin(async move {
-            let addr = addr?;
-            forward(id.clone(), addr.start().await)
-        })
+        if let Err(e) = self.manual_request(&msg.0, false, ctx) {
+            return Box::pin(async move { Err(e) });
+        }
+        self.start_gated(&msg.0, ctx)
     }
 }
 
@@ -76,6 +83,7 @@ impl Handler<RestartWorker> for MasterActor {
             entry.supervision.manual_restarts += 1;
         }
         let RestartWorker { id, force } = msg;
+        let me = ctx.address();
         Box::pin(async move {
             let addr = addr?;
             if running == Some(true) {
@@ -86,7 +94,14 @@ impl Handler<RestartWorker> for MasterActor {
                     tracing::warn!(worker = %id, error = %error_chain(&e), "stop failed; starting anyway (force)");
                 }
             }
-            forward(id.clone(), addr.start().await)
+            // Through `depends_on:`, with the table as it is once the stop is done.
+            me.send(GatedStart(id))
+                .await
+                .map_err(|source| MasterError::Unanswered {
+                    actor: "master",
+                    source,
+                })?
+                .await
         })
     }
 }
@@ -130,32 +145,60 @@ impl Handler<Shutdown> for MasterActor {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
-        let mut targets = Vec::new();
-        for id in self.order.iter().rev() {
+        let ids: Vec<WorkerId> = self.order.iter().rev().cloned().collect();
+        for id in &ids {
+            self.cancel_wait(id, "shut down", ctx);
             if let Some(entry) = self.workers.get_mut(id) {
                 entry.supervision.stop_requested = true;
                 entry.supervision.next_restart = None;
                 if let Some(h) = entry.supervision.pending_restart.take() {
                     ctx.cancel_future(h);
                 }
-                targets.push((id.clone(), entry.addr.clone()));
             }
         }
-        tracing::info!(workers = targets.len(), "shutting down");
-        // All at once, each within its own stop timeout, so a slow worker delays no other;
-        // the requests go out in reverse order of addition.
+        tracing::info!(workers = ids.len(), "shutting down");
+        // A worker is stopped once the workers depending on it have stopped; the others all
+        // at once, each within its own stop timeout, so a slow worker delays only what it
+        // depends on. Requests go out in reverse order of addition.
+        let before = depends::stop_order(&ids, |id| self.workers.get(id).map(|e| &e.spec));
+        type Done = futures::future::Shared<
+            futures::future::LocalBoxFuture<'static, (WorkerId, Result<(), String>)>,
+        >;
+        let mut done: HashMap<WorkerId, Done> = HashMap::new();
+        for id in depends::dependents_first(&ids, &before) {
+            let Some(addr) = self.workers.get(&id).map(|e| e.addr.clone()) else {
+                continue;
+            };
+            let first: Vec<Done> = before[&id]
+                .iter()
+                .filter_map(|d| done.get(d).cloned())
+                .collect();
+            let stopping = {
+                let id = id.clone();
+                async move {
+                    if !first.is_empty() {
+                        futures::future::join_all(first).await;
+                        tracing::debug!(worker = %id, "its dependents stopped; stopping it");
+                    }
+                    let result = match addr.terminate().await {
+                        Ok(Ok(())) | Err(_) => Ok(()),
+                        Ok(Err(e)) => Err(error_chain(&e)),
+                    };
+                    (id, result)
+                }
+            };
+            done.insert(id, stopping.boxed_local().shared());
+        }
         let stopping = async move {
-            let results = futures::future::join_all(
-                targets
-                    .into_iter()
-                    .map(|(id, addr)| async move { (id, addr.terminate().await) }),
-            )
-            .await;
+            // Polled (so requested) in reverse order of addition.
+            let mut done = done;
+            let in_order = ids.iter().filter_map(|id| done.remove(id));
+            let results = futures::future::join_all(in_order).await;
             let mut report = ShutdownReport::default();
             for (id, result) in results {
                 match result {
-                    Ok(Ok(())) | Err(_) => report.stopped.push(id),
-                    Ok(Err(e)) => report.errors.push((id, error_chain(&e))),
+                    Ok(()) => report.stopped.push(id),
+                    Err(e) => report.errors.push((id, e)),
                 }
             }
             report
@@ -177,6 +220,21 @@ impl Handler<Shutdown> for MasterActor {
             );
             report
         }))
+    }
+}
+
+/// Self-message of `RestartWorker`: its start, through `depends_on:`, once the stop is done.
+#[derive(Debug, Message)]
+#[rtype(
+    result = "std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), MasterError>> + Send>>"
+)]
+struct GatedStart(WorkerId);
+
+impl Handler<GatedStart> for MasterActor {
+    type Result = MessageResult<GatedStart>;
+
+    fn handle(&mut self, msg: GatedStart, ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.start_gated(&msg.0, ctx))
     }
 }
 

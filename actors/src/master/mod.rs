@@ -15,12 +15,14 @@
 //! - `apply.rs`: bringing the workers to a new config, touching only what changed;
 //! - `supervision.rs`: state changes from workers, health reports, the restart decision and
 //!   its timers;
+//! - `depends.rs`: `depends_on:`: starts that wait for their dependencies, and the stop order;
 //! - `quarantine.rs`: moving a module that keeps panicking to its process form;
 //! - `limits.rs`: resource samples and `limits:`;
 //! - `table.rs`: the table row and the handle on a worker actor of either kind.
 
 mod add;
 mod apply;
+mod depends;
 mod lifecycle;
 mod limits;
 mod messages;
@@ -71,6 +73,10 @@ pub struct MasterActor {
     next_instance: u64,
     /// Samples CPU and memory of running processes.
     resources: Option<ResourceMonitor>,
+    /// Workers whose start waits for their dependencies.
+    waiting: HashSet<WorkerId>,
+    /// The last wait's serial number.
+    next_wait: u64,
 }
 
 impl MasterActor {
@@ -108,6 +114,8 @@ impl MasterActor {
                 shutting_down: false,
                 next_instance: 0,
                 resources: None,
+                waiting: HashSet::new(),
+                next_wait: 0,
             }
         }))
     }

@@ -34,6 +34,9 @@ impl MasterActor {
         if let Some(handle) = pending {
             ctx.cancel_future(handle);
         }
+        if stop {
+            self.cancel_wait(id, "stopped", ctx);
+        }
         Ok(addr)
     }
 
@@ -99,15 +102,14 @@ impl MasterActor {
             return;
         }
         entry.supervision.pending_restart = None;
-        entry.supervision.next_restart = None;
-        let addr = entry.addr.clone();
+        let starting = self.start_gated(&id, ctx);
         ctx.spawn(
-            async move { addr.start().await }
+            starting
                 .into_actor(self)
                 .map(move |result, _, _| match result {
                     // A failed start is reported as a state change and supervised again.
-                    Ok(Ok(())) | Ok(Err(_)) => {}
-                    Err(e) => tracing::warn!(worker = %id, error = %e, "worker did not answer the restart"),
+                    Ok(()) | Err(MasterError::Worker(_) | MasterError::Dependency { .. }) => {}
+                    Err(e) => tracing::warn!(worker = %id, error = %e, "the restart was not made"),
                 }),
         );
     }
@@ -129,8 +131,21 @@ impl Handler<WorkerStateChanged> for MasterActor {
             if let Some(exit) = &event.exit {
                 entry.last_exit = Some(exit.clone());
             }
-            if event.reason.is_some() {
+            if event.reason.is_some() && event.to != WorkerState::Waiting {
                 entry.last_error = event.reason.clone();
+            }
+            match event.to {
+                // A new run: what the last one reached no longer counts.
+                WorkerState::Starting => {
+                    entry.progress = Default::default();
+                    entry.supervision.next_restart = None;
+                }
+                WorkerState::Waiting => entry.supervision.next_restart = None,
+                // Ended on its own with status 0 (a stop goes through `stopping`).
+                WorkerState::Stopped if event.from == WorkerState::Running => {
+                    entry.progress.completed = true;
+                }
+                _ => {}
             }
             if event.from == WorkerState::Running {
                 entry.run = None;
@@ -182,7 +197,9 @@ impl Handler<WorkerStateChanged> for MasterActor {
                 });
                 return self.publish(event);
             }
-            if !on_purpose {
+            let held = event.from == WorkerState::Waiting
+                && std::mem::take(&mut entry.supervision.hold_next_failure);
+            if !on_purpose && !held {
                 if event.to.is_failed() {
                     trigger = Some(Trigger::Failure);
                 } else if event.to == WorkerState::Stopped {
@@ -192,6 +209,10 @@ impl Handler<WorkerStateChanged> for MasterActor {
         }
         if let Some(trigger) = trigger {
             self.supervise(&event.id, trigger, ctx);
+        }
+        // After the restart decision: a failed dependency with a restart coming still counts.
+        self.dependencies_changed(&event.id, ctx);
+        if trigger.is_some() {
             if let Some(entry) = self.workers.get(&event.id) {
                 if entry.supervision.restarts.circuit_open && event.to.is_failed() {
                     let mut event = event;
@@ -209,7 +230,14 @@ impl Handler<HealthReport> for MasterActor {
 
     /// Records the result; when the health actor says the threshold is reached, fails the
     /// worker (which then goes through the restart policy like any failure).
-    fn handle(&mut self, report: HealthReport, _: &mut Context<Self>) {
+    fn handle(&mut self, report: HealthReport, ctx: &mut Context<Self>) {
+        let Some(entry) = self.workers.get_mut(&report.id) else {
+            return;
+        };
+        if report.healthy && entry.state == WorkerState::Running && !entry.progress.healthy {
+            entry.progress.healthy = true;
+            self.dependencies_changed(&report.id, ctx);
+        }
         let Some(entry) = self.workers.get_mut(&report.id) else {
             return;
         };

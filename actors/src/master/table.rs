@@ -15,8 +15,8 @@ use crate::window::SlidingWindow;
 use crate::worker::module_worker::ModuleWorkerActor;
 use crate::worker::process_worker::ProcessWorkerActor;
 use crate::worker::{
-    CheckHealth, Deployment, Fail, GetFacts, HealthStatus, Initialize, QuarantineStatus, Start,
-    Stop, Terminate, WorkerDiagnostics, WorkerFacts,
+    AbandonWait, CheckHealth, Deployment, Fail, GetFacts, HealthStatus, Initialize,
+    QuarantineStatus, Start, Stop, Terminate, Wait, WorkerDiagnostics, WorkerFacts,
 };
 use crate::WorkerId;
 
@@ -41,6 +41,10 @@ pub(super) struct Entry {
     pub configured: WorkerSpec,
     /// How its process last ended (from the events).
     pub last_exit: Option<crate::process::ExitInfo>,
+    /// What its current (or last) run reached, for the `depends_on:` of others.
+    pub progress: super::depends::Progress,
+    /// A start waiting for this worker's own `depends_on:`.
+    pub waiting: Option<super::depends::Waiting>,
 }
 
 /// What the master saw of a worker's current run.
@@ -68,6 +72,8 @@ impl Entry {
             run: None,
             instance,
             last_exit: None,
+            progress: Default::default(),
+            waiting: None,
         }
     }
 
@@ -98,6 +104,13 @@ impl Entry {
     fn why(&self, now: std::time::Instant) -> Option<String> {
         let restart = &self.spec.restart;
         let window = crate::config::duration::format(restart.window);
+        if let Some(w) = &self.waiting {
+            return Some(format!(
+                "{} ({:.0}s)",
+                w.reason,
+                now.saturating_duration_since(w.since).as_secs_f64()
+            ));
+        }
         if let Some(q) = &self.quarantine.moved {
             return Some(format!(
                 "quarantined ({} panics in {})",
@@ -198,7 +211,12 @@ pub(super) struct Supervision {
     /// The last request was a stop: failures and exits are not restarted.
     pub stop_requested: bool,
     /// The automatic restart scheduled, if any: when, and which attempt within the window.
+    /// Kept until the restart's start begins (so dependents do not take the worker for
+    /// failed for good meanwhile).
     pub next_restart: Option<NextRestart>,
+    /// The next failure is not supervised: a start given up because a dependency failed for
+    /// good (restarting would only wait again).
+    pub hold_next_failure: bool,
 }
 
 /// A scheduled automatic restart.
@@ -264,6 +282,20 @@ impl WorkerAddr {
     /// Sends [`Start`].
     pub(crate) async fn start(&self) -> Result<Result<(), WorkerError>, MailboxError> {
         dispatch!(self, Start).await
+    }
+    /// Queues [`Wait`].
+    pub(crate) fn wait(&self, reason: String) {
+        match self {
+            WorkerAddr::Module(a) => a.do_send(Wait { reason }),
+            WorkerAddr::Process(a) => a.do_send(Wait { reason }),
+        }
+    }
+    /// Queues [`AbandonWait`].
+    pub(crate) fn abandon_wait(&self, reason: String) {
+        match self {
+            WorkerAddr::Module(a) => a.do_send(AbandonWait { reason }),
+            WorkerAddr::Process(a) => a.do_send(AbandonWait { reason }),
+        }
     }
     /// Sends [`Stop`].
     pub(crate) async fn stop(&self) -> Result<Result<(), WorkerError>, MailboxError> {

@@ -100,6 +100,7 @@ impl LogSink {
         if lines.is_empty() {
             return;
         }
+        crate::line_watch::check(&self.id, lines);
         if self.mirror && stream != Stream::Tracing {
             for line in lines {
                 tracing::info!(target: "hsu::output", worker = %self.id, stream = stream.name(), "{}", String::from_utf8_lossy(line));

@@ -61,7 +61,8 @@ impl WorkerCore {
             event: t.event,
         })?;
         self.state = to;
-        if let Some(r) = &reason {
+        // What a waiting worker waits for is no error.
+        if let Some(r) = reason.as_ref().filter(|_| to != WorkerState::Waiting) {
             self.last_error = Some(r.clone());
         }
         let pid = pid.filter(|_| to == WorkerState::Running);
@@ -72,6 +73,10 @@ impl WorkerCore {
         }
         let panicked = std::mem::take(&mut self.panicked) && to.is_failed();
         let exit = self.exit.take();
+        if to == WorkerState::Starting {
+            // Before the new run can print a line that a `log_line:` dependency waits for.
+            crate::line_watch::rearm(&self.id);
+        }
         self.events.do_send(WorkerStateChanged {
             id: self.id.clone(),
             from,
@@ -118,12 +123,53 @@ pub(crate) trait LifecycleActor: Actor<Context = Context<Self>> {
     fn stop_now(&mut self) -> ResponseActFuture<Self, Result<(), WorkerError>>;
 }
 
-/// `Stop`: [`LifecycleActor::stop_now`] under the operation lock.
+/// `Stop`: [`LifecycleActor::stop_now`] under the operation lock. A waiting worker has
+/// nothing running: it goes through `stopping` to `stopped` at once.
 pub(crate) fn stop<A: LifecycleActor>(
     act: &mut A,
 ) -> ResponseActFuture<A, Result<(), WorkerError>> {
     let lock = act.core().op_lock.clone();
-    with_op_lock(act, lock, |act, _| act.stop_now())
+    with_op_lock(act, lock, |act, _| {
+        if act.core().state == WorkerState::Waiting {
+            let core = act.core();
+            let result = core
+                .advance(Lifecycle::StopRequested, None, None)
+                .and_then(|()| core.advance(Lifecycle::StopCompleted, None, None));
+            return Box::pin(actix::fut::ready(result));
+        }
+        act.stop_now()
+    })
+}
+
+/// `Wait`: `waiting`, under the operation lock (so it follows a stop still in progress).
+pub(crate) fn wait<A: LifecycleActor>(
+    act: &mut A,
+    reason: String,
+) -> ResponseActFuture<A, Result<(), WorkerError>> {
+    let lock = act.core().op_lock.clone();
+    with_op_lock(act, lock, move |act, _| {
+        Box::pin(actix::fut::ready(act.core().advance(
+            Lifecycle::WaitRequested,
+            Some(reason),
+            None,
+        )))
+    })
+}
+
+/// `AbandonWait`: `failed_start` if still waiting.
+pub(crate) fn abandon_wait<A: LifecycleActor>(
+    act: &mut A,
+    reason: String,
+) -> ResponseActFuture<A, ()> {
+    let lock = act.core().op_lock.clone();
+    with_op_lock(act, lock, move |act, _| {
+        if act.core().state == WorkerState::Waiting {
+            let _ = act
+                .core()
+                .advance(Lifecycle::WaitFailed, Some(reason), None);
+        }
+        Box::pin(actix::fut::ready(()))
+    })
 }
 
 /// `Terminate`: stops the worker if it runs, exactly as `Stop` would, then `terminating` and
@@ -147,3 +193,33 @@ pub(crate) fn terminate<A: LifecycleActor>(
         }))
     })
 }
+
+/// The `Wait` and `AbandonWait` handlers, the same for both worker actors.
+macro_rules! waiting_handlers {
+    ($actor:ty) => {
+        impl actix::Handler<$crate::worker::Wait> for $actor {
+            type Result = actix::ResponseActFuture<Self, Result<(), $crate::error::WorkerError>>;
+
+            fn handle(
+                &mut self,
+                msg: $crate::worker::Wait,
+                _: &mut actix::Context<Self>,
+            ) -> Self::Result {
+                $crate::worker::wait(self, msg.reason)
+            }
+        }
+
+        impl actix::Handler<$crate::worker::AbandonWait> for $actor {
+            type Result = actix::ResponseActFuture<Self, ()>;
+
+            fn handle(
+                &mut self,
+                msg: $crate::worker::AbandonWait,
+                _: &mut actix::Context<Self>,
+            ) -> Self::Result {
+                $crate::worker::abandon_wait(self, msg.reason)
+            }
+        }
+    };
+}
+pub(crate) use waiting_handlers;

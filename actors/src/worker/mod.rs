@@ -36,7 +36,8 @@ pub struct WorkerStateChanged {
     pub from: WorkerState,
     /// Its state now.
     pub to: WorkerState,
-    /// Why, for failures: the error text (also the worker's `last_error`).
+    /// Why, for failures: the error text (also the worker's `last_error`); for `waiting`, what
+    /// it waits for.
     pub reason: Option<String>,
     /// The OS process now running, for process workers that just became running.
     pub pid: Option<u32>,
@@ -67,6 +68,24 @@ pub struct Start;
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), WorkerError>")]
 pub struct Stop;
+
+/// The worker's start waits for its dependencies: `waiting`, with `reason` ("waiting for db
+/// (healthy)") in the event. Sent by the master, which sends [`Start`] once they are met.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), WorkerError>")]
+pub struct Wait {
+    /// What it waits for.
+    pub reason: String,
+}
+
+/// A waiting worker will not start: a dependency failed for good, or the wait timed out. It
+/// becomes `failed_start` with `reason`. Ignored unless the worker is waiting.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AbandonWait {
+    /// Why; becomes `last_error`.
+    pub reason: String,
+}
 
 /// Marks a running worker failed (failed health checks, a limit) and cleans it up.
 #[derive(Debug, Message)]
@@ -271,4 +290,6 @@ pub struct ModuleDiagnostics {
     pub loaded_at: Option<SystemTime>,
 }
 
-pub(crate) use lifecycle::{stop, terminate, with_op_lock, LifecycleActor, WorkerCore};
+pub(crate) use lifecycle::{
+    abandon_wait, stop, terminate, wait, waiting_handlers, with_op_lock, LifecycleActor, WorkerCore,
+};

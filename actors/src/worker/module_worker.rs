@@ -254,6 +254,8 @@ impl LifecycleActor for ModuleWorkerActor {
     }
 }
 
+super::waiting_handlers!(ModuleWorkerActor);
+
 impl Handler<Fail> for ModuleWorkerActor {
     type Result = ResponseActFuture<Self, ()>;
 

@@ -180,6 +180,8 @@ impl LifecycleActor for ProcessWorkerActor {
     }
 }
 
+super::waiting_handlers!(ProcessWorkerActor);
+
 impl Handler<Fail> for ProcessWorkerActor {
     type Result = ResponseActFuture<Self, ()>;
 
