@@ -28,11 +28,16 @@ enum Command {
         /// The config file.
         config: Option<PathBuf>,
     },
-    /// Validate config files and print every problem with its file, line, worker and field.
+    /// Validate config files and print every problem with its file, line, worker and field:
+    /// the rules, then what this machine must offer (programs, directories, users, plugin
+    /// headers read from the files, each module's own config check). Nothing is run.
     Check {
         /// The config files.
         #[arg(required = true)]
         configs: Vec<PathBuf>,
+        /// Check the files alone, not this machine (for configs meant for another host).
+        #[arg(long)]
+        config_only: bool,
     },
     /// Manage installed packages (a worker's `package: name[:version]` runs one).
     Package {
@@ -170,7 +175,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => cli::run::main(config),
-        Command::Check { configs } => cli::check::main(&configs),
+        Command::Check {
+            configs,
+            config_only,
+        } => cli::check::main(&configs, config_only),
         Command::Package { root, action } => cli::package::main(root, action),
         Command::Ls { to, json } => cli::control::ls(&to, json),
         Command::Status { to, id, json } => cli::control::status(&to, &id, json),

@@ -27,6 +27,7 @@ mod line_watch;
 mod master;
 pub mod packages;
 mod plugin;
+mod preflight;
 mod process;
 mod registry;
 mod restart;
@@ -39,12 +40,13 @@ pub use config::{HsuConfig, MasterConfig, WorkerConfig, WorkerSpec};
 pub use error::{error_chain, ConfigError, ErrorKind, MasterError, Operation, WorkerError};
 pub use id::{IdError, WorkerId, MAX_ID_LEN};
 pub use master::{
-    AddWorker, AddWorkerSpec, Apply, ApplyReport, GetAllWorkerStates, GetModuleTasks,
-    GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories, MasterActor,
-    RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe,
-    WorkerSummary,
+    AddConfigured, AddWorker, AddWorkerSpec, Added, Apply, ApplyReport, GetAllWorkerStates,
+    GetModuleTasks, GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories,
+    MasterActor, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker,
+    Subscribe, WorkerSummary,
 };
-pub use plugin::{PluginError, PluginInfo};
+pub use plugin::{inspect as inspect_plugin, HeaderFacts, PluginError, PluginInfo};
+pub use preflight::preflight;
 pub use process::attach::AttachError;
 pub use process::integrated::{ControlClient, ControlError};
 pub use process::leftovers::clean_up as clean_up_run_directory;

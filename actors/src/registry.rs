@@ -36,6 +36,18 @@ impl RegisterNativeModuleFactory {
             factory: ModuleFactory::new(make),
         }
     }
+
+    /// Adds the factory's `config:` check ([`ModuleFactory::with_validate`]).
+    pub fn with_validate<V>(mut self, validate: V) -> Self
+    where
+        V: Fn(&hsu_module::ModuleConfig) -> Result<(), hsu_module::ModuleError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.factory = self.factory.with_validate(validate);
+        self
+    }
 }
 
 /// Looks a factory up. Replies with it, or with the names that are registered.

@@ -101,11 +101,22 @@ pub trait WorkerModule: Send + Sync + 'static {
     fn info(&self) -> ModuleInfo;
 }
 
+/// Checks a `config:` section without creating an instance (see [`ModuleFactory::with_validate`]).
+pub type ValidateConfig = dyn Fn(&ModuleConfig) -> Result<(), ModuleError> + Send + Sync;
+
 /// Creates a fresh, uninitialised module instance. Registered under a name with the master;
 /// each worker (and each restart after a failure) gets its own instance, so several workers of
 /// one factory with different `config:` coexist.
+///
+/// A factory may also offer a check of the `config:` section ([`Self::with_validate`]), which
+/// `hsu check` runs on every worker of the factory without creating or starting anything: a
+/// mistake such as `port: 99999` is then reported with the file's other problems instead of at
+/// `initialize`.
 #[derive(Clone)]
-pub struct ModuleFactory(Arc<dyn Fn() -> Box<dyn WorkerModule> + Send + Sync>);
+pub struct ModuleFactory {
+    make: Arc<dyn Fn() -> Box<dyn WorkerModule> + Send + Sync>,
+    validate: Option<Arc<ValidateConfig>>,
+}
 
 impl ModuleFactory {
     /// Wraps a constructor, for instance `ModuleFactory::new(|| Box::new(MyModule::default()))`.
@@ -113,12 +124,41 @@ impl ModuleFactory {
     where
         F: Fn() -> Box<dyn WorkerModule> + Send + Sync + 'static,
     {
-        Self(Arc::new(make))
+        Self {
+            make: Arc::new(make),
+            validate: None,
+        }
+    }
+
+    /// Adds a check of the `config:` section; it should accept exactly what `initialize`
+    /// accepts (the usual way: both call one parsing function).
+    pub fn with_validate<V>(mut self, validate: V) -> Self
+    where
+        V: Fn(&ModuleConfig) -> Result<(), ModuleError> + Send + Sync + 'static,
+    {
+        self.validate = Some(Arc::new(validate));
+        self
     }
 
     /// Builds one new instance.
     pub fn create(&self) -> Box<dyn WorkerModule> {
-        (self.0)()
+        (self.make)()
+    }
+
+    /// Checks `config` with the factory's check; `Ok` when it offers none.
+    ///
+    /// # Errors
+    /// What the check says is wrong.
+    pub fn validate(&self, config: &ModuleConfig) -> Result<(), ModuleError> {
+        match &self.validate {
+            Some(check) => check(config),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the factory offers a config check.
+    pub fn validates(&self) -> bool {
+        self.validate.is_some()
     }
 }
 

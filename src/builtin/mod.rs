@@ -13,16 +13,22 @@ use hsu_actors::{MasterActor, MasterError, RegisterNativeModuleFactory};
 /// Names under which [`register`] installs the built-in factories.
 pub const NAMES: [&str; 2] = ["echo", "ticker"];
 
+/// The built-in factories, each with its `config:` check, under [`NAMES`].
+pub fn factories() -> Vec<RegisterNativeModuleFactory> {
+    vec![
+        RegisterNativeModuleFactory::new("echo", || Box::new(EchoModule::default()))
+            .with_validate(EchoModule::validate),
+        RegisterNativeModuleFactory::new("ticker", || Box::new(TickerModule::default()))
+            .with_validate(TickerModule::validate),
+    ]
+}
+
 /// Registers the built-in modules with `master` under [`NAMES`].
 ///
 /// # Errors
 /// If a name is already taken, or the master is gone.
 pub async fn register(master: &Addr<MasterActor>) -> Result<(), MasterError> {
-    let factories = [
-        RegisterNativeModuleFactory::new("echo", || Box::new(EchoModule::default())),
-        RegisterNativeModuleFactory::new("ticker", || Box::new(TickerModule::default())),
-    ];
-    for msg in factories {
+    for msg in factories() {
         let name = msg.name.clone();
         master
             .send(msg)

@@ -11,6 +11,28 @@ pub struct TickerModule {
     message: String,
 }
 
+impl TickerModule {
+    /// Checks a `config:` section as `initialize` reads it.
+    ///
+    /// # Errors
+    /// `ModuleError::Config` naming the field.
+    pub fn validate(config: &ModuleConfig) -> Result<(), ModuleError> {
+        Self::read_config(config).map(drop)
+    }
+
+    fn read_config(config: &ModuleConfig) -> Result<(Duration, String), ModuleError> {
+        let interval: String = config.get_or("interval", "5s".to_string())?;
+        let interval = hsu_actors::config::duration::parse(&interval)
+            .map_err(|e| ModuleError::Config(format!("`interval`: {e}")))?;
+        if interval.is_zero() {
+            return Err(ModuleError::Config(
+                "`interval`: must be greater than 0s".into(),
+            ));
+        }
+        Ok((interval, config.get_or("message", "tick".to_string())?))
+    }
+}
+
 #[async_trait]
 impl WorkerModule for TickerModule {
     async fn initialize(
@@ -18,15 +40,7 @@ impl WorkerModule for TickerModule {
         _: &ModuleContext,
         config: &ModuleConfig,
     ) -> Result<(), ModuleError> {
-        let interval: String = config.get_or("interval", "5s".to_string())?;
-        self.interval = hsu_actors::config::duration::parse(&interval)
-            .map_err(|e| ModuleError::Config(format!("`interval`: {e}")))?;
-        if self.interval.is_zero() {
-            return Err(ModuleError::Config(
-                "`interval`: must be greater than 0s".into(),
-            ));
-        }
-        self.message = config.get_or("message", "tick".to_string())?;
+        (self.interval, self.message) = Self::read_config(config)?;
         Ok(())
     }
 

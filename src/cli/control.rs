@@ -341,11 +341,25 @@ pub fn apply(to: &Endpoint, file: Option<&std::path::Path>, dry_run: bool) -> Ex
     let query = if dry_run { "?dry_run=true" } else { "" };
     let answer = match file {
         Some(path) => {
-            let text = match std::fs::read_to_string(path) {
+            // Read here, so its relative paths mean this file's directory and its mistakes
+            // are named with this file's lines; the master gets the resolved config.
+            let text = match hsu::HsuConfig::load(path).and_then(|c| {
+                serde_yaml::to_string(&c).map_err(|e| hsu::ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line: None,
+                    column: None,
+                    message: e.to_string(),
+                })
+            }) {
                 Ok(t) => t,
                 Err(e) => {
-                    eprintln!("error: cannot read `{}`: {e}", path.display());
-                    return ExitCode::from(2);
+                    eprintln!("error: {}", hsu::error_chain(&e));
+                    // An unreadable file is a usage error; a bad config is refused as the
+                    // master would refuse it.
+                    return match e {
+                        hsu::ConfigError::Read { .. } => ExitCode::from(2),
+                        _ => ExitCode::FAILURE,
+                    };
                 }
             };
             let origin = percent_encode(&path.display().to_string(), b"-._~/");

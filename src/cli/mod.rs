@@ -31,6 +31,18 @@ pub fn load(path: Option<&Path>) -> Result<(HsuConfig, Vec<WorkerSpec>), ConfigE
     }
 }
 
+/// What the machine says about validated workers ([`hsu::preflight`]), with the built-in
+/// factories' `config:` checks: what `hsu check` reports and `hsu run` warns of.
+pub fn preflight(specs: &[WorkerSpec]) -> Vec<hsu::config::ValidationIssue> {
+    let factories = hsu::builtin::factories();
+    hsu::preflight(specs, &|name| {
+        factories
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.factory.clone())
+    })
+}
+
 /// Prints `error: …` with the whole cause chain.
 pub fn print_error(error: &dyn std::error::Error) {
     eprintln!("error: {}", hsu::error_chain(error));

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use hsu::api::server::{ControlServer, RunLock};
 use hsu::api::ApiState;
-use hsu::{AddWorkerSpec, MasterActor, Shutdown, StartWorker};
+use hsu::{AddConfigured, MasterActor, Shutdown, StartWorker};
 
 /// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
 /// a bad config.
@@ -25,6 +25,10 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         .map_or("the embedded default config".to_string(), |p| {
             p.display().to_string()
         });
+    // What `hsu check` would refuse still runs (a program may appear later), but is said.
+    for issue in super::preflight(&specs) {
+        tracing::warn!("{issue}");
+    }
     let run_directory = config.master.run_directory.clone();
     // Before anything is spawned or written: a second master here would take over the first
     // one's pid files and socket.
@@ -68,15 +72,34 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             tracing::info!(%transport, "control API listening");
         }
         let mut added = Vec::new();
-        // Validated once, above: the master takes the specs as they are.
+        let mut failures = Vec::new();
+        let configured = specs.len();
+        // Validated once, above: the master takes the specs as they are. A worker whose code
+        // cannot be loaded or whose initialize fails is in the table all the same, failed.
         for spec in specs {
             let id = spec.id.clone();
-            match master.send(AddWorkerSpec(spec)).await? {
-                Ok(id) => added.push(id),
+            match master.send(AddConfigured(spec)).await? {
+                Ok(done) => {
+                    if let Some(e) = done.error {
+                        failures.push(format!("worker `{id}`: {e}"));
+                    }
+                    added.push(done.id);
+                }
                 Err(e) => {
-                    tracing::error!(worker = %id, error = %hsu::error_chain(&e), "worker not added")
+                    tracing::error!(worker = %id, error = %hsu::error_chain(&e), "worker not added");
+                    failures.push(hsu::error_chain(&e));
                 }
             }
+        }
+        if configured > 0 && failures.len() == configured {
+            // Nothing of the config can run: say so and fail, rather than idle with nothing.
+            let _ = master.send(Shutdown).await;
+            api.stop().await;
+            return Err(format!(
+                "no worker of {source} can run:\n  {}",
+                failures.join("\n  ")
+            )
+            .into());
         }
         let workers = added.len();
         let starts = added.into_iter().map(|id| {

@@ -12,7 +12,7 @@ use super::{Running, TempFile, DEADLINE, HSU};
 const WORKER: &str = env!("CARGO_BIN_EXE_hsu-test-worker");
 
 /// `hsu ARGS… --socket SOCKET`, run to completion.
-fn client(socket: &Path, args: &[&str]) -> Output {
+pub(super) fn client(socket: &Path, args: &[&str]) -> Output {
     Command::new(HSU)
         .args(args)
         .arg("--socket")
@@ -22,22 +22,22 @@ fn client(socket: &Path, args: &[&str]) -> Output {
         .expect("hsu client runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub(super) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(super) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// `hsu ls --json` as JSON rows.
-fn rows(socket: &Path) -> Vec<serde_json::Value> {
+pub(super) fn rows(socket: &Path) -> Vec<serde_json::Value> {
     let output = client(socket, &["ls", "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
     serde_json::from_slice(&output.stdout).expect("JSON rows")
 }
 
-fn row(socket: &Path, id: &str) -> serde_json::Value {
+pub(super) fn row(socket: &Path, id: &str) -> serde_json::Value {
     rows(socket)
         .into_iter()
         .find(|r| r["id"] == id)
@@ -45,7 +45,12 @@ fn row(socket: &Path, id: &str) -> serde_json::Value {
 }
 
 /// Polls `hsu ls --json` until `cond` holds for `id`'s row (bounded by the deadline).
-fn until_row(socket: &Path, id: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+pub(super) fn until_row(
+    socket: &Path,
+    id: &str,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) {
     let start = std::time::Instant::now();
     loop {
         let r = row(socket, id);
@@ -100,7 +105,7 @@ fn unix_request(socket: &Path, method: &str, path: &str) -> (u16, String) {
     exchange(stream, method, path, "")
 }
 
-fn socket_of(hsu: &Running) -> PathBuf {
+pub(super) fn socket_of(hsu: &Running) -> PathBuf {
     hsu.cwd.join("hsu-run/hsu.sock")
 }
 

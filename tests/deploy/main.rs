@@ -361,6 +361,13 @@ const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
         }
         // Not added: the id is free again.
         assert!(master.send(GetWorkerState(support::id(id))).await?.is_err());
+        // `hsu check` reads the same verdict from the file, without loading it.
+        let inspected = hsu::inspect_plugin(Path::new(path))
+            .unwrap_err()
+            .to_string();
+        for part in expected {
+            assert!(inspected.contains(part.as_str()), "{part:?} in {inspected}");
+        }
     }
     // The master still works, including with a good plugin.
     let good = path_str(&support::plugin("hsu_test_plugin"));
@@ -372,6 +379,40 @@ const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
     master.send(StartWorker(id("good"))).await??;
     watch.until("good", WorkerState::Running).await;
     Ok(())
+}
+
+#[test]
+fn a_plugin_file_is_inspected_without_running_any_of_its_code() {
+    let dir = TempDir::new("plugin-inspect");
+    let marker = dir.file("initialiser-ran");
+    // A library whose initialiser (run by any dlopen) leaves a file behind.
+    let trap = build_library(
+        &dir,
+        "trap",
+        &format!(
+            r#"extern "C" fn init() {{ let _ = std::fs::write({marker:?}, "ran"); }}
+#[used] #[link_section = ".init_array"] static INIT: extern "C" fn() = init;
+#[no_mangle] pub extern "C" fn something() -> u32 {{ 7 }}"#
+        ),
+    );
+    let err = hsu::inspect_plugin(Path::new(&trap)).unwrap_err();
+    assert!(
+        err.to_string().contains("no `HSU_PLUGIN_HEADER` symbol"),
+        "{err}"
+    );
+    assert!(
+        !Path::new(&marker).exists(),
+        "inspecting ran the library's code"
+    );
+    // The trap is real: loading it does run the initialiser.
+    assert!(hsu::internals::PluginLibrary::load(Path::new(&trap)).is_err());
+    assert!(Path::new(&marker).exists(), "a load runs the initialiser");
+    // A real plugin: its header read from the file, string pointers through relocations.
+    let good = support::plugin("hsu_test_plugin");
+    let facts = hsu::inspect_plugin(&good).expect("a good plugin");
+    assert_eq!(facts.crate_version, hsu::module::plugin::CRATE_VERSION);
+    assert_eq!(facts.target, hsu::module::plugin::TARGET);
+    assert_eq!(facts.abi_version, hsu::module::plugin::ABI_VERSION);
 }
 
 #[actix_rt::test]

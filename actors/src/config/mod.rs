@@ -4,6 +4,7 @@
 mod depends;
 pub mod duration;
 mod master;
+mod paths;
 mod process;
 mod spec;
 mod validate;
@@ -44,12 +45,18 @@ impl HsuConfig {
     ///
     /// # Errors
     /// [`ConfigError::Read`] or [`ConfigError::Parse`] naming the file, line and field.
+    /// Relative paths in the file are resolved against the file's directory (see
+    /// `config/paths.rs`: only paths the file writes, not defaults).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        let mut config = Self::parse(&text, path)?;
+        if let Ok(tree) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
+            paths::resolve(&mut config, &paths::base_of(path), &tree);
+        }
+        Ok(config)
     }
 
     /// Parses YAML text; `origin` names it in errors.

@@ -4,7 +4,7 @@
 
 use actix::prelude::*;
 
-use super::messages::{AddWorker, AddWorkerSpec};
+use super::messages::{AddConfigured, AddWorker, AddWorkerSpec, Added};
 use super::table::{Entry, WorkerAddr};
 use super::MasterActor;
 use crate::config::{
@@ -143,7 +143,48 @@ impl Handler<AddWorkerSpec> for MasterActor {
             let id = msg.0.id.to_string();
             return Box::pin(async move { Err(MasterError::ShuttingDown { id }) });
         }
-        self.add_spec(msg.0, ctx)
+        let adding = self.add_spec(msg.0, false, ctx);
+        Box::pin(async move { adding.await.map(|(id, _)| id) })
+    }
+}
+
+impl Handler<AddConfigured> for MasterActor {
+    type Result = ResponseFuture<Result<Added, MasterError>>;
+
+    fn handle(&mut self, msg: AddConfigured, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            let id = msg.0.id.to_string();
+            return Box::pin(async move { Err(MasterError::ShuttingDown { id }) });
+        }
+        let adding = self.add_spec(msg.0, true, ctx);
+        Box::pin(async move { adding.await.map(|(id, error)| Added { id, error }) })
+    }
+}
+
+/// The module a worker gets when its code could not be had (its plugin did not load, its
+/// factory is gone): every start fails with why, so the worker shows it and its restart
+/// policy applies.
+struct Unavailable(String);
+
+#[hsu_module::async_trait]
+impl hsu_module::WorkerModule for Unavailable {
+    async fn initialize(
+        &mut self,
+        _: &hsu_module::ModuleContext,
+        _: &hsu_module::ModuleConfig,
+    ) -> Result<(), hsu_module::ModuleError> {
+        Err(hsu_module::ModuleError::failed(self.0.clone()))
+    }
+
+    async fn start(
+        &mut self,
+        _: &hsu_module::ModuleContext,
+    ) -> Result<(), hsu_module::ModuleError> {
+        Err(hsu_module::ModuleError::failed(self.0.clone()))
+    }
+
+    fn info(&self) -> hsu_module::ModuleInfo {
+        hsu_module::ModuleInfo::new("unavailable", "0").description(self.0.clone())
     }
 }
 
@@ -179,7 +220,10 @@ impl MasterActor {
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<WorkerId, MasterError>> {
         match validate_worker(&config, &self.config, packages) {
-            Ok(spec) => self.add_spec(spec, ctx),
+            Ok(spec) => {
+                let adding = self.add_spec(spec, false, ctx);
+                Box::pin(async move { adding.await.map(|(id, _)| id) })
+            }
             Err(issues) => Box::pin(async move {
                 Err(MasterError::Validation {
                     id: config.id,
@@ -190,12 +234,15 @@ impl MasterActor {
     }
 
     /// Adds a validated worker: reserve the id, look up the factory or load the plugin,
-    /// create the actor, `initialize`, insert.
+    /// create the actor, `initialize`, insert. With `keep_failed`, a worker whose code cannot
+    /// be had or whose `initialize` fails is inserted all the same, with the error (the reply's
+    /// second part), so a config's worker is never silently dropped.
     fn add_spec(
         &mut self,
         spec: WorkerSpec,
+        keep_failed: bool,
         ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<WorkerId, MasterError>> {
+    ) -> ResponseFuture<Result<(WorkerId, Option<String>), MasterError>> {
         let id = spec.id.clone();
         if self.workers.contains_key(&id) || self.adding.contains(&id) {
             return Box::pin(async move { Err(MasterError::Conflict { id }) });
@@ -262,8 +309,18 @@ impl MasterActor {
         };
         let me = ctx.address();
         Box::pin(async move {
+            let mut failure = None;
             let factory = match lookup.await {
                 Ok(f) => f,
+                Err(e) if keep_failed => {
+                    let text = error_chain(&e);
+                    tracing::error!(worker = %id, error = %text, "its code cannot be loaded; kept as failed");
+                    let reason = text.clone();
+                    failure = Some(text);
+                    Some(hsu_module::ModuleFactory::new(move || {
+                        Box::new(Unavailable(reason.clone()))
+                    }))
+                }
                 Err(e) => {
                     me.do_send(AbortAdd(id));
                     return Err(e);
@@ -286,6 +343,8 @@ impl MasterActor {
                 addr,
                 instance,
                 initialized,
+                keep_failed,
+                failure,
             })
             .await
             .map_err(mailbox)?
@@ -325,16 +384,19 @@ impl Handler<AbortAdd> for MasterActor {
 
 /// Self-message of `AddWorker`: `initialize` answered; insert the worker, or end it.
 #[derive(Message)]
-#[rtype(result = "Result<WorkerId, MasterError>")]
+#[rtype(result = "Result<(WorkerId, Option<String>), MasterError>")]
 struct FinishAdd {
     spec: WorkerSpec,
     addr: WorkerAddr,
     instance: u64,
     initialized: Result<Result<(), crate::error::WorkerError>, actix::MailboxError>,
+    keep_failed: bool,
+    /// Why its code could not be had (kept with `keep_failed`).
+    failure: Option<String>,
 }
 
 impl Handler<FinishAdd> for MasterActor {
-    type Result = Result<WorkerId, MasterError>;
+    type Result = Result<(WorkerId, Option<String>), MasterError>;
 
     fn handle(&mut self, msg: FinishAdd, ctx: &mut Context<Self>) -> Self::Result {
         let FinishAdd {
@@ -342,10 +404,12 @@ impl Handler<FinishAdd> for MasterActor {
             addr,
             instance,
             initialized,
+            keep_failed,
+            failure,
         } = msg;
         let id = spec.id.clone();
         self.adding.remove(&id);
-        let failure = match initialized {
+        let failed = match initialized {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(MasterError::Worker(e)),
             Err(source) => Some(MasterError::Mailbox {
@@ -353,13 +417,20 @@ impl Handler<FinishAdd> for MasterActor {
                 source,
             }),
         };
-        if let Some(e) = failure {
-            tracing::warn!(worker = %id, error = %error_chain(&e), "worker not added");
-            actix::spawn(async move {
-                let _ = addr.terminate().await;
-            });
-            return Err(e);
-        }
+        // Kept: in the table with the error; its starts fail the same way until fixed.
+        let kept = match (failed, keep_failed) {
+            (Some(MasterError::Worker(e)), true) => {
+                Some(failure.unwrap_or_else(|| error_chain(&e)))
+            }
+            (Some(e), _) => {
+                tracing::warn!(worker = %id, error = %error_chain(&e), "worker not added");
+                actix::spawn(async move {
+                    let _ = addr.terminate().await;
+                });
+                return Err(e);
+            }
+            (None, _) => None,
+        };
         if self.shutting_down {
             actix::spawn(async move {
                 let _ = addr.terminate().await;
@@ -367,10 +438,16 @@ impl Handler<FinishAdd> for MasterActor {
             return Err(MasterError::ShuttingDown { id: id.to_string() });
         }
         let kind = spec.deployment.deployment();
-        tracing::info!(worker = %id, deployment = %kind, "worker added");
+        match &kept {
+            None => tracing::info!(worker = %id, deployment = %kind, "worker added"),
+            Some(e) => {
+                tracing::error!(worker = %id, deployment = %kind, error = %e, "worker added, but it cannot start until this is fixed")
+            }
+        }
         self.order.push(id.clone());
-        self.workers
-            .insert(id.clone(), Entry::new(addr, spec, kind, instance));
+        let mut entry = Entry::new(addr, spec, kind, instance);
+        entry.last_error = kept.clone();
+        self.workers.insert(id.clone(), entry);
         if let Some(spec) = self.workers.get(&id).map(|e| &e.spec) {
             if spec.depends_on.iter().any(|d| d.pattern.is_some()) {
                 self.refresh_line_watches_of(&spec.clone(), ctx);
@@ -378,6 +455,6 @@ impl Handler<FinishAdd> for MasterActor {
         }
         // Workers waiting for this one being added.
         self.dependencies_changed(&id, ctx);
-        Ok(id)
+        Ok((id, kept))
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::messages::{AddWorkerSpec, RemoveWorker, StartWorker};
+use super::messages::{AddConfigured, RemoveWorker, StartWorker};
 use super::MasterActor;
 use crate::config::WorkerSpec;
 use crate::error::{error_chain, MasterError};
@@ -154,23 +154,34 @@ impl Handler<Apply> for MasterActor {
                             .await
                             .map_err(unanswered)??;
                     }
-                    me.send(AddWorkerSpec(spec.clone()))
+                    me.send(AddConfigured(spec.clone()))
                         .await
                         .map_err(unanswered)?
                 };
                 match step.await {
-                    Ok(_) => to_start.push(id),
+                    Ok(added) => {
+                        // Kept as failed: its start fails the same way (and is supervised).
+                        if let Some(e) = added.error {
+                            report.errors.push((id.clone(), e));
+                        }
+                        to_start.push((id, report.errors.len()));
+                    }
                     Err(e) => {
                         tracing::error!(worker = %id, error = %error_chain(&e), "apply: worker not brought to its new config");
                         report.errors.push((id, error_chain(&e)));
                     }
                 }
             }
-            let starting = to_start.into_iter().map(|id| {
+            let kept_failed: Vec<WorkerId> =
+                report.errors.iter().map(|(id, _)| id.clone()).collect();
+            let starting = to_start.into_iter().map(|(id, _)| {
                 let me = me.clone();
                 async move { (id.clone(), me.send(StartWorker(id)).await) }
             });
             for (id, result) in futures::future::join_all(starting).await {
+                if kept_failed.contains(&id) {
+                    continue;
+                }
                 if let Err(e) = result.map_err(unanswered).and_then(|r| r) {
                     tracing::error!(worker = %id, error = %error_chain(&e), "apply: worker not started");
                     report.errors.push((id, error_chain(&e)));

@@ -29,6 +29,24 @@ pub struct AddWorker(pub WorkerConfig);
 #[rtype(result = "Result<WorkerId, MasterError>")]
 pub struct AddWorkerSpec(pub WorkerSpec);
 
+/// Adds a worker of a config file (what `hsu run` and `apply` do): as [`AddWorkerSpec`], but
+/// a worker whose code cannot be had (its plugin does not load) or whose `initialize` fails is
+/// added all the same, with the error as its `last_error`: every start of it then fails with
+/// that error (`failed_start`, and its restart policy applies), so a configured worker is never
+/// silently missing. Other errors (a taken id, a dependency cycle, shutting down) are errors.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Added, MasterError>")]
+pub struct AddConfigured(pub WorkerSpec);
+
+/// What [`AddConfigured`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Added {
+    /// The worker, now in the table.
+    pub id: WorkerId,
+    /// Why it cannot start (it was kept as failed), if so.
+    pub error: Option<String>,
+}
+
 /// Stops (if running) and removes a worker.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), MasterError>")]

@@ -48,9 +48,9 @@ use crate::WorkerId;
 
 pub use apply::{Apply, ApplyReport};
 pub use messages::{
-    AddWorker, AddWorkerSpec, GetAllWorkerStates, GetModuleTasks, GetWorkerState, GetWorkerSummary,
-    InstallPackage, ListModuleFactories, RemoveWorker, RestartWorker, Shutdown, ShutdownReport,
-    StartWorker, StopWorker, Subscribe, WorkerSummary,
+    AddConfigured, AddWorker, AddWorkerSpec, Added, GetAllWorkerStates, GetModuleTasks,
+    GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories, RemoveWorker,
+    RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
 };
 use table::Entry;
 

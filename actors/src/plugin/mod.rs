@@ -11,6 +11,8 @@
 //! worker's span, so they land in the worker's log file like native module events.
 #![allow(unsafe_code)]
 
+mod inspect;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +22,8 @@ use hsu_module::plugin::{
     HEADER_SYMBOL, MAGIC, TARGET,
 };
 use hsu_module::{ModuleError, ModuleFactory};
+
+pub use inspect::{inspect, HeaderFacts};
 
 /// Why a plugin library cannot be used. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
@@ -263,27 +267,7 @@ fn check_header(
     // The prefix is plain bytes and integers, valid for any bit pattern; `read_unaligned`
     // makes no alignment assumption about a foreign symbol.
     let prefix = unsafe { std::ptr::read_unaligned(ptr.cast::<Prefix>()) };
-    if prefix.magic != MAGIC {
-        return Err(PluginError::BadMagic {
-            path: path.to_path_buf(),
-            found: String::from_utf8_lossy(&prefix.magic).into_owned(),
-        });
-    }
-    if prefix.abi_version != ABI_VERSION {
-        return Err(PluginError::AbiVersion {
-            path: path.to_path_buf(),
-            plugin: prefix.abi_version,
-            host: ABI_VERSION,
-        });
-    }
-    let host_size = std::mem::size_of::<PluginHeader>() as u32;
-    if prefix.header_size < host_size {
-        return Err(PluginError::HeaderSize {
-            path: path.to_path_buf(),
-            plugin: prefix.header_size,
-            host: host_size,
-        });
-    }
+    check_prefix(path, prefix.magic, prefix.abi_version, prefix.header_size)?;
     if ptr.align_offset(std::mem::align_of::<PluginHeader>()) != 0 {
         return Err(PluginError::Open {
             path: path.to_path_buf(),
@@ -294,23 +278,62 @@ fn check_header(
     // the header was written by `PluginHeader::new` of a compatible hsu-module, in memory that
     // is never unmapped.
     let header: &'static PluginHeader = unsafe { &*ptr };
-    let plugin_version = header.crate_version.to_str().into_owned();
-    if !compatible(&plugin_version, CRATE_VERSION) {
+    check_versions(
+        path,
+        &header.crate_version.to_str(),
+        &header.target.to_str(),
+    )?;
+    Ok(header)
+}
+
+/// The header's first fields: magic, ABI version, size.
+fn check_prefix(
+    path: &Path,
+    magic: [u8; 8],
+    abi_version: u32,
+    header_size: u32,
+) -> Result<(), PluginError> {
+    if magic != MAGIC {
+        return Err(PluginError::BadMagic {
+            path: path.to_path_buf(),
+            found: String::from_utf8_lossy(&magic).into_owned(),
+        });
+    }
+    if abi_version != ABI_VERSION {
+        return Err(PluginError::AbiVersion {
+            path: path.to_path_buf(),
+            plugin: abi_version,
+            host: ABI_VERSION,
+        });
+    }
+    let host_size = std::mem::size_of::<PluginHeader>() as u32;
+    if header_size < host_size {
+        return Err(PluginError::HeaderSize {
+            path: path.to_path_buf(),
+            plugin: header_size,
+            host: host_size,
+        });
+    }
+    Ok(())
+}
+
+/// The module-crate version and target the plugin was built for.
+fn check_versions(path: &Path, crate_version: &str, target: &str) -> Result<(), PluginError> {
+    if !compatible(crate_version, CRATE_VERSION) {
         return Err(PluginError::CrateVersion {
             path: path.to_path_buf(),
-            plugin: plugin_version,
+            plugin: crate_version.to_string(),
             host: CRATE_VERSION.to_string(),
         });
     }
-    let target = header.target.to_str().into_owned();
     if target != TARGET {
         return Err(PluginError::Target {
             path: path.to_path_buf(),
-            plugin: target,
+            plugin: target.to_string(),
             host: TARGET.to_string(),
         });
     }
-    Ok(header)
+    Ok(())
 }
 
 /// Semver compatibility: same major, and same minor while major is 0.

@@ -48,6 +48,26 @@ pub struct EchoModule {
     serving: Arc<AtomicBool>,
 }
 
+impl EchoModule {
+    /// Checks a `config:` section as `initialize` reads it (the factory's check, run by
+    /// `hsu check` without creating anything).
+    ///
+    /// # Errors
+    /// `ModuleError::Config` naming the field.
+    pub fn validate(config: &ModuleConfig) -> Result<(), ModuleError> {
+        Self::read_config(config).map(drop)
+    }
+
+    fn read_config(config: &ModuleConfig) -> Result<EchoConfig, ModuleError> {
+        let parsed: EchoConfig = config.parse()?;
+        parsed
+            .host
+            .parse::<std::net::IpAddr>()
+            .map_err(|e| ModuleError::Config(format!("`host`: {e}: {:?}", parsed.host)))?;
+        Ok(parsed)
+    }
+}
+
 #[async_trait]
 impl WorkerModule for EchoModule {
     async fn initialize(
@@ -55,12 +75,7 @@ impl WorkerModule for EchoModule {
         _: &ModuleContext,
         config: &ModuleConfig,
     ) -> Result<(), ModuleError> {
-        let parsed: EchoConfig = config.parse()?;
-        parsed
-            .host
-            .parse::<std::net::IpAddr>()
-            .map_err(|e| ModuleError::Config(format!("`host`: {e}: {:?}", parsed.host)))?;
-        self.config = Some(parsed);
+        self.config = Some(Self::read_config(config)?);
         Ok(())
     }
 

@@ -114,14 +114,26 @@ impl Handler<Initialize> for ProcessWorkerActor {
 
     /// Opens the output file, so that a bad log directory is an `AddWorker` error.
     fn handle(&mut self, _: Initialize, _: &mut Context<Self>) -> Self::Result {
+        self.sink().map(drop)
+    }
+}
+
+impl ProcessWorkerActor {
+    /// The output file, opened on first use (at `Initialize`; if that failed, at a start, so a
+    /// log directory fixed meanwhile is used).
+    fn sink(&mut self) -> Result<Arc<LogSink>, WorkerError> {
+        if let Some(sink) = &self.sink {
+            return Ok(sink.clone());
+        }
         let sink =
             LogSink::open(&self.setup.id, &self.setup.logs).map_err(|source| WorkerError::Io {
                 id: self.setup.id.clone(),
                 what: format!("open its log in `{}`", self.setup.logs.directory.display()),
                 source,
             })?;
-        self.sink = Some(Arc::new(sink));
-        Ok(())
+        let sink = Arc::new(sink);
+        self.sink = Some(sink.clone());
+        Ok(sink)
     }
 }
 

@@ -147,7 +147,7 @@ impl ProcessWorkerActor {
     /// control port of an integrated worker, and the output sink.
     #[allow(clippy::type_complexity)]
     pub(super) fn prepare_spawn(
-        &self,
+        &mut self,
     ) -> Result<(ExecutionConfig, SpawnExtras, Option<u16>, Arc<LogSink>), WorkerError> {
         let id = self.setup.id.clone();
         let exec = self
@@ -156,10 +156,7 @@ impl ProcessWorkerActor {
             .execution
             .clone()
             .ok_or_else(|| WorkerError::NoExecution { id: id.clone() })?;
-        let sink = self.sink.clone().ok_or_else(|| WorkerError::Cancelled {
-            id: id.clone(),
-            op: Operation::Start,
-        })?;
+        let sink = self.sink()?;
         let mut extras = SpawnExtras::default();
         extras.env.push(("HSU_WORKER_ID".into(), id.to_string()));
         let integrated = &self.setup.spec.integrated;

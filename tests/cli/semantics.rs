@@ -1,0 +1,220 @@
+//! A config means what it says, tried as a new user would: `hsu check` refuses what `hsu run`
+//! could not run, relative paths mean the file's directory, a worker that cannot be added is
+//! shown failed (and a config with nothing runnable fails), `depends_on` is visible in `hsu ls`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::control::{client, row, socket_of, stderr, until_row};
+use super::{Running, HSU};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_hsu-test-worker");
+
+/// A directory of its own under the temp dir, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("hsu-sem-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn check_refuses_what_this_machine_cannot_run_naming_each_worker_and_field() {
+    let dir = Dir::new("check-host");
+    dir.write("not-executable.sh", "#!/bin/sh\n");
+    let config = dir.write(
+        "app.yaml",
+        "workers:
+  - {id: web, type: module, module_name: echo, config: {port: 99999}}
+  - {id: tick, type: module, module_name: ticker, config: {interval: 0s}}
+  - {id: plug, type: module, module_type: plugin, module_name: plugins/libnothere.so}
+  - {id: notplugin, type: module, module_type: plugin, module_name: /bin/sh}
+  - {id: prog, type: process, execution: {executable_path: ./bin/missing}}
+  - {id: mode, type: process, execution: {executable_path: ./not-executable.sh}}
+  - {id: who, type: process, execution: {executable_path: /bin/sleep, user: no-such-user-hsu, working_directory: nowhere}}
+  - {id: bare, type: process, execution: {executable_path: no-such-command-hsu}}
+  - {id: fine, type: process, execution: {executable_path: sleep, args: ['1']}}
+",
+    );
+    let output = Command::new(HSU).args(["check", &config]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    let base = dir.0.display().to_string();
+    for expected in [
+        "worker `web`: `config`: module `echo` refuses it: invalid config: invalid value: integer `99999`, expected u16".to_string(),
+        "worker `tick`: `config`: module `ticker` refuses it: invalid config: `interval`: must be greater than 0s".into(),
+        format!("worker `plug`: `module_name`: plugin `{base}/plugins/libnothere.so`: no such file"),
+        "worker `notplugin`: `module_name`: plugin `/bin/sh` has no `HSU_PLUGIN_HEADER` symbol".into(),
+        format!("worker `prog`: `execution.executable_path`: `{base}/bin/missing`: no such file"),
+        format!("worker `mode`: `execution.executable_path`: `{base}/not-executable.sh`: not executable (mode 644)"),
+        "worker `who`: `execution.user`: no user `no-such-user-hsu` on this machine".into(),
+        format!("worker `who`: `execution.working_directory`: `{base}/nowhere`: no such file or directory"),
+        "worker `bare`: `execution.executable_path`: no executable `no-such-command-hsu` in PATH".into(),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("worker `fine`"), "{text}");
+    assert!(text.contains(": 9 problem(s):"), "{text}");
+    // The file alone is fine.
+    let output = Command::new(HSU)
+        .args(["check", "--config-only", &config])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn relative_paths_mean_the_config_files_directory_not_the_current_one() {
+    let dir = Dir::new("relative");
+    std::fs::create_dir_all(dir.0.join("data")).unwrap();
+    // A program beside the config that records where it runs.
+    let script = dir.write("where.sh", "#!/bin/sh\npwd > where-i-ran\nexec sleep 60\n");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.write(
+        "app.yaml",
+        "master: {logs: {directory: my-logs}}\nworkers:\n  - {id: rel, type: process, execution: {executable_path: ./where.sh, working_directory: data}}\n",
+    );
+    // Started from a directory of its own (Running's), not the config's.
+    let mut hsu = Running::start(&["run", &config]);
+    hsu.wait_for("hsu running");
+    let recorded = dir.0.join("data/where-i-ran");
+    let start = std::time::Instant::now();
+    while !recorded.exists() {
+        assert!(start.elapsed() < super::DEADLINE, "the script never ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ran_in = std::fs::read_to_string(&recorded).unwrap();
+    assert_eq!(ran_in.trim(), dir.0.join("data").display().to_string());
+    assert!(
+        dir.0.join("my-logs/rel.log").exists(),
+        "logs beside the config"
+    );
+    // A default stays relative to the current directory.
+    assert!(hsu.cwd.join("hsu-run").exists());
+    hsu.signal("TERM");
+    let (status, text) = hsu.finish();
+    assert!(status.success(), "{text}");
+}
+
+#[test]
+fn a_worker_that_cannot_be_added_is_listed_failed_and_a_config_with_nothing_runnable_fails() {
+    let dir = Dir::new("kept-failed");
+    let config = dir.write(
+        "app.yaml",
+        "workers:
+  - {id: web, type: module, module_name: echo, config: {port: 0}}
+  - {id: broken, type: module, module_type: plugin, module_name: libgone.so, restart: {policy: never}}
+",
+    );
+    let mut hsu = Running::start(&["run", &config]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    until_row(&socket, "broken", "failed_start", |r| {
+        r["state"] == "failed_start"
+    });
+    let broken = row(&socket, "broken");
+    let error = broken["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains(&format!("{}/libgone.so`: no such file", dir.0.display())),
+        "{broken}"
+    );
+    assert_eq!(row(&socket, "web")["state"], "running");
+    // `hsu start broken` says why, and the master goes on.
+    let output = client(&socket, &["start", "broken"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no such file"),
+        "{}",
+        stderr(&output)
+    );
+    hsu.signal("TERM");
+    let (status, text) = hsu.finish();
+    assert!(status.success(), "{text}");
+
+    let only_bad = dir.write(
+        "bad.yaml",
+        "workers:\n  - {id: broken, type: module, module_type: plugin, module_name: libgone.so}\n",
+    );
+    let output = Command::new(HSU)
+        .args(["run", &only_bad])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let text = stderr(&output);
+    assert!(text.contains("no worker of"), "{text}");
+    assert!(
+        text.contains("worker `broken`") && text.contains("no such file"),
+        "{text}"
+    );
+    assert!(
+        !dir.0.join("hsu-run/hsu.sock").exists(),
+        "the socket is removed"
+    );
+}
+
+#[test]
+fn hsu_ls_shows_a_worker_waiting_for_its_dependency_and_why() {
+    let dir = Dir::new("waiting");
+    let health = dir.0.join("db-is-healthy");
+    let config = dir.write(
+        "app.yaml",
+        &format!(
+            "workers:
+  - id: db
+    type: process
+    execution: {{executable_path: {WORKER}}}
+    health_check: {{type: exec, command: [/bin/test, -f, {health}], interval: 50ms, failure_threshold: 10000}}
+  - id: api
+    type: module
+    module_name: echo
+    config: {{port: 0}}
+    depends_on: {{db: healthy}}
+",
+            health = health.display()
+        ),
+    );
+    let hsu = Running::start(&["run", &config]);
+    let socket = socket_of(&hsu);
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < super::DEADLINE, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    until_row(&socket, "api", "waiting", |r| r["state"] == "waiting");
+    let api = row(&socket, "api");
+    assert!(
+        api["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting for db (healthy)"),
+        "{api}"
+    );
+    let table = client(&socket, &["ls"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("waiting for db (healthy)"), "{text}");
+    std::fs::write(&health, "").unwrap();
+    until_row(&socket, "api", "running", |r| r["state"] == "running");
+    hsu.signal("TERM");
+    let (status, text) = hsu.finish();
+    assert!(status.success(), "{text}");
+}
