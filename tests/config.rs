@@ -174,7 +174,7 @@ fn parse_errors_name_the_file_line_and_field() {
 fn bare_numbers_are_refused_as_durations() {
     let e = parse_error("master:\n  stop_timeout: 10\n");
     assert!(e.contains("ambiguous") && e.contains("\"10s\""), "{e}");
-    let e = parse_error("master:\n  stop_timeout: 10d\n");
+    let e = parse_error("master:\n  stop_timeout: 10w\n");
     assert!(e.contains("unknown unit"), "{e}");
 }
 
@@ -278,4 +278,189 @@ fn depends_on_names_unknown_workers_cycles_and_conditions_that_cannot_be_met() {
         e.contains("unknown variant `ready`") && e.contains("bad.yaml:1:"),
         "{e}"
     );
+}
+
+#[test]
+fn every_problem_has_its_file_line_and_column_once() {
+    let yaml = "workers:
+  - id: a
+    type: module
+    module_name: echo
+  - id: b
+    type: module
+    module_name: echo
+    health_check:
+      interval: 0s
+  - id: a
+    type: module
+    module_name: nope
+    depends_on: [zz]
+";
+    let config = HsuConfig::parse(yaml, Path::new("conf/app.yaml")).unwrap();
+    let err = config
+        .validate(&|n| n == "echo", Some(Path::new("conf/app.yaml")))
+        .unwrap_err();
+    let text = err.to_string();
+    // The interval at its key; the duplicate id at the second `id:`; the unknown factory at its
+    // worker's module_name; the unknown dependency at its key.
+    for expected in [
+        "conf/app.yaml:9:7: worker `b`: `health_check.interval`: must be greater than 0s",
+        "conf/app.yaml:10:5: worker `a`: `id`: duplicate id",
+        "conf/app.yaml:12:5: worker `a`: `module_name`: no native module factory named `nope`",
+        "conf/app.yaml:13:5: worker `a`: `depends_on.zz`: no worker `zz` in this config",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in\n{text}");
+    }
+    // serde's own errors: the position once, not again at the end of the message.
+    let e = parse_error("workers:\n  - id: a\n    type: modul\n");
+    assert!(e.starts_with("conf/bad.yaml:3:11: "), "{e}");
+    assert!(!e.contains("at line"), "{e}");
+}
+
+#[test]
+fn deeply_nested_yaml_is_refused_at_once_with_its_position() {
+    let deep = format!("workers: {}1{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    let e = parse_error(&deep);
+    assert!(e.contains("nested more than 64 levels deep"), "{e}");
+    assert!(e.starts_with("conf/bad.yaml:1:"), "{e}");
+}
+
+/// A config file in a directory of its own (with `files` beside it); removed on drop.
+struct Files(std::path::PathBuf);
+
+impl Files {
+    fn new(name: &str, files: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("hsu-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        Self(dir)
+    }
+    fn load(&self) -> Result<HsuConfig, ConfigError> {
+        HsuConfig::load(&self.0.join("app.yaml"))
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn variables_in_values_are_replaced_from_the_environment_and_unset_ones_are_named() {
+    // Names of this test alone, so no other test reads them meanwhile.
+    std::env::set_var("HSU_TEST_PORT", "8123");
+    std::env::set_var("HSU_TEST_WORDS", "two: words # and more");
+    let files = Files::new(
+        "interpolate",
+        &[(
+            "app.yaml",
+            "workers:
+  # ${NOT_INTERPOLATED_IN_COMMENTS}
+  - id: web
+    type: module
+    module_name: echo
+    config: {port: ${HSU_TEST_PORT}, host: \"${HSU_TEST_HOST:-127.0.0.1}\", note: '${HSU_TEST_WORDS}', cost: $$5}
+",
+        )],
+    );
+    let config = files.load().expect("interpolated");
+    let c = config.workers[0].config.as_ref().unwrap();
+    assert_eq!(c["port"].as_u64(), Some(8123));
+    assert_eq!(c["host"].as_str(), Some("127.0.0.1"));
+    assert_eq!(c["note"].as_str(), Some("two: words # and more"));
+    assert_eq!(c["cost"].as_str(), Some("$5"));
+
+    let files = Files::new(
+        "unset",
+        &[(
+            "app.yaml",
+            "workers:\n  - {id: web, type: module, module_name: echo, config: {port: ${HSU_TEST_UNSET_PORT}}}\n  - {id: x, type: module, module_name: echo, config: {note: ${HSU_TEST_WORDS}}}\n",
+        )],
+    );
+    let e = files.load().unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "app.yaml: 2:63: `${HSU_TEST_UNSET_PORT}`: the variable HSU_TEST_UNSET_PORT is not set"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("3:61: `${HSU_TEST_WORDS}`: its value would change the YAML around it; put the value in quotes"), "{e}");
+}
+
+#[test]
+fn env_files_fill_a_process_environment_and_env_wins() {
+    let files = Files::new(
+        "env-file",
+        &[
+            ("app.env", "# shared\nA=from-file\nB=\"two words\"\n"),
+            ("more.env", "C=3\n"),
+            (
+                "app.yaml",
+                "workers:
+  - id: p
+    type: process
+    execution: {executable_path: /bin/sleep, env: {A: from-env}}
+    env_file: [app.env, more.env]
+",
+            ),
+        ],
+    );
+    let config = files.load().expect("loads");
+    let env = &config.workers[0].execution.as_ref().unwrap().env;
+    assert_eq!(env["A"], "from-env");
+    assert_eq!(env["B"], "two words");
+    assert_eq!(env["C"], "3");
+
+    let files = Files::new(
+        "env-file-bad",
+        &[
+            ("bad.env", "A=1\nnot a pair\n"),
+            (
+                "app.yaml",
+                "workers:
+  - {id: p, type: process, execution: {executable_path: /bin/sleep}, env_file: [bad.env, gone.env]}
+  - {id: m, type: module, module_name: echo, env_file: bad.env}
+",
+            ),
+        ],
+    );
+    let e = files.load().unwrap_err().to_string();
+    assert!(
+        e.contains("app.yaml:2:70: worker `p`: `env_file`: `"),
+        "{e}"
+    );
+    assert!(e.contains("bad.env` line 2: expected KEY=VALUE"), "{e}");
+    assert!(
+        e.contains("cannot read `") && e.contains("gone.env`"),
+        "{e}"
+    );
+    let config = HsuConfig::parse(
+        "workers:\n  - {id: m, type: module, module_name: echo, env_file: x.env}\n",
+        Path::new("m.yaml"),
+    )
+    .unwrap();
+    let e = config.validate(&|_| true, None).unwrap_err().to_string();
+    assert!(
+        e.contains("2:46: worker `m`: `env_file`: processes only"),
+        "{e}"
+    );
+}
+
+#[test]
+fn durations_may_be_spaced_and_sizes_say_which_kilo_they_mean() {
+    let config = HsuConfig::parse(
+        "master: {stop_timeout: 1h 30m, start_timeout: 1d, logs: {max_size: 1KB}}\n",
+        Path::new("x.yaml"),
+    )
+    .unwrap();
+    assert_eq!(config.master.stop_timeout.as_secs(), 5400);
+    assert_eq!(config.master.start_timeout.as_secs(), 86400);
+    assert_eq!(config.master.logs.max_size.0, 1000, "KB is 1000 bytes");
+    let config =
+        HsuConfig::parse("master: {logs: {max_size: 1KiB}}\n", Path::new("x.yaml")).unwrap();
+    assert_eq!(config.master.logs.max_size.0, 1024, "KiB is 1024 bytes");
 }

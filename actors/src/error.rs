@@ -66,6 +66,14 @@ pub enum ConfigError {
         /// serde's description, naming the field.
         message: String,
     },
+    /// A `${VAR}` of the file cannot be replaced (each error with its line and column).
+    #[error("{}: {}", path.display(), errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Interpolation {
+        /// The file.
+        path: PathBuf,
+        /// Every one that cannot.
+        errors: Vec<crate::config::InterpolationError>,
+    },
     /// The YAML parsed, but breaks rules (each issue names its worker and field).
     #[error("{}", Invalid(path.as_ref(), issues))]
     Invalid {
@@ -85,7 +93,12 @@ impl fmt::Display for Invalid<'_> {
         }
         write!(f, "{} problem(s):", self.1.len())?;
         for issue in self.1 {
-            write!(f, "\n  - {issue}")?;
+            // `file:line:column:` as compilers write it, so editors can jump there.
+            match (self.0, issue.line, issue.column) {
+                (Some(p), Some(l), Some(c)) => write!(f, "\n  - {}:{l}:{c}: {issue}", p.display())?,
+                (None, Some(l), Some(c)) => write!(f, "\n  - {l}:{c}: {issue}")?,
+                _ => write!(f, "\n  - {issue}")?,
+            }
         }
         Ok(())
     }

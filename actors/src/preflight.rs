@@ -26,6 +26,9 @@ pub fn preflight(
                 worker: Some(spec.id.to_string()),
                 field: field.to_string(),
                 message,
+                line: None,
+                column: None,
+                index: None,
             })
         };
         match &spec.deployment {

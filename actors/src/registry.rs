@@ -109,6 +109,9 @@ impl Handler<RegisterNativeModuleFactory> for RegistryActor {
                     worker: None,
                     field: "module_name".into(),
                     message: "a factory name must not be empty".into(),
+                    line: None,
+                    column: None,
+                    index: None,
                 }],
             });
         }

@@ -10,11 +10,11 @@ pub fn main(paths: &[PathBuf], config_only: bool) -> ExitCode {
     let mut ok = true;
     for path in paths {
         match super::load(Some(path)) {
-            Ok((_, specs)) => {
+            Ok((config, specs)) => {
                 let issues = if config_only {
                     Vec::new()
                 } else {
-                    super::preflight(&specs)
+                    config.located(super::preflight(&specs))
                 };
                 if issues.is_empty() {
                     println!("ok: {} ({} workers)", path.display(), specs.len());

@@ -37,7 +37,7 @@ pub enum DurationError {
         number: String,
     },
     /// A unit hsu does not know.
-    #[error("invalid duration {text:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)")]
+    #[error("invalid duration {text:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h, d)")]
     UnknownUnit {
         /// The text.
         text: String,
@@ -52,7 +52,8 @@ pub enum DurationError {
     },
 }
 
-/// Parses `"1h30m"`, `"250ms"`, `"1.5s"`. Units: `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`.
+/// Parses `"1h30m"`, `"1h 30m"`, `"250ms"`, `"1.5s"`, `"2d"`. Units: `ns`, `us`/`µs`, `ms`,
+/// `s`, `m`, `h`, `d` (24 hours); parts may be separated by spaces.
 ///
 /// # Errors
 /// [`DurationError`] saying what is wrong with `text`.
@@ -67,6 +68,8 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
+        // Parts may be spaced: `1h 30m`.
+        rest = rest.trim_start();
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
@@ -83,7 +86,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         })?;
         rest = &rest[num_len..];
         let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .find(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
@@ -94,6 +97,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86400.0,
             "" => {
                 return Err(DurationError::MissingUnit {
                     text: text.to_string(),
@@ -213,6 +217,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parts_may_be_spaced_and_days_are_24_hours() {
+        assert_eq!(parse("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse(" 2d 1s ").unwrap(),
+            Duration::from_secs(2 * 86400 + 1)
+        );
+        assert_eq!(parse("1.5d").unwrap(), Duration::from_secs(129600));
+        assert!(parse("1 h").is_err(), "a unit belongs to its number");
+        assert!(parse("10 ").is_err(), "a number still needs its unit");
+        let e = parse("3w").unwrap_err().to_string();
+        assert!(e.contains("(use ns, us, ms, s, m, h, d)"), "{e}");
+    }
+
+    #[test]
     fn parses_go_style_durations() {
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("10s").unwrap(), Duration::from_secs(10));
@@ -227,7 +245,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("missing unit"));
-        assert!(parse("10d")
+        assert!(parse("10w")
             .unwrap_err()
             .to_string()
             .contains("unknown unit"));

@@ -3,9 +3,12 @@
 
 mod depends;
 pub mod duration;
+mod env_file;
+mod interpolate;
 mod master;
 mod paths;
 mod process;
+mod source;
 mod spec;
 mod validate;
 mod worker;
@@ -15,11 +18,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use depends::{Condition, Dependency, DependsOn, LinePattern};
+pub use interpolate::{interpolate, InterpolationError};
 pub use master::{ApiConfig, LogLevel, MasterConfig};
 pub use process::{
     AttachConfig, ByteSize, IntegratedConfig, LimitsConfig, LogsConfig, OnViolation, Signal,
     StopConfig, ValueError,
 };
+pub use source::{SourceError, SourceMap, MAX_DEPTH};
 pub use spec::{DependencySpec, DeploymentSpec, ProcessSpec, QuarantineSpec, WorkerSpec};
 pub use validate::{validate_config, validate_worker, ValidationIssue};
 pub use worker::{
@@ -38,38 +43,108 @@ pub struct HsuConfig {
     /// The workers. They start concurrently, each once its `depends_on:` conditions are met;
     /// shutdown stops a worker after the workers that depend on it.
     pub workers: Vec<WorkerConfig>,
+    /// Where each key was in the text it was parsed from (for positions in errors).
+    #[serde(skip)]
+    pub source: SourceMap,
 }
 
 impl HsuConfig {
-    /// Reads and parses `path` (shape only; call [`validate_config`] next).
+    /// Reads and parses `path` (shape only; call [`validate_config`] next): `${VAR}` in its
+    /// values is replaced from the environment first ([`interpolate`]), relative paths it
+    /// writes mean its directory (see `config/paths.rs`: only what it writes, not defaults),
+    /// and each worker's `env_file:` is read into its `execution.env` (what `env:` sets wins).
     ///
     /// # Errors
-    /// [`ConfigError::Read`] or [`ConfigError::Parse`] naming the file, line and field.
-    /// Relative paths in the file are resolved against the file's directory (see
-    /// `config/paths.rs`: only paths the file writes, not defaults).
+    /// [`ConfigError::Read`], [`ConfigError::Interpolation`] or [`ConfigError::Parse`] naming
+    /// the file, line and column; [`ConfigError::Invalid`] for an `env_file` that cannot be
+    /// read.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        let text = interpolate(&text, &|name| std::env::var(name).ok()).map_err(|errors| {
+            ConfigError::Interpolation {
+                path: path.to_path_buf(),
+                errors,
+            }
+        })?;
         let mut config = Self::parse(&text, path)?;
         if let Ok(tree) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
             paths::resolve(&mut config, &paths::base_of(path), &tree);
         }
+        let issues = env_file::load_all(&mut config);
+        if !issues.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: Some(path.to_path_buf()),
+                issues: config.located(issues),
+            });
+        }
         Ok(config)
     }
 
-    /// Parses YAML text; `origin` names it in errors.
+    /// Parses YAML text; `origin` names it in errors. No interpolation, no path resolution
+    /// (the text is taken as it is: what the control API receives).
     ///
     /// # Errors
-    /// [`ConfigError::Parse`] naming the origin, line and field.
+    /// [`ConfigError::Parse`] naming the origin, line and column.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        let source = SourceMap::of(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            line: Some(e.line),
+            column: Some(e.column),
+            message: e.message,
+        })?;
+        let mut config: Self = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
             line: e.location().map(|l| l.line()),
             column: e.location().map(|l| l.column()),
-            message: e.to_string(),
-        })
+            message: without_position(&e.to_string()),
+        })?;
+        config.source = source;
+        Ok(config)
+    }
+
+    /// `issues` with the line and column of their field (or of their worker) filled in.
+    pub fn located(&self, mut issues: Vec<ValidationIssue>) -> Vec<ValidationIssue> {
+        for issue in &mut issues {
+            if issue.line.is_some() {
+                continue;
+            }
+            let path = match &issue.worker {
+                None => issue.field.clone(),
+                Some(worker) => {
+                    let index = issue.index.or_else(|| {
+                        worker
+                            .strip_prefix("workers[")
+                            .and_then(|r| r.strip_suffix(']'))
+                            .and_then(|i| i.parse::<usize>().ok())
+                            .or_else(|| {
+                                let mut at = self
+                                    .workers
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(_, w)| w.id == *worker);
+                                // A repeated id is reported at its later occurrence.
+                                if issue.field == "id" {
+                                    at.next_back().map(|(i, _)| i)
+                                } else {
+                                    at.next().map(|(i, _)| i)
+                                }
+                            })
+                    });
+                    match index {
+                        Some(i) => format!("workers[{i}].{}", issue.field),
+                        None => continue,
+                    }
+                }
+            };
+            if let Some((line, column)) = self.source.find(&path) {
+                issue.line = Some(line);
+                issue.column = Some(column);
+            }
+        }
+        issues
     }
 
     /// Parses and validates in one go: what `hsu check` and `hsu run` do (see [`Self::validate`]).
@@ -105,8 +180,20 @@ impl HsuConfig {
                 worker: None,
                 field: "master.packages_directory".into(),
                 message: crate::error_chain(&e),
+                line: None,
+                column: None,
+                index: None,
             }])
         })?;
-        validate_config(self, factory_known, &packages).map_err(invalid)
+        validate_config(self, factory_known, &packages)
+            .map_err(|issues| invalid(self.located(issues)))
+    }
+}
+
+/// serde_yaml's message without its trailing "at line L column C" (the error says it once).
+fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(" column ") => message[..at].to_string(),
+        _ => message.to_string(),
     }
 }

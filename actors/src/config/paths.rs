@@ -74,6 +74,9 @@ pub(super) fn resolve(config: &mut HsuConfig, base: &Path, tree: &Value) {
                 *name = join(base, Path::new(name.as_str())).display().to_string();
             }
         }
+        for file in &mut worker.env_file {
+            *file = join(base, file);
+        }
         if let Some(pid_file) = worker.attach.as_mut().and_then(|a| a.pid_file.as_mut()) {
             *pid_file = join(base, pid_file);
         }

@@ -24,6 +24,15 @@ pub struct ValidationIssue {
     pub field: String,
     /// What is wrong and what would be right.
     pub message: String,
+    /// 1-based line in the file (of the field, else of its worker), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// 1-based column, with `line`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// Which entry of `workers:` it concerns (0-based), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
 }
 
 impl fmt::Display for ValidationIssue {
@@ -37,6 +46,7 @@ impl fmt::Display for ValidationIssue {
 
 struct Issues<'a> {
     worker: Option<String>,
+    index: Option<usize>,
     out: &'a mut Vec<ValidationIssue>,
 }
 
@@ -46,6 +56,9 @@ impl Issues<'_> {
             worker: self.worker.clone(),
             field: field.into(),
             message: message.into(),
+            line: None,
+            column: None,
+            index: self.index,
         });
     }
 }
@@ -85,6 +98,7 @@ pub fn validate_config(
         "master.restart",
         &mut Issues {
             worker: None,
+            index: None,
             out: &mut out,
         },
     );
@@ -97,6 +111,9 @@ pub fn validate_config(
                 worker: None,
                 field: field.into(),
                 message: "must be greater than 0s".into(),
+                line: None,
+                column: None,
+                index: None,
             });
         }
     }
@@ -106,6 +123,9 @@ pub fn validate_config(
                 worker: None,
                 field: "master.api.listen".into(),
                 message: format!("{listen:?} is not an address with a port ({e}); write e.g. 127.0.0.1:7070"),
+                line: None,
+                column: None,
+index: None,
             }),
             Ok(address) if !address.ip().is_loopback() && !config.master.api.allow_remote => {
                 out.push(ValidationIssue {
@@ -114,6 +134,9 @@ pub fn validate_config(
                     message: format!(
                         "{address} is not a loopback address: the control API would be reachable from the network; set `allow_remote: true` to mean it"
                     ),
+                    line: None,
+                    column: None,
+index: None,
                 })
             }
             Ok(_) => {}
@@ -124,6 +147,9 @@ pub fn validate_config(
             worker: None,
             field: "master.api.event_lag".into(),
             message: "must be at least 1".into(),
+            line: None,
+            column: None,
+            index: None,
         });
     }
     if config.master.module_threads == Some(0) {
@@ -131,6 +157,9 @@ pub fn validate_config(
             worker: None,
             field: "master.module_threads".into(),
             message: "must be at least 1".into(),
+            line: None,
+            column: None,
+            index: None,
         });
     }
     let mut seen = HashSet::new();
@@ -144,6 +173,9 @@ pub fn validate_config(
                     message: format!(
                         "duplicate id (workers[{index}] repeats an id used earlier in the file)"
                     ),
+                    line: None,
+                    column: None,
+                    index: Some(index),
                 });
             }
             if let DeploymentSpec::Module {
@@ -159,6 +191,9 @@ pub fn validate_config(
                         message: format!(
                             "no native module factory named `{module_name}` is registered"
                         ),
+                        line: None,
+                        column: None,
+                        index: Some(index),
                     });
                 }
             }
@@ -188,6 +223,7 @@ fn check_worker(
             (Err(_), Some(i)) => format!("workers[{i}]"),
             (Err(_), None) => config.id.clone(),
         }),
+        index,
         out,
     };
     if let Err(message) = &id {
@@ -237,6 +273,12 @@ fn check_worker(
         if health_check.failure_threshold == 0 {
             issues.add("health_check.failure_threshold", "must be at least 1");
         }
+    }
+    if !config.env_file.is_empty() && config.worker_type == WorkerType::Module {
+        issues.add(
+            "env_file",
+            "processes only: a module runs inside the master and has no environment of its own",
+        );
     }
     let quarantine = check_quarantine(config, &kind, &mut issues);
     let depends_on = check_depends_on(config, &mut issues);
@@ -318,7 +360,7 @@ fn check_dependencies(
 ) {
     let by_id: HashMap<&str, &WorkerSpec> = specs.iter().map(|s| (s.id.as_str(), s)).collect();
     let in_file: HashSet<&str> = workers.iter().map(|w| w.id.as_str()).collect();
-    for worker in workers {
+    for (index, worker) in workers.iter().enumerate() {
         for (name, dep) in &worker.depends_on {
             if *name == worker.id || WorkerId::new(name).is_err() {
                 continue; // reported with the worker
@@ -328,6 +370,9 @@ fn check_dependencies(
                     worker: Some(worker.id.clone()),
                     field: format!("depends_on.{name}"),
                     message,
+                    line: None,
+                    column: None,
+                    index: Some(index),
                 })
             };
             let Some(target) = by_id.get(name.as_str()) else {
@@ -375,6 +420,9 @@ fn check_dependencies(
                 "dependency cycle: {} -> {first}; none of them could ever start",
                 cycle.join(" -> ")
             ),
+            line: None,
+            column: None,
+            index: None,
         });
     }
 }

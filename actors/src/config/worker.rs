@@ -82,6 +82,29 @@ pub struct WorkerConfig {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub depends_on: super::DependsOn,
+    /// Processes only: files of `KEY=VALUE` lines added to `execution.env` at load (one path
+    /// or a list; relative to the config file's directory).
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub env_file: Vec<PathBuf>,
+}
+
+/// `x` or `[x, y]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    match Option::<OneOrMany>::deserialize(d)? {
+        None => Ok(Vec::new()),
+        Some(OneOrMany::One(p)) => Ok(vec![p]),
+        Some(OneOrMany::Many(v)) => Ok(v),
+    }
 }
 
 impl WorkerConfig {
@@ -106,6 +129,7 @@ impl WorkerConfig {
             start_timeout: None,
             stop_timeout: None,
             depends_on: Default::default(),
+            env_file: Vec::new(),
         }
     }
 

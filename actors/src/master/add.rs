@@ -111,6 +111,9 @@ impl Handler<AddWorker> for MasterActor {
                             worker: None,
                             field: "package".into(),
                             message: error_chain(&e),
+                            line: None,
+                            column: None,
+                            index: None,
                         }],
                     })
                 }
@@ -255,6 +258,9 @@ impl MasterActor {
                     "dependency cycle with the workers running: {} -> {id}",
                     cycle.join(" -> ")
                 ),
+                line: None,
+                column: None,
+                index: None,
             }];
             return Box::pin(async move {
                 Err(MasterError::Validation {
