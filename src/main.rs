@@ -153,6 +153,9 @@ enum Command {
         #[command(flatten)]
         to: cli::client::Endpoint,
     },
+    /// Print the JSON Schema of the config file (for editors: see the README's Config
+    /// reference).
+    Schema,
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -196,6 +199,19 @@ fn main() -> ExitCode {
         Command::Apply { to, file, dry_run } => cli::control::apply(&to, file.as_deref(), dry_run),
         Command::Add { to, file, no_start } => cli::control::add(&to, &file, !no_start),
         Command::Rm { to, ids } => cli::control::remove(&to, &ids),
+        Command::Schema => {
+            let schema = hsu::config::config_schema();
+            match serde_json::to_string_pretty(&schema) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hsu", &mut std::io::stdout());
             ExitCode::SUCCESS

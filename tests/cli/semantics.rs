@@ -218,3 +218,64 @@ fn hsu_ls_shows_a_worker_waiting_for_its_dependency_and_why() {
     let (status, text) = hsu.finish();
     assert!(status.success(), "{text}");
 }
+
+/// A YAML file as the JSON an editor's schema check sees.
+fn yaml_as_json(text: &str) -> serde_json::Value {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).expect("YAML");
+    serde_json::to_value(value).expect("JSON")
+}
+
+#[test]
+fn the_schema_accepts_every_example_and_catches_mistakes_an_editor_should_underline() {
+    let output = Command::new(HSU).arg("schema").output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let config = yaml_as_json(&std::fs::read_to_string(&path).unwrap());
+            let errors: Vec<String> = validator
+                .iter_errors(&config)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5);
+    for (bad, what) in [
+        (
+            "workers: [{id: a, type: module, module_name: echo, restrat: {}}]",
+            "restrat",
+        ),
+        ("workers: [{id: a, type: modul}]", "modul"),
+        ("master: {stop_timeout: 10}", "10"),
+        (
+            "workers: [{id: a, type: process, stop: {signal: TERN}}]",
+            "TERN",
+        ),
+        (
+            "workers: [{id: a, type: module, depends_on: {db: ready}}]",
+            "ready",
+        ),
+        ("master: {logs: {max_size: 10 MiBs}}", "MiBs"),
+    ] {
+        let config = yaml_as_json(bad);
+        let errors: Vec<String> = validator
+            .iter_errors(&config)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(!errors.is_empty(), "{bad} passed the schema");
+        assert!(
+            errors.iter().any(|e| e.contains(what)),
+            "{bad}: {errors:#?}"
+        );
+    }
+    // What the schema accepts, hsu reads: durations with spaces, sizes, conditions.
+    let good = "master: {stop_timeout: 1h 30m, logs: {max_size: 1KB}}\nworkers:\n  - {id: db, type: process, execution: {executable_path: /bin/sleep}, stop: {signal: sigint}}\n  - {id: api, type: module, module_name: echo, depends_on: {db: {condition: started, timeout: 30s}}}\n";
+    assert!(validator.is_valid(&yaml_as_json(good)));
+    assert!(hsu::HsuConfig::parse(good, std::path::Path::new("good.yaml")).is_ok());
+}

@@ -9,14 +9,16 @@ use std::path::PathBuf;
 use super::{duration, LogsConfig, RestartConfig};
 
 /// `master:`. Every key has a default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MasterConfig {
     /// Default time a worker's start may take (default `30s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub start_timeout: Duration,
     /// Default time a worker's stop may take (default `30s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub stop_timeout: Duration,
     /// `error`, `warn`, `info` (default), `debug` or `trace`; `RUST_LOG` overrides it.
     pub log_level: LogLevel,
@@ -30,6 +32,7 @@ pub struct MasterConfig {
     pub run_directory: PathBuf,
     /// How often CPU and memory of processes are sampled (default `5s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub resource_interval: Duration,
     /// Where `hsu package install` puts packages and `package:` finds them (default
     /// `hsu-packages`).
@@ -41,7 +44,7 @@ pub struct MasterConfig {
 /// `master.api:`: how the running master is operated from outside. By default only through a
 /// Unix socket `<run_directory>/hsu.sock` (mode 0600: the file system is the access control);
 /// a TCP listener is opt-in and always needs a bearer token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Serve the Unix socket `<run_directory>/hsu.sock` (default `true`).
@@ -91,7 +94,9 @@ impl Default for MasterConfig {
 }
 
 /// Log verbosity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     /// Errors only.

@@ -8,6 +8,7 @@ mod interpolate;
 mod master;
 mod paths;
 mod process;
+mod schema;
 mod source;
 mod spec;
 mod validate;
@@ -24,6 +25,7 @@ pub use process::{
     AttachConfig, ByteSize, IntegratedConfig, LimitsConfig, LogsConfig, OnViolation, Signal,
     StopConfig, ValueError,
 };
+pub use schema::config_schema;
 pub use source::{SourceError, SourceMap, MAX_DEPTH};
 pub use spec::{DependencySpec, DeploymentSpec, ProcessSpec, QuarantineSpec, WorkerSpec};
 pub use validate::{validate_config, validate_worker, ValidationIssue};
@@ -35,7 +37,7 @@ pub use worker::{
 use crate::error::ConfigError;
 
 /// A whole config file: `master:` settings and the `workers:` list.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HsuConfig {
     /// Settings of the master itself.
@@ -45,6 +47,7 @@ pub struct HsuConfig {
     pub workers: Vec<WorkerConfig>,
     /// Where each key was in the text it was parsed from (for positions in errors).
     #[serde(skip)]
+    #[schemars(skip)]
     pub source: SourceMap,
 }
 

@@ -10,13 +10,14 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use super::duration;
 
 /// `stop:` of a process worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StopConfig {
     /// Sent to the whole process group first (default `TERM`).
     pub signal: Signal,
     /// Grace period before `KILL` goes to the group (default `10s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub timeout: Duration,
 }
 
@@ -118,7 +119,7 @@ impl<'de> Deserialize<'de> for Signal {
 }
 
 /// `attach:` of an unmanaged process worker: which running process to watch.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttachConfig {
     /// The process id (exactly one of `pid` and `pid_file`).
@@ -133,7 +134,7 @@ pub struct AttachConfig {
 }
 
 /// `integrated:` of an integrated process worker: how the HSU control protocol is reached.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IntegratedConfig {
     /// Appended to the args with the port (`--port 40123`); empty to pass none (default `--port`).
@@ -142,9 +143,11 @@ pub struct IntegratedConfig {
     pub port_env: String,
     /// Time for the first successful Ping after spawn (default `30s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub startup_timeout: Duration,
     /// Deadline of each control call (default `1s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub call_timeout: Duration,
 }
 
@@ -160,7 +163,7 @@ impl Default for IntegratedConfig {
 }
 
 /// `limits:` of a process worker. Modules cannot have it: in-process code cannot be limited.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest resident memory (`"512MiB"`, `"1GB"`, or bytes).
@@ -187,7 +190,9 @@ impl Default for LimitsConfig {
 }
 
 /// The action on a limit violation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnViolation {
     /// Only log it.
@@ -200,7 +205,7 @@ pub enum OnViolation {
 }
 
 /// The master's `logs:`: where process output goes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogsConfig {
     /// Directory of the per-worker files `<id>.log`, `<id>.log.1`, … (default `hsu-logs`).

@@ -12,7 +12,7 @@ use super::duration;
 use super::process::{AttachConfig, IntegratedConfig, LimitsConfig, StopConfig};
 
 /// One worker. `id` and `type` are required; which other keys apply depends on `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Unique name, 1–64 characters from `[A-Za-z0-9._-]`.
@@ -31,6 +31,7 @@ pub struct WorkerConfig {
     pub process_type: Option<ProcessType>,
     /// Free-form settings handed to the module's `initialize` (or to the process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<super::schema::AnyValue>")]
     pub config: Option<serde_yaml::Value>,
     /// `name` or `name:version` of an installed package providing the code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +67,7 @@ pub struct WorkerConfig {
         with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub start_timeout: Option<Duration>,
     /// How long `stop` may take (default: the master's `stop_timeout`, 30s).
     #[serde(
@@ -73,6 +75,7 @@ pub struct WorkerConfig {
         with = "duration::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub stop_timeout: Option<Duration>,
     /// Workers that must reach a condition before this one starts (see
     /// [`super::depends`]); shutdown stops this one before them.
@@ -81,6 +84,7 @@ pub struct WorkerConfig {
         deserialize_with = "super::depends::deserialize",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
+    #[schemars(with = "super::schema::DependsOnSchema")]
     pub depends_on: super::DependsOn,
     /// Processes only: files of `KEY=VALUE` lines added to `execution.env` at load (one path
     /// or a list; relative to the config file's directory).
@@ -89,12 +93,13 @@ pub struct WorkerConfig {
         deserialize_with = "one_or_many",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[schemars(with = "super::schema::OneOrManyPaths")]
     pub env_file: Vec<PathBuf>,
 }
 
 /// `x` or `[x, y]`.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     #[serde(untagged)]
     enum OneOrMany {
         One(PathBuf),
@@ -201,7 +206,7 @@ impl WorkerConfig {
 }
 
 /// Where a worker runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerType {
     /// An OS process.
@@ -211,7 +216,9 @@ pub enum WorkerType {
 }
 
 /// How a module's code gets into the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ModuleType {
     /// Compiled in; created by a factory registered under `module_name`.
@@ -222,7 +229,9 @@ pub enum ModuleType {
 }
 
 /// How the master relates to a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessType {
     /// Spawned and supervised by the master.
@@ -235,7 +244,7 @@ pub enum ProcessType {
 }
 
 /// `execution:` of a process worker.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutionConfig {
     /// The program to run (required).
@@ -253,7 +262,7 @@ pub struct ExecutionConfig {
 }
 
 /// `restart:`. Every key has a default, so `restart: {}` equals the defaults below.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestartConfig {
     /// `never`, `on_failure` (default) or `always`.
@@ -263,6 +272,7 @@ pub struct RestartConfig {
     pub max_restarts: u32,
     /// The sliding window for `max_restarts` (default `60s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub window: Duration,
     /// Delay before each automatic restart.
     pub backoff: BackoffConfig,
@@ -280,7 +290,9 @@ impl Default for RestartConfig {
 }
 
 /// When a worker is restarted automatically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartPolicy {
     /// Never: a failed worker stays failed.
@@ -294,14 +306,16 @@ pub enum RestartPolicy {
 
 /// `restart.backoff:`: exponential delay, `initial * multiplier^n` capped at `max`, each delay
 /// varied by up to ±`jitter` (a fraction) so that many workers do not restart in lockstep.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackoffConfig {
     /// First delay (default `1s`; `0s` restarts at once).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub initial: Duration,
     /// Largest delay (default `30s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub max: Duration,
     /// Growth per restart within the window (default 2.0; at least 1.0).
     pub multiplier: f64,
@@ -322,7 +336,7 @@ impl Default for BackoffConfig {
 
 /// `health_check:`. The probe defaults to the worker's own kind: `module` (`is_healthy`) for
 /// modules, `process` (alive) for managed and unmanaged processes, `ping` for integrated ones.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// Poll at all (default true).
@@ -343,14 +357,17 @@ pub struct HealthCheckConfig {
     pub service: String,
     /// Time between polls (default `10s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub interval: Duration,
     /// A poll that takes longer counts as failed (default `5s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub timeout: Duration,
     /// Failed polls in a row that fail the worker (default 3).
     pub failure_threshold: u32,
     /// Wait after the worker is running before the first poll (default `0s`).
     #[serde(with = "duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub initial_delay: Duration,
 }
 
@@ -372,7 +389,7 @@ impl Default for HealthCheckConfig {
 }
 
 /// Kinds of health probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeType {
     /// The module's `is_healthy` (modules only).
@@ -393,12 +410,13 @@ pub enum ProbeType {
 
 /// `quarantine:` of a module worker: `after_panics` panics of module code within `within`
 /// move the worker to its integrated process form, given by the worker's `execution:`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuarantineConfig {
     /// Panics (in any module call or task) that trigger the move; at least 1.
     pub after_panics: u32,
     /// The window in which they are counted, e.g. `10m`.
     #[serde(with = "super::duration")]
+    #[schemars(with = "super::schema::DurationText")]
     pub within: Duration,
 }
