@@ -464,3 +464,45 @@ fn durations_may_be_spaced_and_sizes_say_which_kilo_they_mean() {
         HsuConfig::parse("master: {logs: {max_size: 1KiB}}\n", Path::new("x.yaml")).unwrap();
     assert_eq!(config.master.logs.max_size.0, 1024, "KiB is 1024 bytes");
 }
+
+#[test]
+fn groups_name_unknown_members_double_membership_cycles_and_impossible_orders() {
+    let yaml = "workers:
+  - {id: db, type: module, module_name: echo}
+  - {id: api, type: module, module_name: echo, depends_on: [db]}
+  - {id: web, type: module, module_name: echo}
+groups:
+  - {id: backend, members: [api, db, ghost]}
+  - {id: front, strategy: rest_for_one, members: [web, db, inner], on_exhausted: shutdown}
+  - {id: inner, members: [front], on_exhausted: stay}
+  - {id: web, members: [web]}
+  - {id: empty, members: []}
+";
+    let text: Vec<String> = issues(yaml).iter().map(|i| i.to_string()).collect();
+    let all = text.join("\n");
+    for expected in [
+        "`groups[3].id`: `web` is a worker's id too",
+        "`groups[0].members[2]`: no worker or group `ghost`",
+        "`groups[0].members[0]`: `api` depends on `db`, which starts after it in group `backend`; list `db` first",
+        "`groups[1].members[1]`: `db` is a member of group `backend` already",
+        "`groups[4].members`: group `empty` has no members",
+        "`groups[2].on_exhausted`: group `inner` is a member of `front`",
+        "`groups[1].on_exhausted`: group `front` is a member of `inner`",
+        "groups inside each other: front -> inner -> front",
+    ] {
+        assert!(all.contains(expected), "{expected:?} in\n{all}");
+    }
+    let good = "workers:
+  - {id: db, type: module, module_name: echo}
+  - {id: api, type: module, module_name: echo, depends_on: [db]}
+groups:
+  - {id: backend, strategy: one_for_all, max_restarts: 4, window: 30s, members: [db, api]}
+  - {id: top, members: [backend], on_exhausted: shutdown}
+";
+    let config = HsuConfig::parse(good, Path::new("g.yaml")).unwrap();
+    let groups = hsu::config::validate_groups(&config).unwrap();
+    assert_eq!(groups[0].parent.as_ref().map(|p| p.as_str()), Some("top"));
+    assert_eq!(groups[0].strategy, hsu::config::Strategy::OneForAll);
+    assert_eq!(groups[1].on_exhausted, hsu::config::OnExhausted::Shutdown);
+    assert_eq!(groups[1].max_restarts, 3, "the default intensity");
+}

@@ -41,9 +41,9 @@ pub use error::{error_chain, ConfigError, ErrorKind, MasterError, Operation, Wor
 pub use id::{IdError, WorkerId, MAX_ID_LEN};
 pub use master::{
     AddConfigured, AddWorker, AddWorkerSpec, Added, Apply, ApplyReport, GetAllWorkerStates,
-    GetModuleTasks, GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories,
-    MasterActor, RemoveWorker, RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker,
-    Subscribe, WorkerSummary,
+    GetGroups, GetModuleTasks, GetWorkerState, GetWorkerSummary, GroupState, GroupSummary,
+    InstallPackage, ListModuleFactories, MasterActor, RemoveWorker, RestartWorker, SetGroups,
+    Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WaitExhausted, WorkerSummary,
 };
 pub use plugin::{inspect as inspect_plugin, HeaderFacts, PluginError, PluginInfo};
 pub use preflight::preflight;

@@ -259,6 +259,43 @@ pub struct WorkerRow {
     pub last_error: Option<String>,
     /// How the process last ended: its exit code, or 128 + the signal that killed it.
     pub last_exit_code: Option<i32>,
+    /// The supervision group it is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// A group's row (deployment `group`): its members, in start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+impl From<hsu_actors::GroupSummary> for WorkerRow {
+    /// A supervision group as a row of `hsu ls`: deployment `group`, its state, and why.
+    fn from(g: hsu_actors::GroupSummary) -> Self {
+        let why = g.reason.clone().or_else(|| {
+            Some(format!(
+                "{} ({}/{} restarts in {})",
+                json_name(&g.strategy),
+                g.restarts_in_window,
+                g.max_restarts,
+                hsu_actors::config::duration::format(g.window)
+            ))
+        });
+        Self {
+            id: g.id.to_string(),
+            deployment: "group".into(),
+            state: json_name(&g.state),
+            pid: None,
+            uptime_seconds: None,
+            restart_count: g.restarts_total,
+            health: "unknown".into(),
+            cpu_percent: None,
+            rss_bytes: None,
+            why,
+            last_error: g.reason,
+            last_exit_code: None,
+            group: g.parent.map(|p| p.to_string()),
+            members: g.members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
 }
 
 /// An exit as one number: the code, or 128 + the signal (as shells report it).
@@ -281,6 +318,8 @@ impl From<WorkerSummary> for WorkerRow {
             why: s.why,
             last_error: s.last_error,
             last_exit_code: s.last_exit.as_ref().and_then(exit_number),
+            group: s.group.map(|g| g.to_string()),
+            members: Vec::new(),
         }
     }
 }
@@ -550,7 +589,16 @@ async fn list_workers(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErr
                         .send(GetAllWorkerStates)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let rows: Vec<WorkerRow> = rows.into_iter().map(WorkerRow::from).collect();
+                    let groups = master
+                        .send(hsu_actors::GetGroups)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // Workers, then the supervision groups (deployment `group`).
+                    let rows: Vec<WorkerRow> = rows
+                        .into_iter()
+                        .map(WorkerRow::from)
+                        .chain(groups.into_iter().map(WorkerRow::from))
+                        .collect();
                     serde_json::to_vec(&rows)
                         .map(web::Bytes::from)
                         .map_err(|e| e.to_string())
@@ -606,8 +654,23 @@ async fn row(state: &ApiState, id: &WorkerId) -> Result<WorkerRow, ApiError> {
         .master
         .send(hsu_actors::GetWorkerSummary(id.clone()))
         .await
-        .map_err(gone)??;
-    Ok(WorkerRow::from(summary))
+        .map_err(gone)?;
+    match summary {
+        Ok(summary) => Ok(WorkerRow::from(summary)),
+        // A group's id: its row.
+        Err(e @ MasterError::NotFound { .. }) => {
+            let groups = state
+                .master
+                .send(hsu_actors::GetGroups)
+                .await
+                .map_err(gone)?;
+            match groups.into_iter().find(|g| &g.id == id) {
+                Some(g) => Ok(WorkerRow::from(g)),
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/workers/{id}/start", params(("id" = String, Path, description = "the worker id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")), responses((status = 200, body = WorkerRow), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 424, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
@@ -1178,6 +1241,8 @@ async fn apply_config(
         .map_err(gone)??;
     let needs_restart = master_changes(&state.config, &config.master);
     let origin = origin.map(std::path::PathBuf::from);
+    // Checked with the workers below; read here, while the config is at hand.
+    let groups = hsu_actors::config::validate_groups(&config).unwrap_or_default();
     let specs = web::block(move || {
         config.validate(
             &|name| factories.iter().any(|f| f == name),
@@ -1199,6 +1264,31 @@ async fn apply_config(
         .map_err(gone)?;
     state.forget_listing();
     let report = report?;
+    let mut group_errors = Vec::new();
+    if !dry_run {
+        // The new tree; groups that are new or changed are started (members already running
+        // are left as they are).
+        let top: Vec<WorkerId> = groups
+            .iter()
+            .filter(|g| g.parent.is_none())
+            .map(|g| g.id.clone())
+            .collect();
+        let fresh = state
+            .master
+            .send(hsu_actors::SetGroups(groups))
+            .await
+            .map_err(gone)?;
+        for id in top.into_iter().filter(|id| fresh.contains(id)) {
+            if let Err(e) = state
+                .master
+                .send(hsu_actors::StartWorker(id.clone()))
+                .await
+                .map_err(gone)?
+            {
+                group_errors.push((id.to_string(), hsu_actors::error_chain(&e)));
+            }
+        }
+    }
     let names = |v: Vec<WorkerId>| v.into_iter().map(|i| i.to_string()).collect();
     Ok(ApplyAnswer {
         added: names(report.added),
@@ -1209,6 +1299,7 @@ async fn apply_config(
             .errors
             .into_iter()
             .map(|(id, e)| (id.to_string(), e))
+            .chain(group_errors)
             .collect(),
         needs_restart,
         dry_run: report.dry_run,

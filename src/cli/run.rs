@@ -102,7 +102,28 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             .into());
         }
         let workers = added.len();
-        let starts = added.into_iter().map(|id| {
+        // Groups first, so members are started (in order) by their top-level group; other
+        // workers start on their own.
+        let groups = hsu::config::validate_groups(&config).map_err(|issues| {
+            hsu::ConfigError::Invalid {
+                path: path.clone(),
+                issues,
+            }
+        })?;
+        let members: std::collections::HashSet<hsu::WorkerId> =
+            groups.iter().flat_map(|g| g.members.iter().cloned()).collect();
+        let top: Vec<hsu::WorkerId> = groups
+            .iter()
+            .filter(|g| g.parent.is_none())
+            .map(|g| g.id.clone())
+            .collect();
+        master.send(hsu::SetGroups(groups)).await?;
+        let mut exhausted = master.send(hsu::WaitExhausted).await?;
+        let first = added
+            .into_iter()
+            .filter(|id| !members.contains(id))
+            .chain(top);
+        let starts = first.map(|id| {
             let master = master.clone();
             async move {
                 if let Ok(Err(e)) = master.send(StartWorker(id.clone())).await {
@@ -115,6 +136,8 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         let starting = futures::future::join_all(starts);
         tokio::pin!(starting);
         let mut started = false;
+        let mut failed = None;
+        let mut exhausted_seen = false;
         loop {
             tokio::select! {
                 _ = &mut starting, if !started => {
@@ -129,6 +152,14 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                     tracing::info!(reason = "a shutdown request", "stopping all workers");
                     break;
                 }
+                reason = &mut exhausted, if !exhausted_seen => {
+                    exhausted_seen = true;
+                    if let Ok(reason) = reason {
+                        tracing::error!(%reason, "a group with `on_exhausted: shutdown` failed; stopping all workers");
+                        failed = Some(reason);
+                        break;
+                    }
+                }
                 _ = hangup.recv() => reload(&state).await,
             }
         }
@@ -141,6 +172,9 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         }
         tracing::info!(stopped = report.stopped.len(), "all workers stopped; bye");
         api.stop().await;
+        if let Some(reason) = failed {
+            return Err(format!("stopped because {reason}").into());
+        }
         Ok::<(), Box<dyn std::error::Error>>(())
     });
     match result {

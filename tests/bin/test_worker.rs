@@ -19,6 +19,7 @@
 //!                         `fd N TARGET` for each descriptor above 2 open at start
 //! `--first-port P`        on the first launch (per `--count` FILE) serve the control protocol
 //!                         on P instead of `--port` (a port the test holds: a real conflict)
+//! `--usr1-exit N`         on SIGUSR1 exit with code N (a normal exit or a crash, on demand)
 //! `--exit N`              exit with code N (after the above); `--crash` aborts instead
 //! `--sleep MS`            run for MS milliseconds, then exit 0 (default: until signalled)
 
@@ -45,6 +46,7 @@ struct Flags {
     ready_delay_ms: u64,
     first_port: Option<u16>,
     report_self: Option<String>,
+    usr1_exit: Option<i32>,
 }
 
 fn parse() -> Flags {
@@ -74,6 +76,7 @@ fn parse() -> Flags {
             "--ready-delay" => f.ready_delay_ms = value().parse().expect("ms"),
             "--first-port" => f.first_port = Some(value().parse().expect("port")),
             "--report-self" => f.report_self = Some(value()),
+            "--usr1-exit" => f.usr1_exit = Some(value().parse().expect("code")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -158,6 +161,8 @@ async fn run(flags: Flags) {
     // First, so that a SIGTERM sent once the pid file exists finds the handler in place.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .expect("SIGUSR1 handler");
     if let Some(path) = &flags.count {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -282,6 +287,7 @@ async fn run(flags: Flags) {
     loop {
         tokio::select! {
             _ = &mut sleep => finish(0),
+            _ = usr1.recv(), if flags.usr1_exit.is_some() => finish(flags.usr1_exit.unwrap_or(0)),
             _ = term.recv() => {
                 if let Some(text) = &flags.on_term {
                     println!("{text}");

@@ -279,3 +279,57 @@ fn the_schema_accepts_every_example_and_catches_mistakes_an_editor_should_underl
     assert!(validator.is_valid(&yaml_as_json(good)));
     assert!(hsu::HsuConfig::parse(good, std::path::Path::new("good.yaml")).is_ok());
 }
+
+#[test]
+fn groups_from_the_yaml_show_in_hsu_ls_restart_by_id_and_a_shutdown_group_ends_hsu_run() {
+    let dir = Dir::new("groups");
+    let runs = dir.0.join("db-runs");
+    let config = dir.write(
+        "app.yaml",
+        &format!(
+            "workers:
+  - {{id: db, type: process, execution: {{executable_path: {WORKER}, args: [--count, {runs}, --usr1-exit, '3']}}, restart: {{policy: always, backoff: {{initial: 0s}}}}}}
+  - {{id: api, type: module, module_name: echo, config: {{port: 0}}, restart: {{policy: always}}}}
+  - {{id: loner, type: module, module_name: ticker}}
+groups:
+  - {{id: backend, strategy: one_for_all, max_restarts: 1, window: 1m, on_exhausted: shutdown, members: [db, api]}}
+",
+            runs = runs.display()
+        ),
+    );
+    let mut hsu = Running::start(&["run", &config]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    until_row(&socket, "backend", "running", |r| r["state"] == "running");
+    let backend = row(&socket, "backend");
+    assert_eq!(backend["deployment"], "group", "{backend}");
+    assert_eq!(backend["members"], serde_json::json!(["db", "api"]));
+    assert_eq!(row(&socket, "db")["group"], "backend");
+    assert_eq!(row(&socket, "loner")["state"], "running");
+    // A restart of the group by id restarts both, through the CLI.
+    let output = client(&socket, &["restart", "backend"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    until_row(&socket, "db", "relaunched", |_| {
+        std::fs::read_to_string(&runs).map_or(0, |t| t.lines().count()) == 2
+    });
+    // Two crashes within the window: the group is over its intensity, and on_exhausted stops
+    // the master with the reason, exit 1.
+    for n in [3, 4] {
+        let pid = row(&socket, "db")["pid"].as_u64().expect("db runs") as i32;
+        let _ = hsu::internals::sys::signal_process(pid, 10);
+        if n == 3 {
+            until_row(&socket, "db", "relaunched after its crash", |_| {
+                std::fs::read_to_string(&runs).map_or(0, |t| t.lines().count()) == 3
+            });
+            until_row(&socket, "db", "running", |r| {
+                r["state"] == "running" && r["pid"].as_u64() != Some(pid as u64)
+            });
+        }
+    }
+    let (status, text) = hsu.finish();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("stopped because group `backend`: max intensity: 2 restarts in 1m"),
+        "{text}"
+    );
+}

@@ -7,6 +7,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod groups;
+
 use std::sync::{Arc, Once};
 
 use actix::Addr;

@@ -4,6 +4,7 @@
 mod depends;
 pub mod duration;
 mod env_file;
+mod group;
 mod interpolate;
 mod master;
 mod paths;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use depends::{Condition, Dependency, DependsOn, LinePattern};
+pub use group::{GroupConfig, GroupSpec, OnExhausted, Strategy};
 pub use interpolate::{interpolate, InterpolationError};
 pub use master::{ApiConfig, LogLevel, MasterConfig};
 pub use process::{
@@ -28,7 +30,7 @@ pub use process::{
 pub use schema::config_schema;
 pub use source::{SourceError, SourceMap, MAX_DEPTH};
 pub use spec::{DependencySpec, DeploymentSpec, ProcessSpec, QuarantineSpec, WorkerSpec};
-pub use validate::{validate_config, validate_worker, ValidationIssue};
+pub use validate::{validate_config, validate_groups, validate_worker, ValidationIssue};
 pub use worker::{
     BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProbeType, ProcessType,
     QuarantineConfig, RestartConfig, RestartPolicy, WorkerConfig, WorkerType,
@@ -45,6 +47,9 @@ pub struct HsuConfig {
     /// The workers. They start concurrently, each once its `depends_on:` conditions are met;
     /// shutdown stops a worker after the workers that depend on it.
     pub workers: Vec<WorkerConfig>,
+    /// Supervision groups over the workers (see `config/group.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupConfig>,
     /// Where each key was in the text it was parsed from (for positions in errors).
     #[serde(skip)]
     #[schemars(skip)]

@@ -8,9 +8,9 @@ use hsu_module::ModuleConfig;
 use serde::Serialize;
 
 use super::{
-    Condition, DependencySpec, DeploymentSpec, HealthCheckConfig, HsuConfig, IntegratedConfig,
-    LinePattern, MasterConfig, ModuleType, ProbeType, ProcessSpec, ProcessType, QuarantineSpec,
-    RestartConfig, StopConfig, WorkerConfig, WorkerSpec, WorkerType,
+    Condition, DependencySpec, DeploymentSpec, GroupSpec, HealthCheckConfig, HsuConfig,
+    IntegratedConfig, LinePattern, MasterConfig, ModuleType, ProbeType, ProcessSpec, ProcessType,
+    QuarantineSpec, RestartConfig, StopConfig, WorkerConfig, WorkerSpec, WorkerType,
 };
 use crate::packages::PackageIndex;
 use crate::WorkerId;
@@ -201,6 +201,9 @@ index: None,
         }
     }
     check_dependencies(&config.workers, &specs, &mut out);
+    if let Err(issues) = validate_groups(config) {
+        out.extend(issues);
+    }
     if out.is_empty() {
         Ok(specs)
     } else {
@@ -425,6 +428,150 @@ fn check_dependencies(
             index: None,
         });
     }
+}
+
+/// The `groups:` of a file, checked against its workers and each other: ids unique among
+/// workers and groups, members that exist and belong to one group only, no group inside
+/// itself, `on_exhausted` at the top only, and no member that depends on a later member of
+/// its group (members start in order: it would wait forever).
+///
+/// # Errors
+/// Every problem, each naming the group and field.
+pub fn validate_groups(config: &HsuConfig) -> Result<Vec<GroupSpec>, Vec<ValidationIssue>> {
+    let mut out = Vec::new();
+    let mut issue = |field: String, message: String| {
+        out.push(ValidationIssue {
+            worker: None,
+            field,
+            message,
+            line: None,
+            column: None,
+            index: None,
+        })
+    };
+    let workers: HashMap<&str, &WorkerConfig> =
+        config.workers.iter().map(|w| (w.id.as_str(), w)).collect();
+    let mut group_ids: HashMap<&str, usize> = HashMap::new();
+    for (i, g) in config.groups.iter().enumerate() {
+        let field = format!("groups[{i}].id");
+        if let Err(e) = WorkerId::new(&g.id) {
+            issue(field, e.to_string());
+        } else if workers.contains_key(g.id.as_str()) {
+            issue(
+                field,
+                format!(
+                    "`{}` is a worker's id too; groups and workers share one namespace",
+                    g.id
+                ),
+            );
+        } else if group_ids.insert(g.id.as_str(), i).is_some() {
+            issue(field, format!("duplicate group id `{}`", g.id));
+        }
+    }
+    let mut parent: HashMap<&str, &str> = HashMap::new();
+    for (i, g) in config.groups.iter().enumerate() {
+        if g.members.is_empty() {
+            issue(
+                format!("groups[{i}].members"),
+                format!("group `{}` has no members", g.id),
+            );
+        }
+        if g.window.is_zero() {
+            issue(
+                format!("groups[{i}].window"),
+                "must be greater than 0s".into(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (j, m) in g.members.iter().enumerate() {
+            let field = format!("groups[{i}].members[{j}]");
+            if *m == g.id {
+                issue(field, format!("group `{}` cannot contain itself", g.id));
+            } else if !workers.contains_key(m.as_str()) && !group_ids.contains_key(m.as_str()) {
+                issue(field, format!("no worker or group `{m}`"));
+            } else if !seen.insert(m.as_str()) {
+                issue(field, format!("`{m}` is listed twice in group `{}`", g.id));
+            } else if let Some(other) = parent.insert(m.as_str(), g.id.as_str()) {
+                issue(
+                    field,
+                    format!("`{m}` is a member of group `{other}` already; a member belongs to one group"),
+                );
+            }
+        }
+        // Members start in order, each once the one before runs.
+        for (j, m) in g.members.iter().enumerate() {
+            let Some(w) = workers.get(m.as_str()) else {
+                continue;
+            };
+            for later in &g.members[j + 1..] {
+                if w.depends_on.contains_key(later.as_str()) {
+                    issue(
+                        format!("groups[{i}].members[{j}]"),
+                        format!("`{m}` depends on `{later}`, which starts after it in group `{}`; list `{later}` first", g.id),
+                    );
+                }
+            }
+        }
+    }
+    for (i, g) in config.groups.iter().enumerate() {
+        if g.on_exhausted.is_some() && parent.contains_key(g.id.as_str()) {
+            issue(
+                format!("groups[{i}].on_exhausted"),
+                format!(
+                    "group `{}` is a member of `{}`: its failure goes to that group; only a top-level group has `on_exhausted`",
+                    g.id, parent[g.id.as_str()]
+                ),
+            );
+        }
+    }
+    let graph: Vec<(&str, Vec<&str>)> = config
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.id.as_str(),
+                g.members
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|m| group_ids.contains_key(m) && *m != g.id)
+                    .collect(),
+            )
+        })
+        .collect();
+    for cycle in dependency_cycles(&graph) {
+        let first = cycle[0];
+        issue(
+            format!("groups[{}].members", group_ids[first]),
+            format!(
+                "groups inside each other: {} -> {first}",
+                cycle.join(" -> ")
+            ),
+        );
+    }
+    if !out.is_empty() {
+        return Err(out);
+    }
+    Ok(config
+        .groups
+        .iter()
+        .filter_map(|g| {
+            Some(GroupSpec {
+                id: WorkerId::new(&g.id).ok()?,
+                strategy: g.strategy,
+                max_restarts: g.max_restarts,
+                window: g.window,
+                on_exhausted: g.on_exhausted.unwrap_or_default(),
+                members: g
+                    .members
+                    .iter()
+                    .filter_map(|m| WorkerId::new(m).ok())
+                    .collect(),
+                parent: parent
+                    .get(g.id.as_str())
+                    .and_then(|p| WorkerId::new(p).ok()),
+            })
+        })
+        .collect())
 }
 
 /// Every cycle of a dependency graph (each node with the names it depends on), each once, as

@@ -50,6 +50,9 @@ impl Handler<StartWorker> for MasterActor {
 
     /// Through the worker's `depends_on:`: replies once it runs (after waiting, if need be).
     fn handle(&mut self, msg: StartWorker, ctx: &mut Context<Self>) -> Self::Result {
+        if self.is_group(&msg.0) {
+            return self.start_group(&msg.0, ctx);
+        }
         if let Err(e) = self.manual_request(&msg.0, false, ctx) {
             return Box::pin(async move { Err(e) });
         }
@@ -61,6 +64,9 @@ impl Handler<StopWorker> for MasterActor {
     type Result = ResponseFuture<Result<(), MasterError>>;
 
     fn handle(&mut self, msg: StopWorker, ctx: &mut Context<Self>) -> Self::Result {
+        if self.is_group(&msg.0) {
+            return self.stop_group(&msg.0, ctx);
+        }
         let addr = self.manual_request(&msg.0, true, ctx);
         let id = msg.0;
         Box::pin(async move {
@@ -74,6 +80,24 @@ impl Handler<RestartWorker> for MasterActor {
     type Result = ResponseFuture<Result<(), MasterError>>;
 
     fn handle(&mut self, msg: RestartWorker, ctx: &mut Context<Self>) -> Self::Result {
+        if self.is_group(&msg.id) {
+            // Every member stopped in reverse order, then started in order.
+            let stopping = self.stop_group(&msg.id, ctx);
+            let (me, id, force) = (ctx.address(), msg.id, msg.force);
+            return Box::pin(async move {
+                if let Err(e) = stopping.await {
+                    if !force {
+                        return Err(e);
+                    }
+                }
+                me.send(StartWorker(id))
+                    .await
+                    .map_err(|source| MasterError::Unanswered {
+                        actor: "master",
+                        source,
+                    })?
+            });
+        }
         let addr = self.manual_request(&msg.id, false, ctx);
         let running = self
             .workers
@@ -134,7 +158,10 @@ impl Handler<GetAllWorkerStates> for MasterActor {
             self.order
                 .iter()
                 .filter_map(|id| self.workers.get(id))
-                .map(|e| e.summary(now))
+                .map(|e| WorkerSummary {
+                    group: self.group_of.get(&e.spec.id).cloned(),
+                    ..e.summary(now)
+                })
                 .collect(),
         )
     }
@@ -351,7 +378,10 @@ impl Handler<GetWorkerSummary> for MasterActor {
     fn handle(&mut self, msg: GetWorkerSummary, _: &mut Context<Self>) -> Self::Result {
         self.workers
             .get(&msg.0)
-            .map(|e| e.summary(std::time::Instant::now()))
+            .map(|e| WorkerSummary {
+                group: self.group_of.get(&msg.0).cloned(),
+                ..e.summary(std::time::Instant::now())
+            })
             .ok_or(MasterError::NotFound { id: msg.0 })
     }
 }

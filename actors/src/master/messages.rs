@@ -137,6 +137,8 @@ pub struct WorkerSummary {
     pub quarantined: bool,
     /// How its process last ended (processes).
     pub last_exit: Option<crate::process::ExitInfo>,
+    /// The supervision group it is a member of.
+    pub group: Option<WorkerId>,
 }
 
 /// What [`Shutdown`] did.

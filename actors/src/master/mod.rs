@@ -16,6 +16,7 @@
 //! - `supervision.rs`: state changes from workers, health reports, the restart decision and
 //!   its timers;
 //! - `depends.rs`: `depends_on:`: starts that wait for their dependencies, and the stop order;
+//! - `groups.rs`: supervision groups: OTP strategies, intensity, escalation;
 //! - `quarantine.rs`: moving a module that keeps panicking to its process form;
 //! - `limits.rs`: resource samples and `limits:`;
 //! - `table.rs`: the table row and the handle on a worker actor of either kind.
@@ -23,6 +24,7 @@
 mod add;
 mod apply;
 mod depends;
+mod groups;
 mod lifecycle;
 mod limits;
 mod messages;
@@ -47,6 +49,7 @@ use crate::worker::WorkerStateChanged;
 use crate::WorkerId;
 
 pub use apply::{Apply, ApplyReport};
+pub use groups::{GetGroups, GroupState, GroupSummary, SetGroups, WaitExhausted};
 pub use messages::{
     AddConfigured, AddWorker, AddWorkerSpec, Added, GetAllWorkerStates, GetModuleTasks,
     GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories, RemoveWorker,
@@ -77,6 +80,14 @@ pub struct MasterActor {
     waiting: HashSet<WorkerId>,
     /// The last wait's serial number.
     next_wait: u64,
+    /// Supervision groups by id.
+    groups: HashMap<WorkerId, groups::GroupEntry>,
+    /// The group each member (worker or group) belongs to.
+    group_of: HashMap<WorkerId, WorkerId>,
+    /// Group ids in the order they were set.
+    group_order: Vec<WorkerId>,
+    /// Waiting for a top-level group with `on_exhausted: shutdown` to fail.
+    exhausted: Vec<tokio::sync::oneshot::Sender<String>>,
 }
 
 impl MasterActor {
@@ -116,6 +127,10 @@ impl MasterActor {
                 resources: None,
                 waiting: HashSet::new(),
                 next_wait: 0,
+                groups: HashMap::new(),
+                group_of: HashMap::new(),
+                group_order: Vec::new(),
+                exhausted: Vec::new(),
             }
         }))
     }

@@ -208,7 +208,11 @@ impl Handler<WorkerStateChanged> for MasterActor {
             }
         }
         if let Some(trigger) = trigger {
-            self.supervise(&event.id, trigger, ctx);
+            // A group member is its group's to restart (its strategy and intensity).
+            match self.group_of(&event.id) {
+                Some(group) => self.member_ended(&group, &event.id, trigger, ctx),
+                None => self.supervise(&event.id, trigger, ctx),
+            }
         }
         // After the restart decision: a failed dependency with a restart coming still counts.
         self.dependencies_changed(&event.id, ctx);

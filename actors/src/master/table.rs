@@ -97,6 +97,7 @@ impl Entry {
             health_failures_total: self.health.failures_total,
             quarantined: self.quarantine.moved.is_some(),
             last_exit: self.last_exit.clone(),
+            group: None,
         }
     }
 
