@@ -506,3 +506,30 @@ groups:
     assert_eq!(groups[1].on_exhausted, hsu::config::OnExhausted::Shutdown);
     assert_eq!(groups[1].max_restarts, 3, "the default intensity");
 }
+
+#[test]
+fn schedules_are_cron_expressions_for_jobs_outside_groups() {
+    let yaml = "workers:
+  - {id: a, type: module, module_name: echo, schedule: '61 * * * *'}
+  - {id: b, type: module, module_name: echo, schedule: '@hourly', restart: {policy: always}}
+  - {id: c, type: module, module_name: echo, schedule_timezone: local}
+  - {id: d, type: module, module_name: echo, schedule: '*/10 * * * * *', schedule_timezone: local}
+groups:
+  - {id: g, members: [d]}
+";
+    let text: Vec<String> = issues(yaml).iter().map(|i| i.to_string()).collect();
+    let all = text.join("\n");
+    for expected in [
+        "worker `a`: `schedule`: \"61 * * * *\" is not a cron expression",
+        "worker `b`: `restart.policy`: `always` would start a scheduled worker again",
+        "worker `c`: `schedule_timezone`: only means something with `schedule:`",
+        "`groups[0].members[0]`: `d` runs on a schedule",
+    ] {
+        assert!(all.contains(expected), "{expected:?} in\n{all}");
+    }
+    let ok = "workers:\n  - {id: d, type: module, module_name: echo, schedule: '0 3 * * *', schedule_timezone: local, restart: {policy: never}}\n";
+    let config = HsuConfig::parse(ok, Path::new("s.yaml")).unwrap();
+    let specs = validate_config(&config, &|_| true, &PackageIndex::default()).unwrap();
+    let schedule = specs[0].schedule.as_ref().unwrap();
+    assert_eq!((schedule.text(), schedule.zone()), ("0 3 * * *", "local"));
+}

@@ -32,6 +32,7 @@ mod process;
 mod registry;
 mod restart;
 mod runtime;
+pub mod schedule;
 mod state;
 mod window;
 mod worker;

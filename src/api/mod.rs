@@ -265,6 +265,26 @@ pub struct WorkerRow {
     /// A group's row (deployment `group`): its members, in start order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// A scheduled worker's next run (seconds since the Unix epoch) and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleRow>,
+}
+
+/// The `schedule` of a [`WorkerRow`].
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScheduleRow {
+    /// The cron expression.
+    pub cron: String,
+    /// `UTC` or `local`.
+    pub zone: String,
+    /// The next run, seconds since the Unix epoch.
+    pub next_run: Option<f64>,
+    /// Runs started.
+    pub runs: u64,
+    /// Times skipped because the previous run was still going.
+    pub skipped: u64,
+    /// Times missed while the master was paused or busy.
+    pub missed: u64,
 }
 
 impl From<hsu_actors::GroupSummary> for WorkerRow {
@@ -294,6 +314,7 @@ impl From<hsu_actors::GroupSummary> for WorkerRow {
             last_exit_code: None,
             group: g.parent.map(|p| p.to_string()),
             members: g.members.iter().map(|m| m.to_string()).collect(),
+            schedule: None,
         }
     }
 }
@@ -320,6 +341,17 @@ impl From<WorkerSummary> for WorkerRow {
             last_exit_code: s.last_exit.as_ref().and_then(exit_number),
             group: s.group.map(|g| g.to_string()),
             members: Vec::new(),
+            schedule: s.schedule.map(|c| ScheduleRow {
+                cron: c.cron,
+                zone: c.zone.to_string(),
+                next_run: c
+                    .next_run
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64()),
+                runs: c.runs,
+                skipped: c.skipped,
+                missed: c.missed,
+            }),
         }
     }
 }

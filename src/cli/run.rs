@@ -74,6 +74,12 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         let mut added = Vec::new();
         let mut failures = Vec::new();
         let configured = specs.len();
+        // Started by their schedule, not at launch.
+        let scheduled: std::collections::HashSet<hsu::WorkerId> = specs
+            .iter()
+            .filter(|s| s.schedule.is_some())
+            .map(|s| s.id.clone())
+            .collect();
         // Validated once, above: the master takes the specs as they are. A worker whose code
         // cannot be loaded or whose initialize fails is in the table all the same, failed.
         for spec in specs {
@@ -121,7 +127,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         let mut exhausted = master.send(hsu::WaitExhausted).await?;
         let first = added
             .into_iter()
-            .filter(|id| !members.contains(id))
+            .filter(|id| !members.contains(id) && !scheduled.contains(id))
             .chain(top);
         let starts = first.map(|id| {
             let master = master.clone();

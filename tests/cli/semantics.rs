@@ -333,3 +333,54 @@ groups:
         "{text}"
     );
 }
+
+#[test]
+fn a_paused_master_reports_the_scheduled_runs_it_missed_and_runs_once() {
+    let dir = Dir::new("schedule-pause");
+    let runs = dir.0.join("job-runs");
+    let config = dir.write(
+        "app.yaml",
+        &format!(
+            "workers:
+  - {{id: job, type: process, execution: {{executable_path: {WORKER}, args: [--count, {runs}, --sleep, '50']}}, restart: {{policy: never}}, schedule: '* * * * * *'}}
+",
+            runs = runs.display()
+        ),
+    );
+    let mut hsu = Running::start(&["run", &config]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    until_row(&socket, "job", "ran twice", |r| {
+        r["schedule"]["runs"].as_u64() >= Some(2)
+    });
+    // Paused for 3.5 s: three or more times pass while it cannot act.
+    let before = row(&socket, "job")["schedule"]["runs"].as_u64().unwrap();
+    hsu.signal("STOP");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    hsu.signal("CONT");
+    let line = hsu.wait_for("missed");
+    assert!(
+        line.contains("scheduled run(s) while the master was paused or busy; running once now"),
+        "{line}"
+    );
+    let missed: u64 = line
+        .split("missed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(missed >= 2, "{line}");
+    until_row(&socket, "job", "counted the misses", |r| {
+        r["schedule"]["missed"].as_u64() >= Some(missed)
+    });
+    // The late time started one run, not one per missed time (one more on-time run may have
+    // come since, and one may have started just before the pause).
+    let after = row(&socket, "job")["schedule"]["runs"].as_u64().unwrap();
+    assert!(
+        after <= before + 3 && after < before + missed + 2,
+        "runs {before} -> {after} after missing {missed}"
+    );
+    hsu.signal("TERM");
+    let (status, text) = hsu.finish();
+    assert!(status.success(), "{text}");
+}

@@ -519,3 +519,46 @@ async fn a_cycle_through_the_running_workers_is_refused_naming_its_members() -> 
     master.send(Shutdown).await?;
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_scheduled_job_runs_at_its_times_and_skips_a_time_while_still_running() -> TestResult {
+    let dir = TempDir::new("order-schedule");
+    let (master, _watch, _) = master(&dir).await;
+    let runs = dir.file("job-runs");
+    // Every second; each run takes 2.5 s, so some times find it still running.
+    let mut job = process_worker("job", &["--count", &runs, "--sleep", "2500"]);
+    job.schedule = Some("* * * * * *".into());
+    master.send(AddWorker(job)).await??;
+    // Not started at add: it waits for its time.
+    let row = summary(&master, "job").await;
+    assert_eq!(row.state, WorkerState::Idle);
+    let schedule = row.schedule.clone().expect("a schedule");
+    assert_eq!(schedule.cron, "* * * * * *");
+    assert_eq!(schedule.zone, "UTC");
+    assert!(schedule
+        .next_run
+        .is_some_and(|t| t > std::time::SystemTime::now() - std::time::Duration::from_secs(1)));
+    assert!(
+        row.why.as_deref().unwrap_or("").starts_with("next run "),
+        "{row:?}"
+    );
+    let row = until_row(&master, "job", "ran twice and skipped", |r| {
+        r.schedule
+            .as_ref()
+            .is_some_and(|s| s.runs >= 2 && s.skipped >= 1)
+    })
+    .await;
+    let s = row.schedule.unwrap();
+    // Every run started is one launch, never two at once (a skipped time started nothing).
+    support::eventually("the launches written", || {
+        dir.lines("job-runs") as u64 >= s.runs
+    })
+    .await;
+    let launches = dir.lines("job-runs") as u64;
+    assert!(
+        launches == s.runs || launches == s.runs + 1,
+        "{launches} launches, {s:?}"
+    );
+    master.send(Shutdown).await?;
+    Ok(())
+}

@@ -33,7 +33,7 @@ pub use spec::{DependencySpec, DeploymentSpec, ProcessSpec, QuarantineSpec, Work
 pub use validate::{validate_config, validate_groups, validate_worker, ValidationIssue};
 pub use worker::{
     BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProbeType, ProcessType,
-    QuarantineConfig, RestartConfig, RestartPolicy, WorkerConfig, WorkerType,
+    QuarantineConfig, RestartConfig, RestartPolicy, TimeZone, WorkerConfig, WorkerType,
 };
 
 use crate::error::ConfigError;

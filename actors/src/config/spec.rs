@@ -30,6 +30,8 @@ pub struct WorkerSpec {
     pub quarantine: Option<QuarantineSpec>,
     /// What must be reached before it starts, in id order.
     pub depends_on: Vec<DependencySpec>,
+    /// When it is started, if it runs on a schedule.
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 /// A validated `depends_on:` entry.

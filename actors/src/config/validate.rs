@@ -258,6 +258,12 @@ fn check_worker(
         .clone()
         .unwrap_or_else(|| master.restart.clone());
     check_restart(&restart, "restart", &mut issues);
+    if config.schedule.is_some() && restart.policy == super::RestartPolicy::Always {
+        issues.add(
+            "restart.policy",
+            "`always` would start a scheduled worker again as soon as it ends; use `never` (or `on_failure` to retry a failed run)",
+        );
+    }
     let health_check = config.health_check.clone().unwrap_or_else(|| HealthCheckConfig {
         // A managed child's exit is an event already: polling that it is alive would only
         // cost CPU. Other kinds probe by default (modules: is_healthy; integrated: Ping;
@@ -283,6 +289,25 @@ fn check_worker(
             "processes only: a module runs inside the master and has no environment of its own",
         );
     }
+    let schedule = match &config.schedule {
+        None => None,
+        Some(text) => {
+            let local = config.schedule_timezone == Some(super::TimeZone::Local);
+            match crate::schedule::Schedule::parse(text, local) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    issues.add(
+                        "schedule",
+                        format!("{text:?} is not a cron expression: {e}"),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    if config.schedule.is_none() && config.schedule_timezone.is_some() {
+        issues.add("schedule_timezone", "only means something with `schedule:`");
+    }
     let quarantine = check_quarantine(config, &kind, &mut issues);
     let depends_on = check_depends_on(config, &mut issues);
     let start_timeout = config.start_timeout.unwrap_or(master.start_timeout);
@@ -307,6 +332,7 @@ fn check_worker(
         stop_timeout,
         quarantine,
         depends_on,
+        schedule,
     })
 }
 
@@ -495,6 +521,17 @@ pub fn validate_groups(config: &HsuConfig) -> Result<Vec<GroupSpec>, Vec<Validat
                 issue(
                     field,
                     format!("`{m}` is a member of group `{other}` already; a member belongs to one group"),
+                );
+            }
+        }
+        for (j, m) in g.members.iter().enumerate() {
+            if workers
+                .get(m.as_str())
+                .is_some_and(|w| w.schedule.is_some())
+            {
+                issue(
+                    format!("groups[{i}].members[{j}]"),
+                    format!("`{m}` runs on a schedule; a group restarts its members itself, so a scheduled worker cannot be one"),
                 );
             }
         }

@@ -95,6 +95,28 @@ pub struct WorkerConfig {
     )]
     #[schemars(with = "super::schema::OneOrManyPaths")]
     pub env_file: Vec<PathBuf>,
+    /// Start the worker at these times: a cron expression, five fields (`"0 3 * * *"`) or six
+    /// with seconds first (`"*/10 * * * * *"`), or `@hourly`-style. A run still going at the
+    /// next time is not started twice (that time is skipped and counted). Not started by
+    /// `hsu run` itself; `hsu start` runs it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The time zone `schedule` is read in: `utc` (default) or `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_timezone: Option<TimeZone>,
+}
+
+/// Which clock a `schedule:` reads.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeZone {
+    /// Coordinated universal time.
+    #[default]
+    Utc,
+    /// The machine's local time zone.
+    Local,
 }
 
 /// `x` or `[x, y]`.
@@ -135,6 +157,8 @@ impl WorkerConfig {
             stop_timeout: None,
             depends_on: Default::default(),
             env_file: Vec::new(),
+            schedule: None,
+            schedule_timezone: None,
         }
     }
 

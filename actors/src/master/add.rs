@@ -461,6 +461,7 @@ impl Handler<FinishAdd> for MasterActor {
         }
         // Workers waiting for this one being added.
         self.dependencies_changed(&id, ctx);
+        self.arm_schedule(&id, ctx);
         Ok((id, kept))
     }
 }

@@ -139,6 +139,8 @@ pub struct WorkerSummary {
     pub last_exit: Option<crate::process::ExitInfo>,
     /// The supervision group it is a member of.
     pub group: Option<WorkerId>,
+    /// Its `schedule:`: next run and counts.
+    pub schedule: Option<super::ScheduleStatus>,
 }
 
 /// What [`Shutdown`] did.

@@ -17,6 +17,7 @@
 //!   its timers;
 //! - `depends.rs`: `depends_on:`: starts that wait for their dependencies, and the stop order;
 //! - `groups.rs`: supervision groups: OTP strategies, intensity, escalation;
+//! - `schedule.rs`: workers started at the times of a cron expression;
 //! - `quarantine.rs`: moving a module that keeps panicking to its process form;
 //! - `limits.rs`: resource samples and `limits:`;
 //! - `table.rs`: the table row and the handle on a worker actor of either kind.
@@ -29,6 +30,7 @@ mod lifecycle;
 mod limits;
 mod messages;
 mod quarantine;
+mod schedule;
 mod supervision;
 mod table;
 
@@ -55,6 +57,7 @@ pub use messages::{
     GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories, RemoveWorker,
     RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
 };
+pub use schedule::ScheduleStatus;
 use table::Entry;
 
 /// The master. Create it with [`MasterActor::launch`] inside a running actix system.

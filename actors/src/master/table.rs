@@ -45,6 +45,8 @@ pub(super) struct Entry {
     pub progress: super::depends::Progress,
     /// A start waiting for this worker's own `depends_on:`.
     pub waiting: Option<super::depends::Waiting>,
+    /// Its `schedule:` timer and counts.
+    pub schedule: Option<super::schedule::ScheduleState>,
 }
 
 /// What the master saw of a worker's current run.
@@ -74,6 +76,7 @@ impl Entry {
             last_exit: None,
             progress: Default::default(),
             waiting: None,
+            schedule: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl Entry {
             quarantined: self.quarantine.moved.is_some(),
             last_exit: self.last_exit.clone(),
             group: None,
+            schedule: self.schedule_status(),
         }
     }
 
@@ -133,6 +137,14 @@ impl Entry {
                 "circuit open ({} restarts in {window}); start it by hand",
                 restart.max_restarts
             ));
+        }
+        if let (Some(schedule), Some(next)) = (
+            &self.spec.schedule,
+            self.schedule.as_ref().and_then(|s| s.next),
+        ) {
+            if self.state != WorkerState::Running {
+                return Some(format!("next run {}", schedule.format(next)));
+            }
         }
         None
     }
