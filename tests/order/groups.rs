@@ -335,3 +335,41 @@ async fn a_top_level_group_that_fails_stays_failed_or_asks_for_the_shutdown() ->
     }
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_temporary_sibling_stopped_by_one_for_all_is_not_started_again() -> TestResult {
+    let dir = TempDir::new("group-temporary");
+    let (master, _watch, _) = super::master(&dir).await;
+    let (t_runs, p_pid) = (dir.file("t-runs"), dir.file("p.pid"));
+    master
+        .send(AddWorker(process_worker("t", &["--count", &t_runs])))
+        .await??;
+    master
+        .send(AddWorker(
+            process_worker("p", &["--pid-file", &p_pid, "--usr1-exit", "3"])
+                .with_restart("{policy: always, backoff: {initial: 0s, max: 0s, jitter: 0.0}}"),
+        ))
+        .await??;
+    master
+        .send(SetGroups(vec![group(
+            "g",
+            Strategy::OneForAll,
+            5,
+            &["t", "p"],
+        )]))
+        .await?;
+    master.send(StartWorker(id("g"))).await??;
+    let first = support::read_pid(&p_pid).await;
+    let _ = std::fs::remove_file(&p_pid);
+    signal(first, libc::SIGUSR1);
+    until_group(&master, "g", "restarted", |g| {
+        g.state == GroupState::Running && g.restarts_total == 1
+    })
+    .await;
+    assert_ne!(support::read_pid(&p_pid).await, first, "p restarted");
+    let t = master.send(hsu::GetWorkerSummary(id("t"))).await??;
+    assert_eq!(t.state, WorkerState::Stopped, "t stopped along: {t:?}");
+    assert_eq!(dir.lines("t-runs"), 1, "t (never) not started again");
+    master.send(Shutdown).await?;
+    Ok(())
+}

@@ -13,7 +13,8 @@
 //! is permanent (any end is restarted), `on_failure` transient (only a failure), `never`
 //! temporary (never restarted). The strategy says what is restarted: the member alone
 //! (`one_for_one`), every member (`one_for_all`), or the member and those after it
-//! (`rest_for_one`); stops go in reverse member order, starts in member order. More than
+//! (`rest_for_one`); stops go in reverse member order, starts in member order, and a temporary
+//! sibling stopped along is not started again (as in OTP). More than
 //! `max_restarts` restarts within `window` stop every member and fail the group; a nested
 //! group's failure is a member failure of its parent (escalation). A top-level group that
 //! fails stays failed with the reason, unless `on_exhausted: shutdown` stops the master.

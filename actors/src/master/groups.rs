@@ -363,7 +363,20 @@ impl MasterActor {
                 if !delay.is_zero() {
                     steps.push_back(Step::Wait(delay));
                 }
-                steps.extend(members.into_iter().map(Step::Start));
+                // As in OTP, a temporary sibling stopped along is not started again.
+                let temporary = |m: &WorkerId| {
+                    self.workers.get(m).is_some_and(|e| {
+                        RestartType::from(e.spec.restart.policy) == RestartType::Temporary
+                    })
+                };
+                let starting: Vec<WorkerId> =
+                    members.into_iter().filter(|m| !temporary(m)).collect();
+                for m in &starting {
+                    if let Some(e) = self.workers.get_mut(m) {
+                        e.supervision.group_restarts += 1;
+                    }
+                }
+                steps.extend(starting.into_iter().map(Step::Start));
                 // Nobody waits for an automatic plan.
                 drop(self.begin_plan(group, steps, Then::Running, ctx));
             }

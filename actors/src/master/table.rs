@@ -165,7 +165,9 @@ impl Entry {
 
     /// Restarts made, automatic and by hand.
     pub fn restart_count(&self) -> u32 {
-        self.supervision.restarts.total + self.supervision.manual_restarts
+        self.supervision.restarts.total
+            + self.supervision.manual_restarts
+            + self.supervision.group_restarts
     }
 }
 
@@ -217,6 +219,8 @@ pub(super) struct Supervision {
     pub restarts: RestartTracker,
     /// Restarts asked for by hand (`RestartWorker`).
     pub manual_restarts: u32,
+    /// Restarts its supervision group made of it.
+    pub group_restarts: u32,
     /// The timer of a scheduled automatic restart.
     pub pending_restart: Option<SpawnHandle>,
     /// Bumped by every manual request, so a timer scheduled before it does nothing.
