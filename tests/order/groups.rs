@@ -373,3 +373,52 @@ async fn a_temporary_sibling_stopped_by_one_for_all_is_not_started_again() -> Te
     master.send(Shutdown).await?;
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_failure_escalates_through_two_levels_to_the_group_that_can_restart() -> TestResult {
+    let dir = TempDir::new("group-two-levels");
+    let (master, _watch, calls) = super::master(&dir).await;
+    let (runs, pid) = (dir.file("x-runs"), dir.file("x.pid"));
+    master
+        .send(AddWorker(
+            process_worker(
+                "x",
+                &["--count", &runs, "--pid-file", &pid, "--usr1-exit", "3"],
+            )
+            .with_restart("{policy: always, backoff: {initial: 0s, max: 0s, jitter: 0.0}}"),
+        ))
+        .await??;
+    master
+        .send(AddWorker(
+            test_worker("m", "{}").with_restart("{policy: always}"),
+        ))
+        .await??;
+    // leaf and middle tolerate no restart: x's crash fails leaf, leaf's failure fails middle,
+    // and top restarts middle (which starts leaf, which starts x).
+    let mut leaf = group("leaf", Strategy::OneForOne, 0, &["x"]);
+    leaf.parent = Some(id("middle"));
+    let mut middle = group("middle", Strategy::OneForAll, 0, &["m", "leaf"]);
+    middle.parent = Some(id("top"));
+    let top = group("top", Strategy::OneForOne, 5, &["middle"]);
+    master.send(SetGroups(vec![top, middle, leaf])).await?;
+    master.send(StartWorker(id("top"))).await??;
+    let first = support::read_pid(&pid).await;
+    let _ = std::fs::remove_file(&pid);
+    signal(first, libc::SIGUSR1);
+    until_group(&master, "top", "restarted middle", |g| {
+        g.state == GroupState::Running && g.restarts_total == 1
+    })
+    .await;
+    for name in ["middle", "leaf"] {
+        let g = until_group(&master, name, "running", |g| g.state == GroupState::Running).await;
+        assert_eq!(
+            g.restarts_total, 0,
+            "{name} did not restart anything itself: {g:?}"
+        );
+    }
+    assert_ne!(support::read_pid(&pid).await, first);
+    assert_eq!(dir.lines("x-runs"), 2);
+    assert_eq!(Calls::get(&calls.starts), 2, "m restarted with middle");
+    master.send(Shutdown).await?;
+    Ok(())
+}

@@ -427,9 +427,95 @@ async fn stop_restart_and_concurrent_requests_while_waiting_leave_one_instance()
     );
     assert_eq!(watch.count("api", WorkerState::Starting), 1);
 
-    // A stop during a pending restart: the restart does not happen.
     master.send(Shutdown).await?;
     assert_eq!(dir.lines("api-runs"), 1);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_stop_during_an_automatic_restart_that_waits_for_its_dependency_sticks() -> TestResult {
+    let dir = TempDir::new("order-restart-wait");
+    let (master, mut watch, _) = master(&dir).await;
+    let (runs, pid) = (dir.file("api-runs"), dir.file("api.pid"));
+    master.send(AddWorker(process_worker("db", &[]))).await??;
+    master.send(StartWorker(id("db"))).await??;
+    master
+        .send(AddWorker(with_deps(
+            process_worker(
+                "api",
+                &["--count", &runs, "--pid-file", &pid, "--usr1-exit", "3"],
+            )
+            .with_restart("{policy: on_failure, backoff: {initial: 0s, max: 0s, jitter: 0.0}}"),
+            "[db]",
+        )))
+        .await??;
+    master.send(StartWorker(id("api"))).await??;
+    // db goes down on purpose, then api crashes: its automatic restart waits for db.
+    master.send(StopWorker(id("db"))).await??;
+    let p = support::read_pid(&pid).await;
+    let _ = hsu::internals::sys::signal_process(p as i32, libc::SIGUSR1);
+    let waiting = watch.until("api", WorkerState::Waiting).await;
+    assert!(
+        waiting
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("`db` is stopped; start it"),
+        "{waiting:?}"
+    );
+    // Stopped while its restart waits: it stays stopped when db comes back.
+    master.send(StopWorker(id("api"))).await??;
+    watch.until("api", WorkerState::Stopped).await;
+    master
+        .send(AddWorker(with_deps(process_worker("canary", &[]), "[db]")))
+        .await??;
+    let canary = start_later(&master, "canary");
+    watch.until("canary", WorkerState::Waiting).await;
+    master.send(StartWorker(id("db"))).await??;
+    canary.await??;
+    // The canary's wait was released by db running; api's would have been too.
+    assert_eq!(summary(&master, "api").await.state, WorkerState::Stopped);
+    assert_eq!(dir.lines("api-runs"), 1, "not launched again");
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn a_diamond_starts_its_join_after_both_branches_and_stops_it_first() -> TestResult {
+    let dir = TempDir::new("order-diamond");
+    let (master, mut watch, _) = master(&dir).await;
+    // base <- left, right <- top (a module), mixed kinds.
+    for w in [
+        with_deps(test_worker("top", "{}"), "[left, right]"),
+        with_deps(process_worker("left", &[]), "[base]"),
+        with_deps(test_worker("right", "{}"), "[base]"),
+        process_worker("base", &[]),
+    ] {
+        let name = w.id.clone();
+        master.send(AddWorker(w)).await??;
+        start_later(&master, &name);
+    }
+    watch.until("top", WorkerState::Running).await;
+    let seen = &watch.seen;
+    for branch in ["left", "right"] {
+        assert!(
+            at(seen, "base", WorkerState::Running, 1) < at(seen, branch, WorkerState::Starting, 1)
+        );
+        assert!(
+            at(seen, branch, WorkerState::Running, 1) < at(seen, "top", WorkerState::Starting, 1)
+        );
+    }
+    master.send(Shutdown).await?;
+    watch.until("base", WorkerState::Terminating).await;
+    let seen = &watch.seen;
+    for branch in ["left", "right"] {
+        assert!(
+            at(seen, "top", WorkerState::Stopped, 1) < at(seen, branch, WorkerState::Stopping, 1)
+        );
+        assert!(
+            at(seen, branch, WorkerState::Stopped, 1) < at(seen, "base", WorkerState::Stopping, 1)
+        );
+    }
     Ok(())
 }
 
