@@ -674,10 +674,25 @@ async fn get_worker(
     let id = parse_id(&id)?;
     let diagnostics = state
         .master
-        .send(GetWorkerState(id))
+        .send(GetWorkerState(id.clone()))
         .await
-        .map_err(gone)??;
-    Ok(HttpResponse::Ok().json(diagnostics))
+        .map_err(gone)?;
+    match diagnostics {
+        Ok(d) => Ok(HttpResponse::Ok().json(d)),
+        // A supervision group: its summary (strategy, state, members, intensity, reason).
+        Err(e @ MasterError::NotFound { .. }) => {
+            let groups = state
+                .master
+                .send(hsu_actors::GetGroups)
+                .await
+                .map_err(gone)?;
+            match groups.into_iter().find(|g| g.id == id) {
+                Some(g) => Ok(HttpResponse::Ok().json(g)),
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The row of `id` after an operation, so a client sees the outcome in one round trip.

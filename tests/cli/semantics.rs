@@ -212,6 +212,17 @@ fn hsu_ls_shows_a_worker_waiting_for_its_dependency_and_why() {
     let table = client(&socket, &["ls"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("waiting for db (healthy)"), "{text}");
+    // And in the worker's diagnostics.
+    let status = client(&socket, &["status", "api", "--json"]);
+    let d: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(d["state"], "waiting", "{d}");
+    assert!(
+        d["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting for db (healthy)"),
+        "{d}"
+    );
     std::fs::write(&health, "").unwrap();
     until_row(&socket, "api", "running", |r| r["state"] == "running");
     hsu.signal("TERM");
@@ -305,6 +316,14 @@ groups:
     assert_eq!(backend["deployment"], "group", "{backend}");
     assert_eq!(backend["members"], serde_json::json!(["db", "api"]));
     assert_eq!(row(&socket, "db")["group"], "backend");
+    // The group's own diagnostics, and a member's.
+    let status = client(&socket, &["status", "backend", "--json"]);
+    let g: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(g["strategy"], "one_for_all", "{g}");
+    assert_eq!(g["max_restarts"], 1, "{g}");
+    let status = client(&socket, &["status", "db", "--json"]);
+    let d: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(d["group"], "backend", "{d}");
     assert_eq!(row(&socket, "loner")["state"], "running");
     // A restart of the group by id restarts both, through the CLI.
     let output = client(&socket, &["restart", "backend"]);

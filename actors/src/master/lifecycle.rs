@@ -138,7 +138,8 @@ impl Handler<GetWorkerState> for MasterActor {
             return Box::pin(async move { Err(MasterError::NotFound { id: msg.0 }) });
         };
         let addr = entry.addr.clone();
-        let records = entry.records();
+        let mut records = entry.records();
+        records.group = self.group_of.get(&msg.0).cloned();
         Box::pin(async move {
             let facts = addr.facts().await.map_err(|source| MasterError::Mailbox {
                 id: records.id.clone(),

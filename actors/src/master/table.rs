@@ -160,6 +160,9 @@ impl Entry {
             last_error: self.last_error.clone(),
             resources: self.usage.latest,
             quarantine: self.quarantine.moved.clone(),
+            why: self.why(std::time::Instant::now()),
+            schedule: self.schedule_status(),
+            group: None,
         }
     }
 
@@ -183,6 +186,10 @@ pub(super) struct Records {
     last_error: Option<String>,
     resources: Option<ResourceUsage>,
     quarantine: Option<QuarantineStatus>,
+    why: Option<String>,
+    schedule: Option<super::ScheduleStatus>,
+    /// Filled in by the master (it knows the groups).
+    pub group: Option<WorkerId>,
 }
 
 impl Records {
@@ -209,6 +216,9 @@ impl Records {
             resources: self.resources.filter(|_| running),
             log_file: facts.log_file,
             quarantine: self.quarantine,
+            why: self.why,
+            group: self.group,
+            schedule: self.schedule,
         }
     }
 }

@@ -256,6 +256,13 @@ pub struct WorkerDiagnostics {
     pub log_file: Option<std::path::PathBuf>,
     /// Set once the module was moved to its process form by `quarantine:`.
     pub quarantine: Option<QuarantineStatus>,
+    /// Why it is in its state, when the state does not say ("waiting for db (healthy)",
+    /// "retry in 3.2s …", "next run …"): the `hsu ls` column.
+    pub why: Option<String>,
+    /// The supervision group it is a member of.
+    pub group: Option<WorkerId>,
+    /// Its `schedule:`: next run and counts.
+    pub schedule: Option<crate::master::ScheduleStatus>,
 }
 
 /// Why and since when a module worker runs as its integrated process form.
