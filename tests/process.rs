@@ -979,3 +979,119 @@ async fn an_http_probe_reads_the_whole_answer_so_the_server_sees_no_reset() -> T
     }
     Ok(())
 }
+
+/// A worker that starts `sh -c "<test worker> ARGS; :"`: the memory and the descendants are
+/// the test worker's, one level below the worker's own process (the `; :` keeps the shell
+/// from exec'ing).
+fn shell_worker(id: &str, inner: &str) -> WorkerConfig {
+    WorkerConfig::process(
+        id,
+        "/bin/sh",
+        &["-c", &format!("{} {inner}; :", support::TEST_WORKER)],
+    )
+    .with_restart("{policy: never}")
+}
+
+#[actix_rt::test]
+async fn a_memory_limit_counts_the_whole_tree_not_only_the_top_process() -> TestResult {
+    let dir = TempDir::new("memlimit-tree");
+    let mut config = support::config_in(&dir);
+    config.resource_interval = Duration::from_millis(50);
+    let (master, mut watch) = support::launch(config).await;
+    let mut worker = shell_worker("tree", "--leak-mb 96");
+    worker.limits = Some(serde_yaml::from_str(
+        "{memory_max: 48MiB, on_violation: stop, grace: 2}",
+    )?);
+    master.send(AddWorker(worker)).await??;
+    master.send(StartWorker(id("tree"))).await??;
+    // The shell itself is small; what it started holds the memory.
+    let stopped = watch
+        .until_where(|e| e.id.as_str() == "tree" && e.from == WorkerState::Stopping)
+        .await;
+    let d = master.send(GetWorkerState(id("tree"))).await??;
+    let reason = d.last_error.clone().unwrap_or_default();
+    assert!(
+        reason.contains("limit exceeded: memory") && reason.contains("memory_max 48MiB"),
+        "{reason} {stopped:?}"
+    );
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn what_a_worker_left_behind_with_setsid_goes_when_it_ends_and_when_it_is_stopped(
+) -> TestResult {
+    let dir = TempDir::new("setsid-tree");
+    let (master, mut watch) = support::master_in(&dir).await;
+    let escaped = dir.file("escaped.pid");
+    // Leaves a setsid'd child behind and exits at once.
+    master
+        .send(AddWorker(
+            WorkerConfig::process(
+                "leaver",
+                "/bin/sh",
+                &[
+                    "-c",
+                    &format!(
+                        "/usr/bin/setsid {} --pid-file {escaped} &",
+                        support::TEST_WORKER
+                    ),
+                ],
+            )
+            .with_restart("{policy: never}"),
+        ))
+        .await??;
+    master.send(StartWorker(id("leaver"))).await??;
+    let pid = support::read_pid(&escaped).await;
+    watch.until("leaver", WorkerState::Stopped).await;
+    let d = master.send(GetWorkerState(id("leaver"))).await??;
+    match d.containment {
+        Some("cgroup") => {
+            support::eventually("the setsid child is killed with its worker's run", || {
+                !support::alive(pid)
+            })
+            .await
+        }
+        other => {
+            assert_eq!(other, Some("process_group"));
+            // Outside any group the master can reach: the test cleans up.
+            let _ = hsu::internals::sys::signal_process(pid as i32, libc::SIGKILL);
+        }
+    }
+    // Stopped by hand: a running worker's setsid descendants go with the stop.
+    let escaped = dir.file("escaped2.pid");
+    master
+        .send(AddWorker(
+            WorkerConfig::process(
+                "holder",
+                "/bin/sh",
+                &[
+                    "-c",
+                    &format!(
+                        "/usr/bin/setsid {} --pid-file {escaped} & exec sleep 300",
+                        support::TEST_WORKER
+                    ),
+                ],
+            )
+            .with_restart("{policy: never}"),
+        ))
+        .await??;
+    master.send(StartWorker(id("holder"))).await??;
+    let pid = support::read_pid(&escaped).await;
+    let contained = master
+        .send(GetWorkerState(id("holder")))
+        .await??
+        .containment
+        == Some("cgroup");
+    master.send(StopWorker(id("holder"))).await??;
+    if contained {
+        assert!(
+            !support::alive(pid),
+            "stopped means the whole cgroup is empty"
+        );
+    } else {
+        let _ = hsu::internals::sys::signal_process(pid as i32, libc::SIGKILL);
+    }
+    master.send(Shutdown).await?;
+    Ok(())
+}

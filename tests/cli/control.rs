@@ -834,24 +834,40 @@ fn the_next_master_kills_what_a_sigkilled_master_left_running() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     };
-    // The master dies without stopping anything: its child goes (PDEATHSIG), the grandchild
-    // in the same process group stays.
-    first.signal("KILL");
-    let _ = first.child.wait();
+    let contained = first
+        .seen
+        .iter()
+        .any(|l| l.contains("process workers are contained by cgroups"));
     let alive = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
     };
-    assert!(
-        alive(grandchild),
-        "the grandchild survived the SIGKILLed master"
-    );
+    // The master dies without stopping anything: its child goes (PDEATHSIG); the grandchild
+    // goes with it where cgroups contain (the keeper kills the cgroup), and is left otherwise.
+    first.signal("KILL");
+    let _ = first.child.wait();
+    if contained {
+        let start = std::time::Instant::now();
+        while alive(grandchild) {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the grandchild survived the SIGKILLed master"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    } else {
+        assert!(
+            alive(grandchild),
+            "the grandchild survived the SIGKILLed master"
+        );
+    }
     assert!(
         first.cwd.join("hsu-run/parent.pid").exists(),
         "the pid file was left"
     );
 
-    // The next master on the same run directory kills it before starting anything.
+    // The next master on the same run directory kills what is left before starting anything,
+    // and starts exactly one new instance.
     let mut second = Stopped(
         Command::new(HSU)
             .args(["run", config.path()])
@@ -871,8 +887,91 @@ fn the_next_master_kills_what_a_sigkilled_master_left_running() {
         .args(["-TERM", &second.0.id().to_string()])
         .status();
     let out = second.0.wait_with_output_bounded();
-    assert!(out.contains("killed process group"), "{out}");
+    if !contained {
+        assert!(out.contains("killed process group"), "{out}");
+    }
     let _ = std::fs::remove_file(&grandchild_file);
+}
+
+#[test]
+fn what_a_master_and_its_keeper_both_killed_left_in_cgroups_is_killed_by_the_next_master() {
+    let grandchild_file = TempFile::new("swept-grandchild", "");
+    let _ = std::fs::remove_file(&grandchild_file.0);
+    let config = TempFile::new(
+        "swept.yaml",
+        &format!(
+            "workers:\n  - {{id: parent, type: process, execution: {{executable_path: /bin/sh, args: [-c, 'setsid {WORKER} --pid-file {} & exec sleep 300']}}}}\n",
+            grandchild_file.path()
+        ),
+    );
+    let mut first = Running::start(&["run", config.path()]);
+    first.wait_for("hsu running");
+    if !first
+        .seen
+        .iter()
+        .any(|l| l.contains("process workers are contained by cgroups"))
+    {
+        // No writable cgroup v2 here: the process-group path is tested above.
+        return;
+    }
+    let start = std::time::Instant::now();
+    let grandchild: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&grandchild_file.0)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(start.elapsed() < DEADLINE, "no grandchild");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    // The keeper first (so it cannot clean up), then the master.
+    let keeper = keeper_of(first.child.id()).expect("the master's cgroup keeper");
+    let _ = Command::new("kill")
+        .args(["-KILL", &keeper.to_string()])
+        .status();
+    first.signal("KILL");
+    let _ = first.child.wait();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+    };
+    assert!(
+        alive(grandchild),
+        "nobody was left to kill the setsid grandchild"
+    );
+    let mut second = Running::start(&["run", config.path()]);
+    let line = second.wait_for("a master that is gone");
+    assert!(
+        line.contains(&format!("(pid {})", first.child.id())),
+        "{line}"
+    );
+    let start = std::time::Instant::now();
+    while alive(grandchild) {
+        assert!(start.elapsed() < DEADLINE, "the survivor was never killed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    second.wait_for("hsu running");
+    second.signal("TERM");
+    let (status, text) = second.finish();
+    assert!(status.success(), "{text}");
+}
+
+/// The pid of the cgroup keeper `/bin/sh` started by master `pid`.
+fn keeper_of(pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let child: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read_to_string(format!("/proc/{child}/cmdline")).ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == pid && cmdline.contains("hsu-cgroup-keeper")).then_some(child)
+    })
 }
 
 /// A master stopped gracefully (SIGTERM, then waited for) however the test ends, so its
@@ -911,7 +1010,7 @@ impl WaitBounded for std::process::Child {
 }
 
 #[test]
-fn a_stop_whose_group_is_gone_while_an_escaped_process_holds_the_output_sends_no_sigkill() {
+fn a_process_that_called_setsid_is_stopped_with_its_worker_or_reported_without_sigkill() {
     let escaped = TempFile::new("escaped-pid", "");
     let config = TempFile::new(
         "escape.yaml",
@@ -937,8 +1036,7 @@ fn a_stop_whose_group_is_gone_while_an_escaped_process_holds_the_output_sends_no
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
-    // The escaped process is outside the group (containment by cgroup is not there yet): the
-    // test kills it itself, whatever happens.
+    // Killed by the test whatever happens, should containment miss it.
     struct KillOnDrop(u32);
     impl Drop for KillOnDrop {
         fn drop(&mut self) {
@@ -948,16 +1046,37 @@ fn a_stop_whose_group_is_gone_while_an_escaped_process_holds_the_output_sends_no
         }
     }
     let escaped_process = KillOnDrop(pid);
+    let contained = hsu
+        .seen
+        .iter()
+        .any(|l| l.contains("process workers are contained by cgroups"));
+    let status = client(&socket, &["status", "w", "--json"]);
+    let d: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(
+        d["containment"],
+        if contained { "cgroup" } else { "process_group" },
+        "{d}"
+    );
     let out = client(&socket, &["stop", "w"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let line = hsu.wait_for("held open by a process outside the group");
-    assert!(!line.contains("SIGKILL"), "{line}");
+    if contained {
+        // The cgroup holds what called setsid: the stop signal reaches it, and the worker is
+        // stopped only once it is gone.
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "));
+        assert!(!alive, "the setsid process outlived the stop of its worker");
+    } else {
+        // Outside the group: the stop says so instead of a misleading SIGKILL.
+        let line = hsu.wait_for("held open by a process outside the group");
+        assert!(!line.contains("SIGKILL"), "{line}");
+    }
     drop(escaped_process);
     hsu.signal("TERM");
     let (status, log) = hsu.finish();
     assert!(status.success());
+    assert!(!log.contains("sending SIGKILL"), "{log}");
     assert!(
-        !log.contains("process group still alive after SIGTERM; sending SIGKILL"),
-        "{log}"
+        !log.contains("killing the worker's cgroup"),
+        "TERM sufficed: {log}"
     );
 }

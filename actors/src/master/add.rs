@@ -66,6 +66,7 @@ impl MasterActor {
                     events,
                     logs: self.config.logs.clone(),
                     run_directory: self.config.run_directory.clone(),
+                    cgroups: self.cgroups.clone(),
                 };
                 (
                     WorkerAddr::Process(ProcessWorkerActor::new(setup).start()),

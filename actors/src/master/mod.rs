@@ -91,6 +91,8 @@ pub struct MasterActor {
     group_order: Vec<WorkerId>,
     /// Waiting for a top-level group with `on_exhausted: shutdown` to fail.
     exhausted: Vec<tokio::sync::oneshot::Sender<String>>,
+    /// cgroup v2 containment, where the kernel offers it.
+    cgroups: Option<Arc<crate::process::cgroup::Cgroups>>,
 }
 
 impl MasterActor {
@@ -113,6 +115,18 @@ impl MasterActor {
             tracing::warn!(error = %e, "cannot raise the open-file limit; many process workers may hit EMFILE");
         }
         let registry = RegistryActor::new(runtime.clone()).start();
+        // Before any worker: what dead masters left in their cgroups goes first.
+        let (cgroups, report) = crate::process::cgroup::Cgroups::set_up();
+        for line in report {
+            tracing::warn!("{line}");
+        }
+        match &cgroups {
+            Some(c) => {
+                tracing::info!(cgroup = %c.path().display(), "process workers are contained by cgroups")
+            }
+            None => tracing::info!("process workers are contained by process groups"),
+        }
+        let cgroups = cgroups.map(Arc::new);
         Ok(MasterActor::create(move |ctx| {
             let health = HealthActor::new(ctx.address().recipient(), runtime.clone()).start();
             MasterActor {
@@ -134,6 +148,7 @@ impl MasterActor {
                 group_of: HashMap::new(),
                 group_order: Vec::new(),
                 exhausted: Vec::new(),
+                cgroups,
             }
         }))
     }

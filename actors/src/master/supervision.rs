@@ -159,7 +159,21 @@ impl Handler<WorkerStateChanged> for MasterActor {
             if let (WorkerState::Running, Some(pid), Some(monitor)) =
                 (event.to, event.pid, &self.resources)
             {
-                monitor.watch(event.id.clone(), pid);
+                // The whole tree where it is known: the worker's cgroup, else its group.
+                use crate::process::resources::Scope;
+                let unmanaged = matches!(&entry.spec.deployment,
+                    crate::config::DeploymentSpec::Process(p) if p.process_type == crate::config::ProcessType::Unmanaged);
+                let cgroup = self
+                    .cgroups
+                    .as_ref()
+                    .map(|c| c.path().join(event.id.as_str()))
+                    .filter(|d| d.is_dir());
+                let scope = match (unmanaged, cgroup) {
+                    (true, _) => Scope::Process(pid),
+                    (false, Some(dir)) => Scope::Cgroup(dir),
+                    (false, None) => Scope::Group(pid),
+                };
+                monitor.watch(event.id.clone(), scope);
             }
             if event.to == WorkerState::Running {
                 entry.run = Some(RunView {

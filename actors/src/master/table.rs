@@ -215,6 +215,7 @@ impl Records {
             last_exit: facts.last_exit,
             resources: self.resources.filter(|_| running),
             log_file: facts.log_file,
+            containment: facts.containment,
             quarantine: self.quarantine,
             why: self.why,
             group: self.group,

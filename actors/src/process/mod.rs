@@ -3,6 +3,7 @@
 //! resource sampling. These act; the worker actor decides.
 
 pub mod attach;
+pub mod cgroup;
 pub mod integrated;
 pub mod leftovers;
 pub mod logs;

@@ -21,8 +21,30 @@ use crate::WorkerId;
 pub struct ResourceSamples(pub Vec<(WorkerId, ResourceUsage)>);
 
 enum Command {
-    Watch(WorkerId, u32),
+    Watch(WorkerId, Scope),
     Unwatch(WorkerId),
+}
+
+/// What one worker's figures sum: its whole tree where the master can see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One process (an attached, unmanaged one).
+    Process(u32),
+    /// Every member of a process group (a child without a cgroup leads its own group).
+    Group(u32),
+    /// Every member of a cgroup (setsid'd and double-forked descendants included).
+    Cgroup(std::path::PathBuf),
+}
+
+impl Scope {
+    /// The process the scope is named after (for platforms that only see one).
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    fn leader(&self) -> Option<u32> {
+        match self {
+            Self::Process(p) | Self::Group(p) => Some(*p),
+            Self::Cgroup(_) => None,
+        }
+    }
 }
 
 /// Handle on the sampling thread; the thread ends when the handle is dropped.
@@ -43,9 +65,9 @@ impl ResourceMonitor {
         Ok(Self { commands })
     }
 
-    /// Starts sampling `pid` for worker `id` (replacing an earlier PID of it).
-    pub fn watch(&self, id: WorkerId, pid: u32) {
-        let _ = self.commands.send(Command::Watch(id, pid));
+    /// Starts sampling worker `id`'s processes (replacing what was watched for it).
+    pub fn watch(&self, id: WorkerId, scope: Scope) {
+        let _ = self.commands.send(Command::Watch(id, scope));
     }
 
     /// Stops sampling worker `id`.
@@ -56,13 +78,13 @@ impl ResourceMonitor {
 
 fn run(rx: mpsc::Receiver<Command>, interval: Duration, reports: Recipient<ResourceSamples>) {
     let mut sampler = Sampler::new();
-    let mut watched: HashMap<WorkerId, u32> = HashMap::new();
+    let mut watched: HashMap<WorkerId, Scope> = HashMap::new();
     let mut next = std::time::Instant::now() + interval;
     loop {
         let wait = next.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Command::Watch(id, pid)) => {
-                watched.insert(id, pid);
+            Ok(Command::Watch(id, scope)) => {
+                watched.insert(id, scope);
                 continue;
             }
             Ok(Command::Unwatch(id)) => {
@@ -86,10 +108,10 @@ fn run(rx: mpsc::Receiver<Command>, interval: Duration, reports: Recipient<Resou
     }
 }
 
-/// Reads `/proc` and remembers each PID's CPU ticks for the next round's percentage.
+/// Reads `/proc` and remembers each worker's CPU ticks for the next round's percentage.
 #[cfg(target_os = "linux")]
 struct Sampler {
-    last: HashMap<u32, (u64, std::time::Instant)>,
+    last: HashMap<WorkerId, (u64, std::time::Instant)>,
     ticks_per_second: f64,
     page_size: u64,
 }
@@ -104,29 +126,61 @@ impl Sampler {
         }
     }
 
-    fn sample(&mut self, watched: &HashMap<WorkerId, u32>) -> Vec<(WorkerId, ResourceUsage)> {
+    fn sample(&mut self, watched: &HashMap<WorkerId, Scope>) -> Vec<(WorkerId, ResourceUsage)> {
+        use crate::process::sys::{read_stat, Stat};
         let at = SystemTime::now();
         let now = std::time::Instant::now();
+        // Process groups are found by one scan of /proc per round, only if one is watched.
+        let mut groups: HashMap<i32, Vec<Stat>> = HashMap::new();
+        if watched.values().any(|s| matches!(s, Scope::Group(_))) {
+            if let Ok(dir) = std::fs::read_dir("/proc") {
+                for entry in dir.flatten() {
+                    let Some(pid) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<i32>().ok())
+                    else {
+                        continue;
+                    };
+                    if let Ok(stat) = read_stat(pid) {
+                        groups.entry(stat.pgrp).or_default().push(stat);
+                    }
+                }
+            }
+        }
         let mut seen = HashMap::with_capacity(watched.len());
         let mut out = Vec::with_capacity(watched.len());
-        for (id, &pid) in watched {
-            let Ok(stat) = crate::process::sys::read_stat(pid as i32) else {
-                continue;
+        for (id, scope) in watched {
+            let members: Vec<Stat> = match scope {
+                Scope::Process(pid) => read_stat(*pid as i32).into_iter().collect(),
+                Scope::Group(pgid) => groups.remove(&(*pgid as i32)).unwrap_or_default(),
+                Scope::Cgroup(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse::<i32>().ok())
+                    .filter_map(|pid| read_stat(pid).ok())
+                    .collect(),
             };
-            let cpu_percent = match self.last.get(&pid) {
-                Some(&(ticks, when)) if stat.cpu_ticks >= ticks => {
+            let live: Vec<&Stat> = members.iter().filter(|s| s.state != 'Z').collect();
+            if live.is_empty() {
+                continue;
+            }
+            let ticks: u64 = live.iter().map(|s| s.cpu_ticks).sum();
+            let rss: u64 = live.iter().map(|s| s.rss_pages).sum();
+            let cpu_percent = match self.last.get(id) {
+                Some(&(before, when)) if ticks >= before => {
                     let seconds = now.duration_since(when).as_secs_f64().max(1e-3);
-                    (stat.cpu_ticks - ticks) as f64 / self.ticks_per_second / seconds * 100.0
+                    (ticks - before) as f64 / self.ticks_per_second / seconds * 100.0
                 }
                 _ => 0.0,
             };
-            seen.insert(pid, (stat.cpu_ticks, now));
+            seen.insert(id.clone(), (ticks, now));
             out.push((
                 id.clone(),
                 ResourceUsage {
                     cpu_percent,
-                    rss_bytes: stat.rss_pages * self.page_size,
-                    cpu_seconds: Some(stat.cpu_ticks as f64 / self.ticks_per_second),
+                    rss_bytes: rss * self.page_size,
+                    cpu_seconds: Some(ticks as f64 / self.ticks_per_second),
                     at,
                 },
             ));
@@ -146,8 +200,13 @@ impl Sampler {
         Self(sysinfo::System::new())
     }
 
-    fn sample(&mut self, watched: &HashMap<WorkerId, u32>) -> Vec<(WorkerId, ResourceUsage)> {
+    /// Only the leader is seen here (no cgroups, no cheap group scan).
+    fn sample(&mut self, watched: &HashMap<WorkerId, Scope>) -> Vec<(WorkerId, ResourceUsage)> {
         use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate};
+        let watched: HashMap<WorkerId, u32> = watched
+            .iter()
+            .filter_map(|(id, s)| Some((id.clone(), s.leader()?)))
+            .collect();
         let pids: Vec<Pid> = watched.values().map(|&p| Pid::from_u32(p)).collect();
         let kind = ProcessRefreshKind::nothing().with_cpu().with_memory();
         self.0

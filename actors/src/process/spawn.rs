@@ -35,6 +35,8 @@ pub struct SpawnExtras {
     pub args: Vec<String>,
     /// Added to the configured environment.
     pub env: Vec<(String, String)>,
+    /// The worker's `cgroup.procs`: the child joins it between fork and exec.
+    pub cgroup: Option<std::ffi::CString>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -135,8 +137,9 @@ pub async fn spawn(
 /// The fork and exec, on a spawner thread.
 fn start(
     exec: &ExecutionConfig,
-    extras: SpawnExtras,
+    mut extras: SpawnExtras,
 ) -> io::Result<(Child, Option<OwnedFd>, Option<OwnedFd>)> {
+    let extras_cgroup = extras.cgroup.take();
     let mut command = Command::new(&exec.executable_path);
     let user = exec.user.as_deref().map(sys::lookup_user).transpose()?;
     if let Some(user) = &user {
@@ -175,6 +178,10 @@ fn start(
             }
         }
         command.current_dir(dir);
+    }
+    if let Some(procs) = extras_cgroup {
+        // First, while still root: cgroup.procs belongs to the master's user.
+        sys::join_cgroup(&mut command, procs);
     }
     if let Some(user) = &user {
         // Before the parent-death signal is set: a credential change clears it.

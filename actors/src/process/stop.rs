@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::attach::Attached;
+use super::cgroup::WorkerCgroup;
 use super::{spawn, sys, ExitInfo};
 use crate::config::ProcessSpec;
 
@@ -19,32 +20,47 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// before the exit is reported anyway.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
-/// Signal, grace, SIGKILL, for the whole group `pgid`; Ok once no member is left. `exited`
-/// (when the leader is ours) also waits for the leader to be reaped and its output read.
+/// Signal, grace, SIGKILL, for the whole group `pgid` (and, where the worker has one, every
+/// member of its cgroup, which catches what left the group with `setsid`); Ok once no member
+/// is left. `exited` (when the leader is ours) also waits for the leader to be reaped and its
+/// output read.
 pub(crate) async fn group(
     pgid: i32,
     exited: Option<watch::Receiver<Option<ExitInfo>>>,
     spec: &ProcessSpec,
     span: &tracing::Span,
+    cgroup: Option<WorkerCgroup>,
 ) -> Result<(), Duration> {
     let signal = spec.stop.signal;
     if let Err(e) = sys::signal_group(pgid, signal.number()) {
         tracing::warn!(parent: span, error = %e, "cannot send SIG{signal} to the process group");
     }
-    if group_gone(pgid, exited.clone(), spec.stop.timeout).await {
+    if let Some(c) = &cgroup {
+        c.signal_all(signal.number());
+    }
+    let cg = cgroup.as_ref();
+    if gone(pgid, exited.clone(), spec.stop.timeout, cg).await {
         return Ok(());
     }
-    if !sys::group_alive(pgid) {
+    if !sys::group_alive(pgid) && !cg.is_some_and(WorkerCgroup::populated) {
         // Every member is gone; only the exit record waits for the output pipes, which a
         // process outside the group (one that called setsid) still holds: nothing to kill.
         tracing::info!(parent: span, "process group stopped; its output pipe is still held open by a process outside the group (read for up to {DRAIN_WAIT:?} more)");
-        if group_gone(pgid, exited.clone(), DRAIN_WAIT + KILL_WAIT).await {
+        if gone(pgid, exited.clone(), DRAIN_WAIT + KILL_WAIT, cg).await {
             return Ok(());
         }
     }
-    tracing::warn!(parent: span, grace = ?spec.stop.timeout, "process group still alive after SIG{signal}; sending SIGKILL");
+    match cg {
+        Some(c) => {
+            tracing::warn!(parent: span, grace = ?spec.stop.timeout, left = c.pids().len(), "still running after SIG{signal}; killing the worker's cgroup");
+            c.kill();
+        }
+        None => {
+            tracing::warn!(parent: span, grace = ?spec.stop.timeout, "process group still alive after SIG{signal}; sending SIGKILL")
+        }
+    }
     let _ = sys::signal_group(pgid, libc::SIGKILL);
-    if group_gone(pgid, exited, KILL_WAIT).await {
+    if gone(pgid, exited, KILL_WAIT, cg).await {
         Ok(())
     } else {
         Err(spec.stop.timeout + KILL_WAIT)
@@ -52,11 +68,12 @@ pub(crate) async fn group(
 }
 
 /// Waits until the leader has been reaped (if `exited` is given) and no live process is left
-/// in group `pgid`, up to `limit`.
-async fn group_gone(
+/// in group `pgid` (nor in `cgroup`), up to `limit`.
+async fn gone(
     pgid: i32,
     exited: Option<watch::Receiver<Option<ExitInfo>>>,
     limit: Duration,
+    cgroup: Option<&WorkerCgroup>,
 ) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     if let Some(mut rx) = exited {
@@ -65,9 +82,9 @@ async fn group_gone(
             return false;
         }
     }
-    // Grandchildren have no exit event for us: poll the group, briefly and backing off.
+    // Grandchildren have no exit event for us: poll, briefly and backing off.
     let mut pause = Duration::from_millis(1);
-    while sys::group_alive(pgid) {
+    while sys::group_alive(pgid) || cgroup.is_some_and(WorkerCgroup::populated) {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }

@@ -143,6 +143,30 @@ pub fn page_size() -> u64 {
     }
 }
 
+/// Makes the child join the cgroup whose `cgroup.procs` is `procs` between fork and exec, so
+/// everything it starts is a member from the first instruction on. A failure fails the spawn.
+pub fn join_cgroup(command: &mut std::process::Command, procs: std::ffi::CString) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec: open, write and close are
+    // async-signal-safe; `procs` was allocated before the fork and is only read.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // "0": the writing process itself.
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let error = io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(error);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Prepares a spawned child between fork and exec: every signal ignored by the master's own
 /// starter back to its default, every descriptor above 2 closed at exec, the open-file limit
 /// the master started with; and SIGKILL when the spawning *thread* exits (Linux

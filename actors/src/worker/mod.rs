@@ -135,6 +135,9 @@ pub struct WorkerFacts {
     pub last_exit: Option<ExitInfo>,
     /// The worker's output file.
     pub log_file: Option<std::path::PathBuf>,
+    /// What holds its processes together: `cgroup`, `process_group` or `attached`
+    /// (processes only).
+    pub containment: Option<&'static str>,
 }
 
 /// Ends the worker actor, stopping it first if it runs. Sent on removal and shutdown; the
@@ -256,6 +259,9 @@ pub struct WorkerDiagnostics {
     pub log_file: Option<std::path::PathBuf>,
     /// Set once the module was moved to its process form by `quarantine:`.
     pub quarantine: Option<QuarantineStatus>,
+    /// What holds its processes together: `cgroup` (everything it starts, `setsid` or not),
+    /// `process_group` (where the kernel offers no writable cgroup v2), or `attached`.
+    pub containment: Option<&'static str>,
     /// Why it is in its state, when the state does not say ("waiting for db (healthy)",
     /// "retry in 3.2s …", "next run …"): the `hsu ls` column.
     pub why: Option<String>,

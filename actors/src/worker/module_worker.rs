@@ -339,6 +339,7 @@ impl Handler<GetFacts> for ModuleWorkerActor {
             }),
             last_exit: None,
             log_file: None,
+            containment: None,
         })
     }
 }

@@ -64,6 +64,8 @@ pub struct ProcessWorkerSetup {
     pub logs: LogsConfig,
     /// Where `<id>.pid` (and `<id>.port`) are written.
     pub run_directory: std::path::PathBuf,
+    /// The master's cgroups, where the kernel offers them (else process groups contain).
+    pub cgroups: Option<Arc<crate::process::cgroup::Cgroups>>,
 }
 
 /// The actor running one process worker.
@@ -78,6 +80,8 @@ pub struct ProcessWorkerActor {
     sink: Option<Arc<LogSink>>,
     started_at: Option<(SystemTime, Instant)>,
     last_exit: Option<ExitInfo>,
+    /// Its cgroup (made at the first spawn, kept across runs), if it has one.
+    cgroup: Option<crate::process::cgroup::WorkerCgroup>,
 }
 
 impl ProcessWorkerActor {
@@ -92,6 +96,7 @@ impl ProcessWorkerActor {
             sink: None,
             started_at: None,
             last_exit: None,
+            cgroup: None,
         }
     }
 }
@@ -100,11 +105,14 @@ impl Actor for ProcessWorkerActor {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        // However the actor ends, it leaves no child behind.
+        // However the actor ends, it leaves no child behind, and no cgroup.
         if let Some(run) = self.run.take() {
             if let Target::Group = run.target {
                 let _ = sys::signal_group(run.pid as i32, libc::SIGKILL);
             }
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
         }
     }
 }
@@ -207,7 +215,13 @@ impl Handler<Fail> for ProcessWorkerActor {
             // Stop first: the worker must be down before it is reported failed, or a restart
             // could overlap the old process.
             let run = act.run.take();
-            let stopping = stop_target(act.setup.id.clone(), run, act.setup.spec.clone(), act.core.span.clone());
+            let stopping = stop_target(
+                act.setup.id.clone(),
+                run,
+                act.setup.spec.clone(),
+                act.core.span.clone(),
+                act.cgroup.clone(),
+            );
             Box::pin(stopping.into_actor(act).map(move |result, act, _| {
                 if let Err(e) = result {
                     tracing::warn!(parent: &act.core.span, error = %error_chain(&e), "stopping a failed process did not finish");
@@ -245,12 +259,17 @@ impl Handler<ProcessExited> for ProcessWorkerActor {
         }) = &run
         {
             let pid = *pid as i32;
-            if sys::group_alive(pid) {
+            let cgroup = self.cgroup.clone();
+            let in_cgroup = cgroup.as_ref().map(|c| c.pids().len()).unwrap_or(0);
+            if sys::group_alive(pid) || in_cgroup > 0 {
+                if in_cgroup > 0 {
+                    tracing::warn!(parent: &self.core.span, left = in_cgroup, "the process ended; stopping what it left running in its cgroup");
+                }
                 let spec = self.setup.spec.clone();
                 let span = self.core.span.clone();
                 ctx.spawn(
                     async move {
-                        let _ = stopping::group(pid, None, &spec, &span).await;
+                        let _ = stopping::group(pid, None, &spec, &span, cgroup).await;
                     }
                     .into_actor(self),
                 );
@@ -350,6 +369,15 @@ impl Handler<GetFacts> for ProcessWorkerActor {
             module: None,
             last_exit: self.last_exit.clone(),
             log_file: self.sink.as_ref().map(|s| s.path().to_path_buf()),
+            containment: Some(match self.setup.spec.process_type {
+                ProcessType::Unmanaged => "attached",
+                _ if self.cgroup.is_some() => "cgroup",
+                // Not spawned yet: a cgroup is made at the first spawn.
+                _ if self.setup.cgroups.is_some() && self.run.is_none() && self.generation == 0 => {
+                    "cgroup"
+                }
+                _ => "process_group",
+            }),
         })
     }
 }

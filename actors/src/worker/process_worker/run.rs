@@ -158,6 +158,24 @@ impl ProcessWorkerActor {
             .ok_or_else(|| WorkerError::NoExecution { id: id.clone() })?;
         let sink = self.sink()?;
         let mut extras = SpawnExtras::default();
+        if let Some(cgroups) = &self.setup.cgroups {
+            if self.cgroup.is_none() {
+                match cgroups.worker(&id) {
+                    Ok(c) => self.cgroup = Some(c),
+                    Err(e) => {
+                        tracing::warn!(parent: &self.core.span, error = %e, "no cgroup for this worker; contained by its process group")
+                    }
+                }
+            }
+            if let Some(c) = &self.cgroup {
+                if c.populated() {
+                    // What an earlier run left: gone before the new one starts.
+                    tracing::warn!(parent: &self.core.span, left = c.pids().len(), "killing what an earlier run left in the worker's cgroup");
+                    c.kill();
+                }
+                extras.cgroup = Some(c.procs_file().clone());
+            }
+        }
         extras.env.push(("HSU_WORKER_ID".into(), id.to_string()));
         let integrated = &self.setup.spec.integrated;
         let port = match self.setup.spec.process_type {
@@ -314,6 +332,7 @@ impl ProcessWorkerActor {
             run,
             self.setup.spec.clone(),
             self.core.span.clone(),
+            self.cgroup.clone(),
         );
         async move {
             let result = stopping.await;
@@ -346,11 +365,19 @@ pub(super) async fn stop_target(
     run: Option<Run>,
     spec: ProcessSpec,
     span: tracing::Span,
+    cgroup: Option<crate::process::cgroup::WorkerCgroup>,
 ) -> Result<(), WorkerError> {
     let Some(run) = run else { return Ok(()) };
     let outcome = match &run.target {
         Target::Group => {
-            stopping::group(run.pid as i32, Some(run.exited.clone()), &spec, &span).await
+            stopping::group(
+                run.pid as i32,
+                Some(run.exited.clone()),
+                &spec,
+                &span,
+                cgroup,
+            )
+            .await
         }
         Target::Attached(attached) => {
             let allowed = spec.attach.as_ref().is_some_and(|a| a.allow_signals);
