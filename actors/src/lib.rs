@@ -66,6 +66,6 @@ pub use worker::{
 /// spawn helper, the plugin loader). May change in any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::plugin::{PluginLibrary, PluginModule};
+    pub use crate::plugin::{inspect_bytes, PluginLibrary, PluginModule};
     pub use crate::process::sys;
 }

@@ -38,6 +38,19 @@ pub fn inspect(path: &Path) -> Result<HeaderFacts, PluginError> {
         },
         _ => open(e.to_string()),
     })?;
+    inspect_bytes(path, &data)
+}
+
+/// [`inspect`] of a file's contents (`path` only names it in errors): what the fuzz target
+/// and the property tests drive with hostile bytes.
+///
+/// # Errors
+/// As [`inspect`].
+pub fn inspect_bytes(path: &Path, data: &[u8]) -> Result<HeaderFacts, PluginError> {
+    let open = |reason: String| PluginError::Open {
+        path: path.to_path_buf(),
+        reason,
+    };
     let file =
         object::File::parse(&*data).map_err(|e| open(format!("not a shared library: {e}")))?;
     if file.kind() != object::ObjectKind::Dynamic {

@@ -23,7 +23,7 @@ use hsu_module::plugin::{
 };
 use hsu_module::{ModuleError, ModuleFactory};
 
-pub use inspect::{inspect, HeaderFacts};
+pub use inspect::{inspect, inspect_bytes, HeaderFacts};
 
 /// Why a plugin library cannot be used. Every variant names the path.
 #[derive(Debug, thiserror::Error)]
