@@ -51,8 +51,7 @@ pub fn inspect_bytes(path: &Path, data: &[u8]) -> Result<HeaderFacts, PluginErro
         path: path.to_path_buf(),
         reason,
     };
-    let file =
-        object::File::parse(&*data).map_err(|e| open(format!("not a shared library: {e}")))?;
+    let file = object::File::parse(data).map_err(|e| open(format!("not a shared library: {e}")))?;
     if file.kind() != object::ObjectKind::Dynamic {
         return Err(open(format!(
             "not a shared library (an ELF file of kind {:?})",
