@@ -216,6 +216,7 @@ impl Records {
             resources: self.resources.filter(|_| running),
             log_file: facts.log_file,
             containment: facts.containment,
+            log_writes: facts.log_writes,
             quarantine: self.quarantine,
             why: self.why,
             group: self.group,

@@ -46,9 +46,35 @@ pub struct LogSink {
     max_size: u64,
     max_files: u32,
     mirror: bool,
-    /// The open file; `None` until the first line, so a quiet worker holds no descriptor
-    /// (with thousands of workers, every descriptor the master holds slows every fork).
-    file: Mutex<Option<Current>>,
+    /// The open file (`None` until the first line, so a quiet worker holds no descriptor:
+    /// with thousands of workers, every descriptor the master holds slows every fork) and the
+    /// lines kept while the file cannot be written.
+    file: Mutex<State>,
+    write_errors: std::sync::atomic::AtomicU64,
+    dropped_lines: std::sync::atomic::AtomicU64,
+}
+
+/// Lines kept in memory while the file cannot be written (a full disk): at most this many
+/// bytes, the oldest dropped (and counted) beyond.
+pub const BACKLOG_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct State {
+    current: Option<Current>,
+    backlog: std::collections::VecDeque<Vec<u8>>,
+    backlog_bytes: usize,
+    failing: bool,
+}
+
+/// How a worker's log writes fare: what a full disk cost, never silently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogWrites {
+    /// Writes that failed (ENOSPC, EIO, …).
+    pub write_errors: u64,
+    /// Lines held in memory, to be written when the file can take them.
+    pub buffered_lines: u64,
+    /// Lines dropped because the memory kept for them was full.
+    pub dropped_lines: u64,
 }
 
 #[derive(Debug)]
@@ -84,7 +110,9 @@ impl LogSink {
             max_size: config.max_size.0.max(1),
             max_files: config.max_files,
             mirror: config.mirror,
-            file: Mutex::new(None),
+            file: Mutex::new(State::default()),
+            write_errors: Default::default(),
+            dropped_lines: Default::default(),
         })
     }
 
@@ -94,8 +122,10 @@ impl LogSink {
     }
 
     /// Appends complete lines (without their `\n`), rotating between lines when the next one
-    /// would pass `max_size`. A write error is logged and the lines are dropped: output must
-    /// never block the child.
+    /// would pass `max_size`. Output never blocks the child: when the file cannot be written
+    /// (a full disk), the lines are kept in memory (up to [`BACKLOG_BYTES`]) and written, in
+    /// order, by the next write that succeeds; errors and dropped lines are counted
+    /// ([`Self::writes`]) and the first failure of a streak is logged.
     pub fn write_lines(&self, stream: Stream, lines: &[&[u8]]) {
         if lines.is_empty() {
             return;
@@ -107,26 +137,82 @@ impl LogSink {
             }
         }
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *guard;
         // A current file deleted or moved away (an operator's `rm`, logrotate without
         // copytruncate) would swallow every later line: write to a new one at the path instead.
-        if guard.as_ref().is_some_and(|c| !c.still_at(&self.path)) {
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| !c.still_at(&self.path))
+        {
             tracing::warn!(worker = %self.id, path = %self.path.display(), "the log file was deleted or moved; writing to a new one");
-            *guard = None;
+            state.current = None;
         }
-        let opened = match guard.take() {
+        let opened = match state.current.take() {
             Some(current) => Ok(current),
             None => open_append(&self.path).and_then(|file| {
                 let size = file.metadata()?.len();
                 Ok(Current { file, size })
             }),
         };
+        // Kept lines first, in order, then these.
+        let backlog = std::mem::take(&mut state.backlog);
+        let kept = backlog.len();
         let written = opened.and_then(|mut current| {
-            let result = self.append(&mut current, lines);
-            *guard = Some(current);
+            let all: Vec<&[u8]> = backlog
+                .iter()
+                .map(Vec::as_slice)
+                .chain(lines.iter().copied())
+                .collect();
+            let result = self.append(&mut current, &all);
+            state.current = Some(current);
             result
         });
-        if let Err(e) = written {
-            tracing::error!(worker = %self.id, path = %self.path.display(), error = %e, "cannot write worker output");
+        use std::sync::atomic::Ordering::Relaxed;
+        match written {
+            Ok(()) => {
+                state.backlog_bytes = 0;
+                if state.failing {
+                    state.failing = false;
+                    tracing::warn!(worker = %self.id, path = %self.path.display(), written = kept, dropped = self.dropped_lines.load(Relaxed), "worker output can be written again; the lines kept meanwhile are written");
+                }
+            }
+            Err(e) => {
+                self.write_errors.fetch_add(1, Relaxed);
+                if !state.failing {
+                    state.failing = true;
+                    tracing::error!(worker = %self.id, path = %self.path.display(), error = %e, "cannot write worker output; keeping up to {BACKLOG_BYTES} bytes of lines in memory until it can (counted in the worker's diagnostics)");
+                }
+                // A write cut short may have put part of the batch in the file: it is kept
+                // whole, so a line may appear twice, but none is lost while memory lasts.
+                state.backlog = backlog;
+                for line in lines {
+                    state.backlog_bytes += line.len() + 1;
+                    state.backlog.push_back(line.to_vec());
+                }
+                while state.backlog_bytes > BACKLOG_BYTES {
+                    let Some(old) = state.backlog.pop_front() else {
+                        break;
+                    };
+                    state.backlog_bytes -= old.len() + 1;
+                    self.dropped_lines.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// What the file's writes cost so far.
+    pub fn writes(&self) -> LogWrites {
+        use std::sync::atomic::Ordering::Relaxed;
+        let buffered = self
+            .file
+            .lock()
+            .map(|s| s.backlog.len() as u64)
+            .unwrap_or_default();
+        LogWrites {
+            write_errors: self.write_errors.load(Relaxed),
+            buffered_lines: buffered,
+            dropped_lines: self.dropped_lines.load(Relaxed),
         }
     }
 
@@ -596,6 +682,56 @@ mod tests {
         );
         assert!(dir.join("f.log.2").exists(), "it did rotate");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_keeps_the_lines_counts_what_it_costs_and_writes_them_when_it_can() {
+        let dir = temp_dir("full");
+        let config = LogsConfig {
+            directory: dir.clone(),
+            max_size: ByteSize(1 << 30),
+            max_files: 3,
+            mirror: false,
+        };
+        let id = WorkerId::new("f").unwrap();
+        let sink = LogSink::open(&id, &config).unwrap();
+        // The file's place taken by /dev/full: every write fails with ENOSPC.
+        let path = dir.join("f.log");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        for n in 0..3 {
+            sink.write_lines(Stream::Stdout, &[format!("kept {n}").as_bytes()]);
+        }
+        let w = sink.writes();
+        assert_eq!(
+            (w.write_errors, w.buffered_lines, w.dropped_lines),
+            (3, 3, 0)
+        );
+        // More than the memory kept for them: the oldest go, counted.
+        let big = vec![b'x'; 64 * 1024];
+        for _ in 0..20 {
+            sink.write_lines(Stream::Stdout, &[&big]);
+        }
+        let w = sink.writes();
+        assert!(w.dropped_lines >= 3, "{w:?}");
+        assert!(
+            w.buffered_lines as usize * (64 * 1024) <= BACKLOG_BYTES,
+            "{w:?}"
+        );
+        // The disk has room again (the file is a file again): everything kept is written, in
+        // order, before the next line.
+        std::fs::remove_file(&path).unwrap();
+        sink.write_lines(Stream::Stdout, &[b"after"]);
+        let w2 = sink.writes();
+        assert_eq!(w2.buffered_lines, 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len() as u64, w.buffered_lines + 1);
+        assert_eq!(lines.last(), Some(&"after"));
+        assert!(lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.len() == 64 * 1024));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -91,6 +91,15 @@ fn sink_for(id: &str) -> Option<Arc<LogSink>> {
     }
 }
 
+/// How worker `id`'s log writes fare, if its file was opened.
+pub(crate) fn writes_of(id: &WorkerId) -> Option<crate::process::logs::LogWrites> {
+    let sinks = registry().read().unwrap_or_else(|p| p.into_inner());
+    match &sinks.get(id.as_str())?.1 {
+        Sink::Open(sink) => Some(sink.writes()),
+        _ => None,
+    }
+}
+
 /// The layer that writes module workers' events to their files.
 pub fn layer() -> WorkerLogLayer {
     WorkerLogLayer

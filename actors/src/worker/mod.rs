@@ -138,6 +138,8 @@ pub struct WorkerFacts {
     /// What holds its processes together: `cgroup`, `process_group` or `attached`
     /// (processes only).
     pub containment: Option<&'static str>,
+    /// How its log writes fare (a full disk: failed writes, lines kept, lines dropped).
+    pub log_writes: Option<crate::process::logs::LogWrites>,
 }
 
 /// Ends the worker actor, stopping it first if it runs. Sent on removal and shutdown; the
@@ -262,6 +264,9 @@ pub struct WorkerDiagnostics {
     /// What holds its processes together: `cgroup` (everything it starts, `setsid` or not),
     /// `process_group` (where the kernel offers no writable cgroup v2), or `attached`.
     pub containment: Option<&'static str>,
+    /// How its log writes fare: failed writes (a full disk), lines kept in memory meanwhile,
+    /// lines dropped when that memory was full. Never silent.
+    pub log_writes: Option<crate::process::logs::LogWrites>,
     /// Why it is in its state, when the state does not say ("waiting for db (healthy)",
     /// "retry in 3.2s …", "next run …"): the `hsu ls` column.
     pub why: Option<String>,

@@ -340,6 +340,7 @@ impl Handler<GetFacts> for ModuleWorkerActor {
             last_exit: None,
             log_file: None,
             containment: None,
+            log_writes: super::logs::writes_of(&self.setup.id),
         })
     }
 }

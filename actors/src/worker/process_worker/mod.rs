@@ -369,6 +369,7 @@ impl Handler<GetFacts> for ProcessWorkerActor {
             module: None,
             last_exit: self.last_exit.clone(),
             log_file: self.sink.as_ref().map(|s| s.path().to_path_buf()),
+            log_writes: self.sink.as_ref().map(|s| s.writes()),
             containment: Some(match self.setup.spec.process_type {
                 ProcessType::Unmanaged => "attached",
                 _ if self.cgroup.is_some() => "cgroup",
