@@ -10,7 +10,9 @@ use croner::Cron;
 /// A parsed schedule.
 #[derive(Clone)]
 pub struct Schedule {
-    cron: Cron,
+    /// Behind an `Arc`: a parsed pattern is some 300 bytes, and every worker spec (there are
+    /// two per table row) carries an `Option<Schedule>`.
+    cron: std::sync::Arc<Cron>,
     text: String,
     local: bool,
 }
@@ -50,7 +52,7 @@ impl Schedule {
             .parse()
             .map_err(|e: croner::errors::CronError| e.to_string())?;
         let schedule = Self {
-            cron,
+            cron: std::sync::Arc::new(cron),
             text: text.to_string(),
             local,
         };

@@ -215,13 +215,13 @@ impl MasterActor {
                     .collect();
                 addr.wait(reason.clone());
                 if let Some(entry) = self.workers.get_mut(id) {
-                    entry.waiting = Some(Waiting {
+                    entry.waiting = Some(Box::new(Waiting {
                         since: Instant::now(),
                         reason,
                         serial,
                         replies: vec![tx],
                         timers,
-                    });
+                    }));
                 }
                 self.waiting.insert(id.clone());
                 answer
@@ -324,7 +324,7 @@ impl MasterActor {
 
     fn take_wait(&mut self, id: &WorkerId, ctx: &mut Context<Self>) -> Option<Waiting> {
         self.waiting.remove(id);
-        let waiting = self.workers.get_mut(id)?.waiting.take()?;
+        let waiting = *self.workers.get_mut(id)?.waiting.take()?;
         for timer in &waiting.timers {
             ctx.cancel_future(*timer);
         }

@@ -44,9 +44,9 @@ pub(super) struct Entry {
     /// What its current (or last) run reached, for the `depends_on:` of others.
     pub progress: super::depends::Progress,
     /// A start waiting for this worker's own `depends_on:`.
-    pub waiting: Option<super::depends::Waiting>,
+    pub waiting: Option<Box<super::depends::Waiting>>,
     /// Its `schedule:` timer and counts.
-    pub schedule: Option<super::schedule::ScheduleState>,
+    pub schedule: Option<Box<super::schedule::ScheduleState>>,
 }
 
 /// What the master saw of a worker's current run.
