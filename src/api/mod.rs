@@ -680,19 +680,25 @@ async fn get_worker(
     match diagnostics {
         Ok(d) => Ok(HttpResponse::Ok().json(d)),
         // A supervision group: its summary (strategy, state, members, intensity, reason).
-        Err(e @ MasterError::NotFound { .. }) => {
-            let groups = state
-                .master
-                .send(hsu_actors::GetGroups)
-                .await
-                .map_err(gone)?;
-            match groups.into_iter().find(|g| g.id == id) {
-                Some(g) => Ok(HttpResponse::Ok().json(g)),
-                None => Err(e.into()),
-            }
-        }
+        Err(e @ MasterError::NotFound { .. }) => match group(state.get_ref(), &id).await? {
+            Some(g) => Ok(HttpResponse::Ok().json(g)),
+            None => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     }
+}
+
+/// The supervision group `id`, if there is one of that id.
+async fn group(
+    state: &ApiState,
+    id: &WorkerId,
+) -> Result<Option<hsu_actors::GroupSummary>, ApiError> {
+    let groups = state
+        .master
+        .send(hsu_actors::GetGroups)
+        .await
+        .map_err(gone)?;
+    Ok(groups.into_iter().find(|g| &g.id == id))
 }
 
 /// The row of `id` after an operation, so a client sees the outcome in one round trip.
@@ -705,17 +711,10 @@ async fn row(state: &ApiState, id: &WorkerId) -> Result<WorkerRow, ApiError> {
     match summary {
         Ok(summary) => Ok(WorkerRow::from(summary)),
         // A group's id: its row.
-        Err(e @ MasterError::NotFound { .. }) => {
-            let groups = state
-                .master
-                .send(hsu_actors::GetGroups)
-                .await
-                .map_err(gone)?;
-            match groups.into_iter().find(|g| &g.id == id) {
-                Some(g) => Ok(WorkerRow::from(g)),
-                None => Err(e.into()),
-            }
-        }
+        Err(e @ MasterError::NotFound { .. }) => match group(state, id).await? {
+            Some(g) => Ok(WorkerRow::from(g)),
+            None => Err(e.into()),
+        },
         Err(e) => Err(e.into()),
     }
 }

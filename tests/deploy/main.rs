@@ -11,7 +11,6 @@ mod quarantine;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Once;
 use std::time::Duration;
 
 use hsu::Deployment;
@@ -22,18 +21,6 @@ use hsu::{
 use support::{id, TempDir};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// Routes module workers' tracing events to their log files, as `hsu run` does.
-fn install_worker_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        let subscriber = tracing_subscriber::registry()
-            .with(hsu::worker_logs_layer())
-            .with(tracing_subscriber::filter::LevelFilter::INFO);
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
-    });
-}
 
 fn path_str(path: &Path) -> String {
     path.display().to_string()
@@ -128,7 +115,7 @@ async fn echo_scenario(
 
 #[actix_rt::test]
 async fn the_echo_module_behaves_the_same_native_as_a_plugin_and_as_a_process() -> TestResult {
-    install_worker_logs();
+    support::install_worker_logs();
     let dir = TempDir::new("deployments");
     let (master, _watch) = support::master_in(&dir).await;
     hsu::builtin::register(&master).await?;
@@ -498,7 +485,7 @@ async fn panics_inside_a_plugin_fail_the_worker_with_the_message_and_nothing_els
 
 #[actix_rt::test]
 async fn a_plugins_tracing_events_reach_the_workers_log_with_its_id() -> TestResult {
-    install_worker_logs();
+    support::install_worker_logs();
     let dir = TempDir::new("plugin-tracing");
     let (master, mut watch) = support::master_in(&dir).await;
     let path = path_str(&support::plugin("hsu_test_plugin"));

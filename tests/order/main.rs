@@ -9,7 +9,7 @@ mod support;
 
 mod groups;
 
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use actix::Addr;
 use hsu::{
@@ -20,22 +20,9 @@ use support::{id, process_worker, test_worker, Calls, TempDir, Watch};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Module workers' tracing to their log files (what `log_line:` reads for modules), as
-/// `hsu run` does.
-fn install_worker_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        let subscriber = tracing_subscriber::registry()
-            .with(hsu::worker_logs_layer())
-            .with(tracing_subscriber::filter::LevelFilter::INFO);
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
-    });
-}
-
 /// A master with logs and run files under `dir` and the `test` module factory.
 async fn master(dir: &TempDir) -> (Addr<MasterActor>, Watch, Arc<Calls>) {
-    install_worker_logs();
+    support::install_worker_logs();
     let (master, watch) = support::master_in(dir).await;
     let calls = Arc::new(Calls::default());
     let c = calls.clone();

@@ -13,6 +13,19 @@ use hsu::{
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// Routes module workers' tracing events to their log files, as `hsu run` does (once per test
+/// binary: a process has one global subscriber).
+pub fn install_worker_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let subscriber = tracing_subscriber::registry()
+            .with(hsu::worker_logs_layer())
+            .with(tracing_subscriber::filter::LevelFilter::INFO);
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber per binary");
+    });
+}
+
 /// A worker id from a test's literal or variable (a bad one is a bug in the test).
 pub fn id(text: impl AsRef<str>) -> hsu::WorkerId {
     hsu::WorkerId::new(text.as_ref()).expect("a valid worker id in the test")

@@ -105,6 +105,17 @@ pub(super) struct GroupEntry {
 }
 
 impl GroupEntry {
+    /// Every member stopped, in reverse member order.
+    fn stop_steps(&self) -> VecDeque<Step> {
+        self.spec
+            .members
+            .iter()
+            .rev()
+            .cloned()
+            .map(Step::Stop)
+            .collect()
+    }
+
     fn new(spec: GroupSpec) -> Self {
         Self {
             spec,
@@ -257,14 +268,7 @@ impl MasterActor {
         g.epoch += 1;
         g.queue.clear();
         g.state = GroupState::Stopping;
-        let steps = g
-            .spec
-            .members
-            .iter()
-            .rev()
-            .cloned()
-            .map(Step::Stop)
-            .collect();
+        let steps = g.stop_steps();
         tracing::info!(group = %id, "stopping the group");
         self.begin_plan(id, steps, Then::Stopped, ctx)
     }
@@ -383,14 +387,7 @@ impl MasterActor {
             Decision::Fail(reason) => {
                 tracing::error!(group = %group, member = %member, "{reason}: stopping every member; the group fails");
                 g.state = GroupState::Stopping;
-                let steps = g
-                    .spec
-                    .members
-                    .iter()
-                    .rev()
-                    .cloned()
-                    .map(Step::Stop)
-                    .collect();
+                let steps = g.stop_steps();
                 drop(self.begin_plan(group, steps, Then::Failed(reason), ctx));
             }
         }

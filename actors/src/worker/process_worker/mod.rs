@@ -36,7 +36,7 @@ use crate::worker::{
     WorkerFacts, WorkerStateChanged,
 };
 use crate::WorkerId;
-use run::{stop_target, Run, Target};
+use run::{Run, Target};
 
 /// Event: the process of run `generation` ended.
 #[derive(Debug, Message)]
@@ -214,14 +214,7 @@ impl Handler<Fail> for ProcessWorkerActor {
             }
             // Stop first: the worker must be down before it is reported failed, or a restart
             // could overlap the old process.
-            let run = act.run.take();
-            let stopping = stop_target(
-                act.setup.id.clone(),
-                run,
-                act.setup.spec.clone(),
-                act.core.span.clone(),
-                act.cgroup.clone(),
-            );
+            let stopping = act.stop_current_run();
             Box::pin(stopping.into_actor(act).map(move |result, act, _| {
                 if let Err(e) = result {
                     tracing::warn!(parent: &act.core.span, error = %error_chain(&e), "stopping a failed process did not finish");

@@ -325,15 +325,8 @@ impl ProcessWorkerActor {
         &mut self,
     ) -> impl std::future::Future<Output = (Result<(), WorkerError>, Option<ExitInfo>)> + 'static
     {
-        let run = self.run.take();
-        let exited = run.as_ref().map(|r| r.exited.clone());
-        let stopping = stop_target(
-            self.setup.id.clone(),
-            run,
-            self.setup.spec.clone(),
-            self.core.span.clone(),
-            self.cgroup.clone(),
-        );
+        let exited = self.run.as_ref().map(|r| r.exited.clone());
+        let stopping = self.stop_current_run();
         async move {
             let result = stopping.await;
             (result, exited.and_then(|rx| rx.borrow().clone()))
@@ -359,8 +352,23 @@ impl ProcessWorkerActor {
     }
 }
 
+impl ProcessWorkerActor {
+    /// Takes the current run and stops it (with the worker's cgroup, if it has one).
+    pub(super) fn stop_current_run(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(), WorkerError>> + 'static {
+        stop_target(
+            self.setup.id.clone(),
+            self.run.take(),
+            self.setup.spec.clone(),
+            self.core.span.clone(),
+            self.cgroup.clone(),
+        )
+    }
+}
+
 /// Stops whatever `run` holds.
-pub(super) async fn stop_target(
+async fn stop_target(
     id: WorkerId,
     run: Option<Run>,
     spec: ProcessSpec,
