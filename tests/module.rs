@@ -256,6 +256,74 @@ async fn a_blocking_module_does_not_stall_the_master() -> TestResult {
     Ok(())
 }
 
+/// A module whose `start` blocks its thread for 3 s under a 1 s `start_timeout`, restarted at
+/// once each time: it holds one of the two module threads at most, its restarts are refused
+/// while that call blocks, and a healthy neighbour probed every 50 ms is never failed. (Before:
+/// each retry blocked one more thread, and the neighbour's probes timed out.)
+#[actix_rt::test]
+async fn a_module_that_blocks_its_thread_holds_one_thread_and_its_neighbours_stay_healthy(
+) -> TestResult {
+    let config = hsu::MasterConfig {
+        module_threads: Some(2),
+        ..hsu::MasterConfig::default()
+    };
+    let (master, mut watch, calls) = support::master_with(config).await;
+    let mut blocker = test_worker("blocker", "{start: block, block_ms: 3000}").with_restart(
+        "{policy: always, max_restarts: 1000, window: 60s, backoff: {initial: 0s, max: 0s, jitter: 0.0}}",
+    );
+    blocker.start_timeout = Some(Duration::from_secs(1));
+    let steady = test_worker("steady", "{}")
+        .with_health_check("{interval: 50ms, timeout: 300ms, failure_threshold: 2}");
+    master.send(AddWorker(steady)).await??;
+    master.send(StartWorker(id("steady"))).await??;
+    master.send(AddWorker(blocker)).await??;
+    let err = master
+        .send(StartWorker(id("blocker")))
+        .await?
+        .expect_err("the blocked start fails");
+    assert!(err.to_string().contains("blocked a worker thread"), "{err}");
+    // While the call blocks, diagnostics say so, and restarts are refused without a thread.
+    let d = master.send(GetWorkerState(id("blocker"))).await??;
+    let blocked = d
+        .module
+        .as_ref()
+        .and_then(|m| m.blocked.clone())
+        .expect("diagnostics show the blocked call");
+    assert_eq!(blocked.call, "start");
+    let checks = Calls::get(&calls.health_checks);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // The neighbour was probed all along (its probes did not wait for a thread) and never failed.
+    assert!(
+        Calls::get(&calls.health_checks) >= checks + 20,
+        "{} probes in 3.5 s",
+        Calls::get(&calls.health_checks) - checks
+    );
+    assert_eq!(
+        watch.count("steady", WorkerState::Failed),
+        0,
+        "{:?}",
+        watch.transitions()
+    );
+    let s = master.send(GetWorkerState(id("steady"))).await??;
+    assert_eq!((s.state, s.restart_count), (WorkerState::Running, 0));
+    // Two starts reached the module: the first, and one after it returned at 3 s.
+    assert_eq!(
+        Calls::get(&calls.starts),
+        3,
+        "steady's start and blocker's two"
+    );
+    let d = master.send(GetWorkerState(id("blocker"))).await??;
+    assert!(
+        d.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("refused until it returns")
+            || d.state == WorkerState::Starting,
+        "{d:?}"
+    );
+    Ok(())
+}
+
 #[actix_rt::test]
 async fn start_failures_restart_with_backoff_until_max_restarts_then_circuit_opens() -> TestResult {
     let (master, mut watch, calls) = support::master().await;

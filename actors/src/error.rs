@@ -222,6 +222,19 @@ pub enum WorkerError {
         /// Why.
         reason: String,
     },
+    /// A call ran over its limit and did not end when cancelled: module code is blocking a
+    /// worker thread. Further calls are refused until it returns.
+    #[error("worker `{id}`: {op}: module code has blocked a worker thread in {blocked} for {after:.1?} (it does not yield, so it cannot be cancelled); calls for this worker are refused until it returns")]
+    Blocked {
+        /// The worker.
+        id: WorkerId,
+        /// The call refused (or the one that overran).
+        op: Operation,
+        /// The call that is blocking.
+        blocked: Operation,
+        /// How long it has been blocking.
+        after: Duration,
+    },
     /// The call was cancelled because the worker stopped meanwhile.
     #[error("worker `{id}`: {op} was cancelled")]
     Cancelled {
@@ -237,7 +250,7 @@ impl WorkerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidState { .. } => ErrorKind::InvalidState,
-            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Timeout { .. } | Self::Blocked { .. } => ErrorKind::Timeout,
             Self::ModuleFailed { .. } => ErrorKind::ModuleFailed,
             Self::Panicked { .. } => ErrorKind::Panicked,
             Self::Cancelled { .. } => ErrorKind::Unavailable,
@@ -252,6 +265,7 @@ impl WorkerError {
         match self {
             Self::InvalidState { id, .. }
             | Self::Timeout { id, .. }
+            | Self::Blocked { id, .. }
             | Self::ModuleFailed { id, .. }
             | Self::Panicked { id, .. }
             | Self::Cancelled { id, .. }

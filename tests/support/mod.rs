@@ -37,7 +37,13 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// A master with the built-in modules and the `test` factory registered, and a watch on its
 /// events.
 pub async fn master() -> (Addr<MasterActor>, Watch, Arc<Calls>) {
-    let master = MasterActor::launch(MasterConfig::default()).expect("master starts");
+    master_with(MasterConfig::default()).await
+}
+
+/// [`master`] with a master configuration of the test's own.
+#[allow(dead_code)]
+pub async fn master_with(config: MasterConfig) -> (Addr<MasterActor>, Watch, Arc<Calls>) {
+    let master = MasterActor::launch(config).expect("master starts");
     hsu::builtin::register(&master)
         .await
         .expect("builtins register");

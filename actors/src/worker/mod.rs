@@ -306,6 +306,18 @@ pub struct ModuleDiagnostics {
     pub load_time: Duration,
     /// When the current instance was created.
     pub loaded_at: Option<SystemTime>,
+    /// A call of this worker's code that is blocking a runtime thread (it overran its limit and
+    /// could not be cancelled): which call, and for how long so far.
+    pub blocked: Option<BlockedCall>,
+}
+
+/// A module call blocking a thread, as diagnostics show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlockedCall {
+    /// `start`, `stop`, `health check`, ...
+    pub call: String,
+    /// How long it has blocked so far.
+    pub for_ms: u64,
 }
 
 pub(crate) use lifecycle::{

@@ -206,7 +206,10 @@ impl Handler<Start> for ModuleWorkerActor {
                         run.cancel.cancel();
                         run.tasks.abort_all();
                     }
-                    act.core.panicked = matches!(e, WorkerError::Panicked { .. });
+                    act.core.panicked = matches!(
+                        e,
+                        WorkerError::Panicked { .. } | WorkerError::Blocked { .. }
+                    );
                     act.advance(Lifecycle::StartFailed, Some(error_chain(&e)))?;
                     Err(e)
                 }
@@ -245,7 +248,10 @@ impl LifecycleActor for ModuleWorkerActor {
                 Ok(()) => act.advance(Lifecycle::StopCompleted, None),
                 Err(e) => {
                     act.needs_fresh_instance = true;
-                    act.core.panicked = matches!(e, WorkerError::Panicked { .. });
+                    act.core.panicked = matches!(
+                        e,
+                        WorkerError::Panicked { .. } | WorkerError::Blocked { .. }
+                    );
                     act.advance(Lifecycle::StopFailed, Some(error_chain(&e)))?;
                     Err(e)
                 }
@@ -301,7 +307,8 @@ impl Handler<CheckHealth> for ModuleWorkerActor {
             async move { Ok(m.lock().await.is_healthy().await) },
         );
         Box::pin(probe.into_actor(self).map(move |result, act, ctx| {
-            if let Err(e @ WorkerError::Panicked { .. }) = &result {
+            // A panic is a broken module; a probe that blocks its thread leaves nothing to run.
+            if let Err(e @ (WorkerError::Panicked { .. } | WorkerError::Blocked { .. })) = &result {
                 let reason = error_chain(e);
                 ctx.spawn(act.fail_running(reason, Some(generation), true));
             }
@@ -336,6 +343,12 @@ impl Handler<GetFacts> for ModuleWorkerActor {
                 tasks,
                 load_time: self.load_time,
                 loaded_at: self.loaded_at,
+                blocked: self.setup.runtime.stuck_call(&self.setup.id).map(|c| {
+                    super::BlockedCall {
+                        call: c.op.to_string(),
+                        for_ms: u64::try_from(c.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    }
+                }),
             }),
             last_exit: None,
             log_file: None,
