@@ -267,7 +267,7 @@ async fn a_module_that_blocks_its_thread_holds_one_thread_and_its_neighbours_sta
         module_threads: Some(2),
         ..hsu::MasterConfig::default()
     };
-    let (master, mut watch, calls) = support::master_with(config).await;
+    let (master, watch, calls) = support::master_with(config).await;
     let mut blocker = test_worker("blocker", "{start: block, block_ms: 3000}").with_restart(
         "{policy: always, max_restarts: 1000, window: 60s, backoff: {initial: 0s, max: 0s, jitter: 0.0}}",
     );
