@@ -268,13 +268,18 @@ async fn probe_tcp(address: String) -> Result<(), String> {
 /// Runs `command`; passes on exit status 0.
 async fn probe_exec(command: Vec<String>) -> Result<(), String> {
     let (program, args) = command.split_first().ok_or("empty command")?;
-    let status = tokio::process::Command::new(program)
+    let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
-        .status()
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    // Waited for here: the orphan reaper leaves it alone.
+    let _own = child.id().map(crate::process::reaper::Claimed::new);
+    let status = child
+        .wait()
         .await
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     if status.success() {

@@ -42,9 +42,10 @@ pub use error::{error_chain, ConfigError, ErrorKind, MasterError, Operation, Wor
 pub use id::{IdError, WorkerId, MAX_ID_LEN};
 pub use master::{
     AddConfigured, AddWorker, AddWorkerSpec, Added, Apply, ApplyReport, GetAllWorkerStates,
-    GetGroups, GetModuleTasks, GetWorkerState, GetWorkerSummary, GroupState, GroupSummary,
+    GetGroups, GetWorkerMetrics, GetWorkerState, GetWorkerSummary, GroupState, GroupSummary,
     InstallPackage, ListModuleFactories, MasterActor, RemoveWorker, RestartWorker, SetGroups,
-    Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WaitExhausted, WorkerSummary,
+    Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WaitExhausted, WorkerMetrics,
+    WorkerSummary,
 };
 pub use plugin::{inspect as inspect_plugin, HeaderFacts, PluginError, PluginInfo};
 pub use preflight::preflight;
@@ -52,6 +53,7 @@ pub use process::attach::AttachError;
 pub use process::integrated::{ControlClient, ControlError};
 pub use process::leftovers::clean_up as clean_up_run_directory;
 pub use process::logs::{tail as worker_log_tail, LogFollower};
+pub use process::reaper::{active as reaping_orphans, reaped as orphans_reaped};
 pub use process::{ExitInfo, ResourceUsage};
 pub use registry::{ListLoadedModules, RegisterNativeModuleFactory};
 pub use runtime::WorkerRuntime;

@@ -9,8 +9,11 @@
 //! `hsu_worker_health_failures_total`, `hsu_worker_cpu_seconds_total` and
 //! `hsu_worker_resident_memory_bytes` (processes, from the latest sample),
 //! `hsu_worker_last_exit_code` (code, or 128 + signal), `hsu_module_tasks` (a module's live
-//! tasks); `hsu_workers`,
-//! `hsu_quarantines_total`.
+//! tasks), `hsu_module_blocked` (1 while a module call blocks a runtime thread),
+//! `hsu_worker_log_write_errors_total`, `hsu_worker_log_buffered_lines` and
+//! `hsu_worker_log_dropped_lines_total` (what a full disk cost), `hsu_worker_containment` (1 for
+//! `cgroup`, `process_group` or `attached`); `hsu_workers`, `hsu_quarantines_total`,
+//! `hsu_orphans_reaped_total` and `hsu_subreaper` (1 when the master reaps orphans).
 
 use std::time::UNIX_EPOCH;
 
@@ -42,8 +45,15 @@ struct Families {
     rss: GaugeVec,
     last_exit: GaugeVec,
     tasks: GaugeVec,
+    blocked: GaugeVec,
+    log_errors: CounterVec,
+    log_buffered: GaugeVec,
+    log_dropped: CounterVec,
+    containment: GaugeVec,
     workers: Gauge,
     quarantines: prometheus::Counter,
+    orphans: prometheus::Counter,
+    subreaper: Gauge,
 }
 
 impl Families {
@@ -100,10 +110,43 @@ impl Families {
                 "tasks a module worker's module spawned that still run",
                 &["worker"],
             )?,
+            blocked: gauge(
+                "hsu_module_blocked",
+                "1 while a module worker's call blocks a runtime thread",
+                &["worker"],
+            )?,
+            log_errors: counter(
+                "hsu_worker_log_write_errors_total",
+                "writes of the worker's log that failed (a full disk, EIO)",
+                &["worker"],
+            )?,
+            log_buffered: gauge(
+                "hsu_worker_log_buffered_lines",
+                "log lines held in memory until the file can take them",
+                &["worker"],
+            )?,
+            log_dropped: counter(
+                "hsu_worker_log_dropped_lines_total",
+                "log lines dropped because the memory kept for them was full",
+                &["worker"],
+            )?,
+            containment: gauge(
+                "hsu_worker_containment",
+                "how the worker's processes are contained (1 for the current way)",
+                &["worker", "containment"],
+            )?,
             workers: Gauge::new("hsu_workers", "workers in the table")?,
             quarantines: prometheus::Counter::new(
                 "hsu_quarantines_total",
                 "module workers moved to their process form by quarantine",
+            )?,
+            orphans: prometheus::Counter::new(
+                "hsu_orphans_reaped_total",
+                "orphaned descendants this master reaped (as a subreaper or PID 1)",
+            )?,
+            subreaper: Gauge::new(
+                "hsu_subreaper",
+                "1 when this master reaps orphaned descendants",
             )?,
         })
     }
@@ -119,6 +162,13 @@ impl Families {
         registry.register(Box::new(self.rss))?;
         registry.register(Box::new(self.last_exit))?;
         registry.register(Box::new(self.tasks))?;
+        registry.register(Box::new(self.blocked))?;
+        registry.register(Box::new(self.log_errors))?;
+        registry.register(Box::new(self.log_buffered))?;
+        registry.register(Box::new(self.log_dropped))?;
+        registry.register(Box::new(self.containment))?;
+        registry.register(Box::new(self.orphans))?;
+        registry.register(Box::new(self.subreaper))?;
         registry.register(Box::new(self.workers))?;
         registry.register(Box::new(self.quarantines))?;
         Ok(())
@@ -131,12 +181,38 @@ impl Families {
 /// Only if a metric definition is invalid (a bug, caught by the tests).
 pub fn render(
     workers: &[WorkerSummary],
-    module_tasks: &[(hsu_actors::WorkerId, usize)],
+    facts: &[hsu_actors::WorkerMetrics],
 ) -> prometheus::Result<String> {
     let f = Families::new()?;
-    for (id, tasks) in module_tasks {
-        f.tasks.with_label_values(&[id.as_str()]).set(*tasks as f64);
+    for w in facts {
+        let id = w.id.as_str();
+        if let Some(tasks) = w.module_tasks {
+            f.tasks.with_label_values(&[id]).set(tasks as f64);
+            f.blocked
+                .with_label_values(&[id])
+                .set(if w.blocked { 1.0 } else { 0.0 });
+        }
+        if let Some(writes) = w.log_writes {
+            f.log_errors
+                .with_label_values(&[id])
+                .inc_by(writes.write_errors as f64);
+            f.log_buffered
+                .with_label_values(&[id])
+                .set(writes.buffered_lines as f64);
+            f.log_dropped
+                .with_label_values(&[id])
+                .inc_by(writes.dropped_lines as f64);
+        }
+        if let Some(how) = w.containment {
+            f.containment.with_label_values(&[id, how]).set(1.0);
+        }
     }
+    f.orphans.inc_by(hsu_actors::orphans_reaped() as f64);
+    f.subreaper.set(if hsu_actors::reaping_orphans() {
+        1.0
+    } else {
+        0.0
+    });
     for s in workers {
         let id = s.id.as_str();
         let deployment = s.deployment.as_str();

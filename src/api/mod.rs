@@ -565,12 +565,12 @@ fn json_name<T: Serialize>(value: &T) -> String {
 #[utoipa::path(get, path = "/v1/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn metrics_text(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
-    let tasks = state
+    let facts = state
         .master
-        .send(hsu_actors::GetModuleTasks)
+        .send(hsu_actors::GetWorkerMetrics)
         .await
         .map_err(gone)?;
-    let text = metrics::render(&rows, &tasks).map_err(|e| {
+    let text = metrics::render(&rows, &facts).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics",

@@ -12,7 +12,7 @@ use hsu::{AddConfigured, MasterActor, Shutdown, StartWorker};
 /// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
 /// a bad config.
 pub fn main(path: Option<PathBuf>) -> ExitCode {
-    let (config, specs) = match super::load(path.as_deref()) {
+    let (mut config, specs) = match super::load(path.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
             super::print_error(&e);
@@ -20,6 +20,9 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_tracing(config.master.log_level.as_str());
+    // Orphans of the workers' trees come to this master and are reaped (a container's init
+    // does the same as PID 1).
+    config.master.subreaper.get_or_insert(true);
     let source = path
         .as_ref()
         .map_or("the embedded default config".to_string(), |p| {

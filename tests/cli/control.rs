@@ -99,7 +99,7 @@ fn http(address: &str, method: &str, path: &str, token: Option<&str>) -> (u16, S
 }
 
 /// One raw HTTP/1.1 request over the master's Unix socket.
-fn unix_request(socket: &Path, method: &str, path: &str) -> (u16, String) {
+pub(super) fn unix_request(socket: &Path, method: &str, path: &str) -> (u16, String) {
     let stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     exchange(stream, method, path, "")
@@ -544,6 +544,28 @@ workers:
         "{text}"
     );
     assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    // The master reaps orphans; how each process is contained; what its log writes cost.
+    assert!(text.contains("hsu_subreaper 1"), "{text}");
+    assert!(text.contains("hsu_orphans_reaped_total "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hsu_worker_containment{")
+                && l.ends_with(",worker=\"proc\"} 1")
+                && (l.contains("\"cgroup\"") || l.contains("\"process_group\""))),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsu_worker_log_write_errors_total{worker=\"proc\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsu_worker_log_dropped_lines_total{worker=\"proc\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hsu_module_blocked{worker=\"web\"} 0"),
+        "{text}"
+    );
 
     let out = client(&socket, &["restart", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -2,6 +2,7 @@
 //! operating a running master through its control API (`control`).
 
 mod control;
+mod reaping;
 mod semantics;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +25,11 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Self {
+        Self::start_via(&[], args)
+    }
+
+    /// `hsu ARGS` run by `wrapper` (e.g. `unshare --pid --fork`), which is then the child.
+    fn start_via(wrapper: &[&str], args: &[&str]) -> Self {
         // A directory of its own, so default log and run directories land there.
         let cwd = std::env::temp_dir().join(format!(
             "hsu-test-{}-cwd-{}",
@@ -31,7 +37,15 @@ impl Running {
             args.join("_").replace('/', "_")
         ));
         std::fs::create_dir_all(&cwd).unwrap();
-        let mut child = Command::new(HSU)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(HSU);
+                c
+            }
+            None => Command::new(HSU),
+        };
+        let mut child = command
             .args(args)
             .current_dir(&cwd)
             .env("RUST_LOG", "info")

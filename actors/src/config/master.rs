@@ -39,6 +39,10 @@ pub struct MasterConfig {
     pub packages_directory: PathBuf,
     /// The control API `hsu run` serves (`hsu ls`, `hsu restart`, …).
     pub api: ApiConfig,
+    /// Become a child subreaper and reap orphaned descendants (`hsu run`: default `true`; a
+    /// master embedded in another program: default `false`, as that program may wait for
+    /// children of its own). A master that is PID 1 always reaps.
+    pub subreaper: Option<bool>,
 }
 
 /// `master.api:`: how the running master is operated from outside. By default only through a
@@ -89,6 +93,7 @@ impl Default for MasterConfig {
             resource_interval: Duration::from_secs(5),
             packages_directory: PathBuf::from("hsu-packages"),
             api: ApiConfig::default(),
+            subreaper: None,
         }
     }
 }

@@ -342,30 +342,27 @@ impl Handler<ListLoadedModules> for MasterActor {
     }
 }
 
-impl Handler<GetModuleTasks> for MasterActor {
-    type Result = ResponseFuture<Vec<(crate::WorkerId, usize)>>;
+impl Handler<GetWorkerMetrics> for MasterActor {
+    type Result = ResponseFuture<Vec<super::messages::WorkerMetrics>>;
 
-    fn handle(&mut self, _: GetModuleTasks, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetWorkerMetrics, _: &mut Context<Self>) -> Self::Result {
         let asks: Vec<_> = self
             .order
             .iter()
             .filter_map(|id| self.workers.get(id))
-            .filter(|e| {
-                matches!(
-                    e.spec.deployment,
-                    crate::config::DeploymentSpec::Module { .. }
-                )
-            })
             .map(|e| (e.spec.id.clone(), e.addr.clone()))
             .collect();
         Box::pin(async move {
             let answers =
                 futures::future::join_all(asks.into_iter().map(|(id, addr)| async move {
-                    addr.facts()
-                        .await
-                        .ok()
-                        .and_then(|f| f.module)
-                        .map(|m| (id, m.tasks))
+                    let facts = addr.facts().await.ok()?;
+                    Some(super::messages::WorkerMetrics {
+                        id,
+                        module_tasks: facts.module.as_ref().map(|m| m.tasks),
+                        blocked: facts.module.as_ref().is_some_and(|m| m.blocked.is_some()),
+                        log_writes: facts.log_writes,
+                        containment: facts.containment,
+                    })
                 }))
                 .await;
             answers.into_iter().flatten().collect()

@@ -159,11 +159,26 @@ pub struct ShutdownReport {
 #[rtype(result = "Result<crate::packages::InstalledPackage, MasterError>")]
 pub struct InstallPackage(pub std::path::PathBuf);
 
-/// The live task count of every module worker (its module's spawned tasks still running), in
-/// table order: `hsu_module_tasks`. Each module worker is asked (concurrently).
+/// What `/metrics` needs from the workers themselves, beside the master's records: every worker
+/// is asked (concurrently), in table order.
 #[derive(Debug, Message)]
-#[rtype(result = "Vec<(WorkerId, usize)>")]
-pub struct GetModuleTasks;
+#[rtype(result = "Vec<WorkerMetrics>")]
+pub struct GetWorkerMetrics;
+
+/// One worker's answer to [`GetWorkerMetrics`].
+#[derive(Debug, Clone)]
+pub struct WorkerMetrics {
+    /// The worker.
+    pub id: WorkerId,
+    /// A module's live tasks (its spawned tasks still running); none for processes.
+    pub module_tasks: Option<usize>,
+    /// A module call blocking a runtime thread.
+    pub blocked: bool,
+    /// How its log writes fare (write errors, lines kept and dropped).
+    pub log_writes: Option<crate::process::logs::LogWrites>,
+    /// `cgroup`, `process_group` or `attached` (processes).
+    pub containment: Option<&'static str>,
+}
 
 /// The [`WorkerSummary`] of one worker (what `hsu ls` shows for it), from the master's records
 /// alone: no worker is asked.

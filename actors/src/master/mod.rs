@@ -53,9 +53,10 @@ use crate::WorkerId;
 pub use apply::{Apply, ApplyReport};
 pub use groups::{GetGroups, GroupState, GroupSummary, SetGroups, WaitExhausted};
 pub use messages::{
-    AddConfigured, AddWorker, AddWorkerSpec, Added, GetAllWorkerStates, GetModuleTasks,
+    AddConfigured, AddWorker, AddWorkerSpec, Added, GetAllWorkerStates, GetWorkerMetrics,
     GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories, RemoveWorker,
-    RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerSummary,
+    RestartWorker, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WorkerMetrics,
+    WorkerSummary,
 };
 pub use schedule::ScheduleStatus;
 use table::Entry;
@@ -109,6 +110,11 @@ impl MasterActor {
             .module_threads
             .unwrap_or_else(WorkerRuntime::default_threads);
         let runtime = WorkerRuntime::new(threads)?;
+        if config.subreaper == Some(true) || std::process::id() == 1 {
+            if let Err(e) = crate::process::reaper::start() {
+                tracing::warn!(error = %e, "cannot become a subreaper; orphaned descendants go to init");
+            }
+        }
         // Up to four threads fork at once; each waits for its child's exec.
         let spawner = Arc::new(Spawner::new(4)?);
         if let Err(e) = crate::process::sys::raise_fd_limit() {

@@ -104,7 +104,10 @@ impl Drop for Cgroups {
         // The keeper cleans up (what is left is killed) and exits; it is reaped off-thread.
         if let Some((mut child, stdin)) = self.keeper.take() {
             drop(stdin);
-            std::thread::spawn(move || child.wait());
+            std::thread::spawn(move || {
+                let _ = child.wait();
+                super::reaper::release(child.id());
+            });
         }
     }
 }
@@ -289,6 +292,7 @@ exit 0"#;
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()?;
+    super::reaper::claim(child.id());
     let stdin = child
         .stdin
         .take()

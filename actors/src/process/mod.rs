@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod integrated;
 pub mod leftovers;
 pub mod logs;
+pub mod reaper;
 pub mod resources;
 pub mod spawn;
 pub mod stop;

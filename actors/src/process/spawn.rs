@@ -189,6 +189,8 @@ fn start(
     }
     sys::kill_with_parent(&mut command);
     let mut child = command.spawn()?;
+    // Waited for by `reap` alone: the orphan reaper leaves it alone.
+    super::reaper::claim(child.id());
     let out = child.stdout.take().map(OwnedFd::from);
     let err = child.stderr.take().map(OwnedFd::from);
     Ok((child, out, err))
@@ -207,9 +209,13 @@ pub async fn reap(mut child: Child) -> ExitInfo {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match child.try_wait() {
-            Ok(Some(status)) => return ExitInfo::from_status(status),
+            Ok(Some(status)) => {
+                super::reaper::release(child.id());
+                return ExitInfo::from_status(status);
+            }
             Ok(None) => {}
             Err(e) => {
+                super::reaper::release(child.id());
                 tracing::error!(error = %e, "waiting for a child failed");
                 return ExitInfo::unknown();
             }

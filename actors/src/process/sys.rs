@@ -559,3 +559,52 @@ mod tests {
         assert!(lookup_user("no-such-user-hsu").is_err());
     }
 }
+
+/// Makes this process a child subreaper: orphaned descendants are re-parented to it instead of
+/// to init, so it sees (and must reap) them.
+///
+/// # Errors
+/// When the kernel refuses (it does not on Linux ≥ 3.4).
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes integer arguments only and changes a flag
+    // of this process; no memory is passed.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The PID of one child that has exited and is not reaped yet, without reaping it (`waitid`
+/// with `WNOWAIT`); none when no child is a zombie (or there are no children).
+pub fn peek_exited_child() -> Option<i32> {
+    // SAFETY: siginfo_t is plain data; zeroed is a valid value and waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable siginfo_t for the duration of the call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: waitid succeeded, so si_pid is set (0 when no child had exited).
+    let pid = unsafe { info.si_pid() };
+    (pid > 0).then_some(pid)
+}
+
+/// Reaps child `pid` if it has exited; true when it was reaped.
+pub fn reap_child(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let mut status = 0;
+    // SAFETY: waitpid for one positive PID with WNOHANG; `status` is a valid writable int.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    rc == pid
+}

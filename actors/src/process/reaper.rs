@@ -1,0 +1,218 @@
+//! Reaping orphans: the master as a child subreaper (and as PID 1, a container's init).
+//!
+//! A descendant whose parent exits (a daemon's double fork, a `sh -c "x &"`) is re-parented to
+//! the nearest subreaper, or to PID 1. `hsu run` makes itself a subreaper, so those orphans stay
+//! inside the tree it supervises, and reaps them when they exit: no `<defunct>` entries pile up,
+//! even when hsu is PID 1 and every orphan of the namespace comes to it.
+//!
+//! One owner of each `wait`: the master's own children (process workers, the cgroup keeper,
+//! exec probes) are each waited for by the code that spawned them, which needs their exit
+//! status. They are registered here ([`claim`]/[`release`]) and never touched. Any other exited
+//! child is first seen without being reaped (`waitid(WNOWAIT)`), and reaped once it has been a
+//! zombie for [`GRACE`]: long enough for a module that spawned a child of its own and waits
+//! for it to collect its status first, short enough that nothing piles up.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::sys;
+
+/// How long an exited child that is not the master's own is left to whoever may wait for it.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// How soon to look again while a child of the master's own has exited but is not reaped yet
+/// (its waiter is about to): it hides the others from `waitid`.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// The shortest time between two sweeps that had to scan /proc.
+const MIN_PERIOD: Duration = Duration::from_millis(50);
+
+static OWN: LazyLock<Mutex<HashSet<i32>>> = LazyLock::new(Mutex::default);
+static REAPED: AtomicU64 = AtomicU64::new(0);
+static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Registers `pid` as a child the master waits for itself: the reaper leaves it alone.
+pub fn claim(pid: u32) {
+    if let (Ok(pid), Ok(mut own)) = (i32::try_from(pid), OWN.lock()) {
+        own.insert(pid);
+    }
+}
+
+/// `pid` has been waited for by its owner.
+pub fn release(pid: u32) {
+    if let (Ok(pid), Ok(mut own)) = (i32::try_from(pid), OWN.lock()) {
+        own.remove(&pid);
+    }
+}
+
+/// [`claim`] for as long as this value lives.
+#[derive(Debug)]
+pub struct Claimed(u32);
+
+impl Claimed {
+    /// Claims `pid`.
+    pub fn new(pid: u32) -> Self {
+        claim(pid);
+        Self(pid)
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        release(self.0);
+    }
+}
+
+fn is_own(pid: i32) -> bool {
+    OWN.lock().map(|own| own.contains(&pid)).unwrap_or(true)
+}
+
+/// Orphans reaped so far by this process.
+pub fn reaped() -> u64 {
+    REAPED.load(Ordering::Relaxed)
+}
+
+/// True once [`start`] has made this process a reaper.
+pub fn active() -> bool {
+    matches!(STARTED.get(), Some(Ok(())))
+}
+
+/// Makes this process a child subreaper (PID 1 is one already) and starts the reaper thread.
+/// Once per process; later calls return the first one's result.
+///
+/// # Errors
+/// When the kernel refuses `PR_SET_CHILD_SUBREAPER` or the thread cannot be started.
+pub fn start() -> io::Result<()> {
+    STARTED
+        .get_or_init(|| start_once().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(io::Error::other)
+}
+
+fn start_once() -> io::Result<()> {
+    if std::process::id() != 1 {
+        sys::become_subreaper()?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("hsu-reaper".into())
+        .spawn(move || runtime.block_on(run()))?;
+    Ok(())
+}
+
+async fn run() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut children = match signal(SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGCHLD; orphans are reaped every second");
+            return poll_only().await;
+        }
+    };
+    let mut seen = HashMap::new();
+    let mut next = sweep(&mut seen);
+    loop {
+        match next {
+            // Something is left to look at again: by the clock, so a stream of SIGCHLDs (a
+            // fast crash loop, an orphan storm) costs one /proc scan per period at most.
+            Some(after) => tokio::time::sleep(after).await,
+            None => {
+                children.recv().await;
+            }
+        }
+        next = sweep(&mut seen);
+    }
+}
+
+async fn poll_only() {
+    let mut seen = HashMap::new();
+    loop {
+        sweep(&mut seen);
+        tokio::time::sleep(GRACE).await;
+    }
+}
+
+/// Reaps every exited child that is not the master's own and has been exited for [`GRACE`].
+/// Returns when to look again (none: no exited child is left, wait for the next SIGCHLD).
+/// `seen`: when each exited, not-own child was first seen.
+fn sweep(seen: &mut HashMap<i32, Instant>) -> Option<Duration> {
+    let now = Instant::now();
+    // The common case: no exited child at all, or only orphans (reaped one by one).
+    loop {
+        let pid = sys::peek_exited_child()?;
+        if !reapable(pid, seen, now) || !reap(pid, seen) {
+            break;
+        }
+    }
+    // An exited child is left that must not be reaped yet; it hides any other from waitid,
+    // so find the others in /proc.
+    let zombies = zombie_children();
+    seen.retain(|pid, _| zombies.contains(pid));
+    let mut next = RETRY;
+    for pid in zombies {
+        if reapable(pid, seen, now) {
+            reap(pid, seen);
+        } else if let Some(first) = seen.get(&pid) {
+            next = next.min(GRACE.saturating_sub(now - *first));
+        }
+    }
+    Some(next.max(MIN_PERIOD))
+}
+
+fn reapable(pid: i32, seen: &mut HashMap<i32, Instant>, now: Instant) -> bool {
+    if is_own(pid) {
+        return false;
+    }
+    now.duration_since(*seen.entry(pid).or_insert(now)) >= GRACE
+}
+
+fn reap(pid: i32, seen: &mut HashMap<i32, Instant>) -> bool {
+    seen.remove(&pid);
+    let reaped = sys::reap_child(pid);
+    if reaped {
+        REAPED.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(pid, "reaped an orphan");
+    }
+    reaped
+}
+
+/// This process's exited, unreaped children, found in /proc. Empty where /proc is not this
+/// PID namespace's (its PIDs would not be ours to wait for).
+fn zombie_children() -> Vec<i32> {
+    let me = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<i32>().ok());
+    if me != i32::try_from(std::process::id()).ok() {
+        return Vec::new();
+    }
+    let Some(me) = me else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| sys::read_stat(pid).is_ok_and(|s| s.ppid == me && s.state == 'Z'))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_children_are_never_reapable_and_others_only_after_the_grace() {
+        let mut seen = HashMap::new();
+        let now = Instant::now();
+        claim(4_000_001);
+        assert!(!reapable(4_000_001, &mut seen, now + GRACE * 10));
+        release(4_000_001);
+        assert!(!reapable(4_000_002, &mut seen, now));
+        assert!(!reapable(4_000_002, &mut seen, now + GRACE / 2));
+        assert!(reapable(4_000_002, &mut seen, now + GRACE));
+    }
+}
