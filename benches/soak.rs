@@ -1,8 +1,10 @@
 //! Crash-loop soak: `cargo bench --bench soak` (HSU_SOAK_CYCLES, default 10,000). A managed
-//! worker that exits 1 at once, restarted with no backoff, and a module whose `start` panics,
-//! restarted likewise, each for N cycles. Prints the master's RSS, open descriptors, threads,
-//! and the zombies among its children at 0, N/2 and N cycles: they should stay flat (and the
-//! zombies at 0). Figures only, never asserted; it runs outside CI.
+//! worker that exits 1 at once, restarted with no backoff; a module whose `start` panics,
+//! restarted likewise; and a managed worker that leaves an orphan behind (`sh -c "sleep 0.001
+//! &"`) before it exits 1, with the master as subreaper: each for N cycles. Prints the master's
+//! RSS, open descriptors, threads, its zombie and live children, and the orphans reaped, at 0,
+//! N/2 and N cycles: they should stay flat (zombies and live orphans at 0 once settled).
+//! Figures only, never asserted; it runs outside CI.
 
 mod common;
 use common::own_rss_kib;
@@ -32,6 +34,7 @@ fn main() {
         config.logs.directory = dir.join("logs");
         config.logs.mirror = false;
         config.run_directory = dir.join("run");
+        config.subreaper = Some(true);
         let master = MasterActor::launch(config).expect("master");
         master
             .send(RegisterNativeModuleFactory::new("panics", || Box::new(Panics)))
@@ -44,9 +47,16 @@ fn main() {
         let module = WorkerConfig::native("panicky", "panics")
             .with_restart(restart)
             .with_health_check("{enabled: false}");
+        let orphaner = WorkerConfig::process(
+            "orphaner",
+            "/bin/sh",
+            &["-c", "sh -c 'sleep 0.001 &'; exit 1"],
+        )
+        .with_restart(restart);
         for (worker, fails_in) in [
             (process, WorkerState::Failed),
             (module, WorkerState::FailedStart),
+            (orphaner, WorkerState::Failed),
         ] {
             let mut events = master.send(Subscribe).await.unwrap();
             let id = master.send(AddWorker(worker)).await.unwrap().unwrap();
@@ -69,7 +79,10 @@ fn main() {
                 t.elapsed().as_secs_f64(),
                 t.elapsed().as_secs_f64() * 1000.0 / failures.max(1) as f64
             );
-            let _ = master.send(hsu::StopWorker(id)).await;
+            let _ = master.send(hsu::StopWorker(id.clone())).await;
+            // Orphans are reaped after a grace of a second: look once it has passed.
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            figures(&format!("{id} (stopped, settled)"), failures);
         }
         let _ = master.send(Shutdown).await;
     });
@@ -88,19 +101,27 @@ fn figures(what: &str, cycles: u64) {
         })
         .unwrap_or_default();
     let me = std::process::id().to_string();
-    let zombies = std::fs::read_dir("/proc").map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-            .filter(|stat| {
-                let rest = stat.rsplit(')').next().unwrap_or("");
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                f.first() == Some(&"Z") && f.get(1) == Some(&me.as_str())
-            })
-            .count()
-    });
+    let (mut zombies, mut live) = (0, 0);
+    for stat in std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+    {
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.get(1) == Some(&me.as_str()) {
+            if f.first() == Some(&"Z") {
+                zombies += 1;
+            } else {
+                live += 1;
+            }
+        }
+    }
     println!(
-        "{what} after {cycles:>6} cycles: RSS {:>6} KiB, {fds} fds, {threads} threads, {zombies} zombie children",
-        own_rss_kib()
+        "{what} after {cycles:>6} cycles: RSS {:>6} KiB, {fds} fds, {threads} threads, {zombies} zombie / {live} live children, {} orphans reaped",
+        own_rss_kib(),
+        hsu::orphans_reaped()
     );
 }
 

@@ -1,9 +1,12 @@
 //! Records the compiler and target that built this crate, for the plugin header: a host can
 //! then tell a plugin built by another toolchain or for another target before calling into it.
+//! With the `integrated` feature, also compiles `proto/coreservice.proto`: protox parses it
+//! (pure Rust, so no system `protoc` is needed) and tonic-prost-build generates the messages,
+//! the server trait and the client.
 
 use std::process::Command;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = Command::new(&rustc)
         .arg("-vV")
@@ -23,4 +26,13 @@ fn main() {
     );
     println!("cargo:rerun-if-env-changed=RUSTC");
     println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "integrated")]
+    {
+        println!("cargo:rerun-if-changed=proto/coreservice.proto");
+        let descriptors = protox::compile(["proto/coreservice.proto"], ["proto"])?;
+        tonic_prost_build::configure()
+            .build_transport(false)
+            .compile_fds(descriptors)?;
+    }
+    Ok(())
 }

@@ -592,6 +592,136 @@ async fn a_memory_limit_violation_restarts_the_worker() -> TestResult {
     Ok(())
 }
 
+/// The control protocol on the wire, as an HSU worker written in Go sees it: `Ping` by its path
+/// `/proto.CoreService/Ping` with empty protobuf messages, `grpc.health.v1.Health/Check` by its
+/// path with `service` as field 1, SERVING for "" and `proto.CoreService`, NOT_FOUND for an
+/// unknown name (before: SERVING for any name), and `Watch` streaming a change (before:
+/// UNIMPLEMENTED). Served by `hsu_module::integrated::serve_on` on 127.0.0.1, called with
+/// tonic's generic client and hand-written message types (no generated code on this side).
+#[actix_rt::test]
+async fn the_integrated_protocol_keeps_hsus_wire_names_and_the_standard_health_service(
+) -> TestResult {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tonic::codegen::http::uri::PathAndQuery;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Empty {}
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct CheckRequest {
+        #[prost(string, tag = "1")]
+        service: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct CheckResponse {
+        #[prost(int32, tag = "1")]
+        status: i32,
+    }
+    const SERVING: i32 = 1;
+    const NOT_SERVING: i32 = 2;
+
+    assert!(
+        prost::Message::encode_to_vec(&hsu::module::integrated::proto::PingRequest {}).is_empty()
+    );
+    let healthy = Arc::new(AtomicBool::new(true));
+    let listener = hsu::module::integrated::bind(0)?;
+    let port = listener.local_addr()?.port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let flag = healthy.clone();
+    let server = tokio::spawn(hsu::module::integrated::serve_on(
+        listener,
+        move || {
+            let flag = flag.clone();
+            async move { flag.load(Ordering::SeqCst) }
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let ping = |mut grpc: tonic::client::Grpc<tonic::transport::Channel>| async move {
+        grpc.ready().await?;
+        grpc.unary::<Empty, Empty, _>(
+            tonic::Request::new(Empty {}),
+            PathAndQuery::from_static("/proto.CoreService/Ping"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .map(drop)
+        .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+    };
+    ping(grpc.clone()).await.map_err(|e| e.to_string())?;
+    let check = |mut grpc: tonic::client::Grpc<tonic::transport::Channel>, service: &str| {
+        let service = service.to_string();
+        async move {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            grpc.unary::<CheckRequest, CheckResponse, _>(
+                tonic::Request::new(CheckRequest { service }),
+                PathAndQuery::from_static("/grpc.health.v1.Health/Check"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .map(|r| r.into_inner().status)
+        }
+    };
+    // The health service reports after its first refresh.
+    let start = std::time::Instant::now();
+    while check(grpc.clone(), "").await.ok() != Some(SERVING) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(check(grpc.clone(), "proto.CoreService").await?, SERVING);
+    let unknown = check(grpc.clone(), "no.such.Service")
+        .await
+        .expect_err("unknown name");
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    // Watch: the current status at once, then the change.
+    grpc.ready().await?;
+    let mut watch = grpc
+        .server_streaming::<CheckRequest, CheckResponse, _>(
+            tonic::Request::new(CheckRequest {
+                service: String::new(),
+            }),
+            PathAndQuery::from_static("/grpc.health.v1.Health/Watch"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await?
+        .into_inner();
+    assert_eq!(watch.message().await?.map(|m| m.status), Some(SERVING));
+    healthy.store(false, Ordering::SeqCst);
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message()).await??;
+    assert_eq!(next.map(|m| m.status), Some(NOT_SERVING));
+    // Ping asks at every call: UNAVAILABLE while not healthy.
+    let err = ping(grpc.clone()).await.expect_err("not healthy");
+    assert!(err.to_string().contains("not healthy"), "{err}");
+
+    // The master's client speaks the same: Ping refused, Check NOT_SERVING, unknown NOT_FOUND.
+    let runtime = hsu::WorkerRuntime::new(1)?;
+    let client = hsu::ControlClient::new(port, Duration::from_secs(5), &runtime)?;
+    assert!(client.ping(Duration::from_secs(5)).await.is_err());
+    assert!(!client.health("", Duration::from_secs(5)).await?);
+    let e = client
+        .health("no.such.Service", Duration::from_secs(5))
+        .await
+        .expect_err("unknown");
+    assert!(
+        e.to_string().contains("NotFound") || e.to_string().contains("not found"),
+        "{e}"
+    );
+    healthy.store(true, Ordering::SeqCst);
+    client.ping(Duration::from_secs(5)).await?;
+    let _ = stop.send(());
+    server.await??;
+    drop(channel);
+    Ok(())
+}
+
 fn integrated_worker(id: &str, args: &[&str]) -> WorkerConfig {
     let mut config = process_worker(id, &[&["--integrated"], args].concat());
     config.process_type = Some(hsu::config::ProcessType::Integrated);

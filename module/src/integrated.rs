@@ -18,19 +18,17 @@
 //! # }
 //! ```
 //!
-//! The messages are written by hand with prost's derive (no `protoc` needed); they are
-//! wire-compatible with the `.proto` files.
+//! `proto.CoreService` is described in `module/proto/coreservice.proto` (compiled at build time
+//! by protox and tonic-prost-build: no system `protoc`); `grpc.health.v1.Health` is the
+//! tonic-health crate's service, so unknown service names get NOT_FOUND and `Watch` streams
+//! changes, as the standard says.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tonic::body::Body;
-use tonic::codegen::http;
-use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::ModuleError;
@@ -39,47 +37,26 @@ use crate::ModuleError;
 pub const PING_PATH: &str = "/proto.CoreService/Ping";
 /// Path of the standard health check call.
 pub const HEALTH_CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+/// The service name under which the worker reports its health (beside `""`, the whole server).
+pub const CORE_SERVICE: &str = "proto.CoreService";
+/// How often the health function is asked for the `grpc.health.v1` answers (Check, Watch);
+/// Ping asks it at every call.
+pub const HEALTH_REFRESH: Duration = Duration::from_millis(250);
 
-/// The protocol's messages.
+/// How long calls in flight (a health `Watch` stream never ends) may delay the end of
+/// [`serve`] after its shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The protocol's messages and services: `proto.CoreService` generated from
+/// `coreservice.proto`.
 pub mod proto {
-    /// `proto.PingRequest` (empty).
-    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-    pub struct PingRequest {}
-
-    /// `proto.PingResponse` (empty).
-    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-    pub struct PingResponse {}
-
-    /// `grpc.health.v1.HealthCheckRequest`.
-    #[derive(Clone, PartialEq, Eq, prost::Message)]
-    pub struct HealthCheckRequest {
-        /// The service asked about; empty for the whole server.
-        #[prost(string, tag = "1")]
-        pub service: String,
-    }
-
-    /// `grpc.health.v1.HealthCheckResponse`.
-    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-    pub struct HealthCheckResponse {
-        /// A [`ServingStatus`].
-        #[prost(enumeration = "ServingStatus", tag = "1")]
-        pub status: i32,
-    }
-
-    /// `grpc.health.v1.HealthCheckResponse.ServingStatus`.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-    #[repr(i32)]
-    pub enum ServingStatus {
-        /// Unknown.
-        Unknown = 0,
-        /// Serving.
-        Serving = 1,
-        /// Not serving.
-        NotServing = 2,
-        /// The service name is not known.
-        ServiceUnknown = 3,
-    }
+    #![allow(missing_docs, clippy::pedantic)]
+    tonic::include_proto!("proto");
 }
+
+/// `grpc.health.v1`: messages, client and server, from tonic-health.
+pub use tonic_health::pb as health;
+pub use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Exit code of an integrated worker whose control port was taken (it mirrors `EADDRINUSE` on
 /// Linux). The master retries the start with another port when a worker exits with it before
@@ -109,8 +86,9 @@ pub fn port_from_env() -> Option<u16> {
 type HealthFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
 /// Serves the control protocol on `127.0.0.1:port` until `shutdown` resolves.
-/// `is_healthy` answers both Health/Check (SERVING or NOT_SERVING) and, when false, makes Ping
-/// fail with `UNAVAILABLE`.
+/// `is_healthy` answers Ping (when false, Ping fails with `UNAVAILABLE`) at every call, and
+/// `grpc.health.v1.Health` (SERVING or NOT_SERVING for `""` and `proto.CoreService`) as of its
+/// latest answer, asked every [`HEALTH_REFRESH`].
 ///
 /// # Errors
 /// `ModuleError::Io` when the port cannot be bound (kind `AddrInUse` when it is taken), or
@@ -139,106 +117,69 @@ where
     S: Future<Output = ()> + Send,
 {
     let health: HealthFn = Arc::new(move || Box::pin(is_healthy()));
-    tonic::transport::Server::builder()
-        .add_service(CoreService {
-            health: health.clone(),
-        })
-        .add_service(HealthService { health })
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let refresh = health.clone();
+    let reporting = async move {
+        let mut last = None;
+        loop {
+            let serving = refresh().await;
+            if last != Some(serving) {
+                last = Some(serving);
+                let status = if serving {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for name in ["", CORE_SERVICE] {
+                    reporter.set_service_status(name, status).await;
+                }
+            }
+            tokio::time::sleep(HEALTH_REFRESH).await;
+        }
+    };
+    // A stop ends the server at once for new calls and waits for those in flight; a stream
+    // that never ends (a health `Watch`) is cut after SHUTDOWN_GRACE.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
+    let cut = async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(proto::core_service_server::CoreServiceServer::new(Core {
+            health,
+        }))
+        .add_service(health_service)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,
-        )
-        .await
-        .map_err(|e| ModuleError::Other(Box::new(e)))
-}
-
-type BoxResponse = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
-
-struct Ping(HealthFn);
-
-impl UnaryService<proto::PingRequest> for Ping {
-    type Response = proto::PingResponse;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
-
-    fn call(&mut self, _: Request<proto::PingRequest>) -> Self::Future {
-        let health = self.0.clone();
-        Box::pin(async move {
-            if health().await {
-                Ok(Response::new(proto::PingResponse {}))
-            } else {
-                Err(Status::unavailable("not healthy"))
-            }
-        })
+        );
+    tokio::select! {
+        result = server => result.map_err(|e| ModuleError::Other(Box::new(e))),
+        () = reporting => Ok(()),
+        () = cut => Ok(()),
     }
 }
 
-struct Check(HealthFn);
+/// `proto.CoreService`: Ping answers OK while the health function says healthy.
+struct Core {
+    health: HealthFn,
+}
 
-impl UnaryService<proto::HealthCheckRequest> for Check {
-    type Response = proto::HealthCheckResponse;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Self::Response>, Status>> + Send>>;
-
-    fn call(&mut self, _: Request<proto::HealthCheckRequest>) -> Self::Future {
-        let health = self.0.clone();
-        Box::pin(async move {
-            let status = if health().await {
-                proto::ServingStatus::Serving
-            } else {
-                proto::ServingStatus::NotServing
-            };
-            Ok(Response::new(proto::HealthCheckResponse {
-                status: status as i32,
-            }))
-        })
+#[tonic::async_trait]
+impl proto::core_service_server::CoreService for Core {
+    async fn ping(
+        &self,
+        _: Request<proto::PingRequest>,
+    ) -> Result<Response<proto::PingResponse>, Status> {
+        if (self.health)().await {
+            Ok(Response::new(proto::PingResponse {}))
+        } else {
+            Err(Status::unavailable("not healthy"))
+        }
     }
 }
-
-fn unimplemented() -> BoxResponse {
-    Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) })
-}
-
-/// A gRPC service with one unary method, answered by `$method` (which gets the health
-/// function); any other path is UNIMPLEMENTED. What tonic-build would generate, by hand.
-macro_rules! one_method_service {
-    ($(#[$doc:meta])* $service:ident, $name:literal, $path:expr, $method:ident) => {
-        $(#[$doc])*
-        #[derive(Clone)]
-        struct $service {
-            health: HealthFn,
-        }
-
-        impl NamedService for $service {
-            const NAME: &'static str = $name;
-        }
-
-        impl tonic::codegen::Service<http::Request<Body>> for $service {
-            type Response = http::Response<Body>;
-            type Error = Infallible;
-            type Future = BoxResponse;
-
-            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-                Poll::Ready(Ok(()))
-            }
-
-            fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-                if request.uri().path() != $path {
-                    return unimplemented();
-                }
-                let method = $method(self.health.clone());
-                Box::pin(async move {
-                    let mut grpc = Grpc::new(tonic_prost::ProstCodec::default());
-                    Ok(grpc.unary(method, request).await)
-                })
-            }
-        }
-    };
-}
-
-one_method_service!(
-    /// `proto.CoreService`.
-    CoreService, "proto.CoreService", PING_PATH, Ping
-);
-one_method_service!(
-    /// `grpc.health.v1.Health`.
-    HealthService, "grpc.health.v1.Health", HEALTH_CHECK_PATH, Check
-);

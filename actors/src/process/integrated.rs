@@ -7,8 +7,10 @@ use std::time::Duration;
 use hsu_module::integrated::EXIT_PORT_IN_USE;
 use tokio::sync::watch;
 
-use hsu_module::integrated::{proto, HEALTH_CHECK_PATH, PING_PATH};
-use tonic::codegen::http::uri::PathAndQuery;
+use hsu_module::integrated::health::health_client::HealthClient;
+use hsu_module::integrated::health::HealthCheckRequest;
+use hsu_module::integrated::proto::core_service_client::CoreServiceClient;
+use hsu_module::integrated::{proto, ServingStatus, HEALTH_CHECK_PATH, PING_PATH};
 use tonic::transport::{Channel, Endpoint};
 
 use super::ExitInfo;
@@ -89,58 +91,63 @@ impl ControlClient {
     /// # Errors
     /// [`ControlError`]: unreachable, a non-OK status (UNAVAILABLE when not healthy), timeout.
     pub async fn ping(&self, limit: Duration) -> Result<(), ControlError> {
-        self.unary(PING_PATH, proto::PingRequest {}, limit)
-            .await
-            .map(|_: proto::PingResponse| ())
+        self.call(PING_PATH, limit, |channel, request| async move {
+            CoreServiceClient::new(channel)
+                .ping(request.map(|()| proto::PingRequest {}))
+                .await
+                .map(drop)
+        })
+        .await
     }
 
     /// `/grpc.health.v1.Health/Check` for `service`; true when SERVING.
     ///
     /// # Errors
-    /// [`ControlError`]: unreachable, a non-OK status, timeout.
+    /// [`ControlError`]: unreachable, a non-OK status (NOT_FOUND for a service the worker does
+    /// not know), timeout.
     pub async fn health(&self, service: &str, limit: Duration) -> Result<bool, ControlError> {
-        let request = proto::HealthCheckRequest {
-            service: service.to_string(),
-        };
-        let response: proto::HealthCheckResponse =
-            self.unary(HEALTH_CHECK_PATH, request, limit).await?;
-        Ok(response.status == proto::ServingStatus::Serving as i32)
+        let service = service.to_string();
+        self.call(HEALTH_CHECK_PATH, limit, |channel, request| async move {
+            HealthClient::new(channel)
+                .check(request.map(|()| HealthCheckRequest { service }))
+                .await
+                .map(|r| r.into_inner().status == ServingStatus::Serving as i32)
+        })
+        .await
     }
 
-    async fn unary<Req, Resp>(
+    /// Runs one call on the worker runtime with a deadline (sent as `grpc-timeout` too).
+    async fn call<T, F, Fut>(
         &self,
         path: &'static str,
-        request: Req,
         limit: Duration,
-    ) -> Result<Resp, ControlError>
+        call: F,
+    ) -> Result<T, ControlError>
     where
-        Req: prost::Message + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
+        T: Send + 'static,
+        F: FnOnce(Channel, tonic::Request<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>> + Send + 'static,
     {
         let channel = self.channel.clone();
         let deadline = limit.min(self.call_timeout);
-        let call = self.runtime.handle().spawn(async move {
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready()
+        let task = self.runtime.handle().spawn(async move {
+            // Connected first, so "nothing listens" is told apart from a worker's answer.
+            tonic::client::Grpc::new(channel.clone())
+                .ready()
                 .await
                 .map_err(|e| ControlError::Unreachable(e.to_string()))?;
-            let mut request = tonic::Request::new(request);
+            let mut request = tonic::Request::new(());
             request.set_timeout(deadline);
-            grpc.unary(
-                request,
-                PathAndQuery::from_static(path),
-                tonic_prost::ProstCodec::default(),
-            )
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| ControlError::Status {
-                path,
-                code: s.code().to_string(),
-                message: s.message().to_string(),
-            })
+            call(channel, request)
+                .await
+                .map_err(|s| ControlError::Status {
+                    path,
+                    code: s.code().to_string(),
+                    message: s.message().to_string(),
+                })
         });
-        let abort = call.abort_handle();
-        match tokio::time::timeout(deadline, call).await {
+        let abort = task.abort_handle();
+        match tokio::time::timeout(deadline, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(ControlError::Interrupted {
                 path,
