@@ -451,7 +451,7 @@ async fn a_stop_on_purpose_is_never_restarted() -> TestResult {
     master.send(StopWorker(id("keep-down"))).await??;
 
     // A pending restart is cancelled by a stop, too.
-    let slow = "{policy: on_failure, max_restarts: 5, window: 60s, backoff: {initial: 300ms, max: 300ms, jitter: 0.0}}";
+    let slow = "{policy: on_failure, max_restarts: 5, window: 60s, backoff: {initial: 300ms, max: 300ms, jitter: 0.0, immediate_first: false}}";
     let config = test_worker("pending", "{task: error, task_after_ms: 0}").with_restart(slow);
     master.send(AddWorker(config)).await??;
     master.send(StartWorker(id("pending"))).await??;
@@ -460,7 +460,7 @@ async fn a_stop_on_purpose_is_never_restarted() -> TestResult {
 
     // Canary: fails after both stops, with a longer backoff; once it has been restarted,
     // any restart of the stopped workers would have happened before.
-    let canary = "{policy: on_failure, max_restarts: 5, window: 60s, backoff: {initial: 600ms, max: 600ms, jitter: 0.0}}";
+    let canary = "{policy: on_failure, max_restarts: 5, window: 60s, backoff: {initial: 600ms, max: 600ms, jitter: 0.0, immediate_first: false}}";
     master
         .send(AddWorker(
             test_worker("canary", "{task: error, task_after_ms: 0}").with_restart(canary),

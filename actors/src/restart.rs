@@ -72,8 +72,15 @@ impl RestartTracker {
         }
         self.recent.record(now, config.window);
         self.total += 1;
+        // A crash after a quiet window restarts at once; a crash loop gets the backoff
+        // sequence from its second restart on.
+        let delay = match (config.backoff.immediate_first, in_window) {
+            (true, 0) => Duration::ZERO,
+            (true, n) => backoff_delay(&config.backoff, n - 1, jitter_sample),
+            (false, n) => backoff_delay(&config.backoff, n, jitter_sample),
+        };
         Decision::Restart {
-            delay: backoff_delay(&config.backoff, in_window, jitter_sample),
+            delay,
             attempt: in_window + 1,
         }
     }
@@ -122,6 +129,7 @@ mod tests {
                 max: Duration::from_secs(1),
                 multiplier: 2.0,
                 jitter: 0.0,
+                immediate_first: false,
             },
         }
     }
@@ -169,6 +177,28 @@ mod tests {
         assert!(matches!(
             t.decide(&c, Trigger::Failure, t0, 0.0),
             Decision::Restart { .. }
+        ));
+    }
+
+    #[test]
+    fn a_crash_after_a_quiet_window_restarts_at_once_and_a_crash_loop_backs_off() {
+        let mut c = config(RestartPolicy::OnFailure, 10);
+        c.backoff.immediate_first = true;
+        let mut t = RestartTracker::default();
+        let t0 = Instant::now();
+        let delays: Vec<u128> = (0..4)
+            .map(|_| match t.decide(&c, Trigger::Failure, t0, 0.0) {
+                Decision::Restart { delay, .. } => delay.as_millis(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // At once, then the configured sequence (100, 200, 400 ms).
+        assert_eq!(delays, [0, 100, 200, 400]);
+        // Once the window is quiet again, the next crash restarts at once.
+        let later = t0 + Duration::from_secs(61);
+        assert!(matches!(
+            t.decide(&c, Trigger::Failure, later, 0.0),
+            Decision::Restart { attempt: 1, delay } if delay.is_zero()
         ));
     }
 

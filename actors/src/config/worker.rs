@@ -345,6 +345,10 @@ pub struct BackoffConfig {
     pub multiplier: f64,
     /// Random variation as a fraction of the delay, 0.0–1.0 (default 0.1).
     pub jitter: f64,
+    /// The first restart after a quiet `window` (no restart within it: a crash after a
+    /// stable run) happens at once; the delays above apply from the second restart within the
+    /// window on, to crash loops (default `true`; `false` delays every restart).
+    pub immediate_first: bool,
 }
 
 impl Default for BackoffConfig {
@@ -354,6 +358,7 @@ impl Default for BackoffConfig {
             max: Duration::from_secs(30),
             multiplier: 2.0,
             jitter: 0.1,
+            immediate_first: true,
         }
     }
 }
