@@ -346,7 +346,7 @@ fn signal_hook_flag(flag: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
     // SA_RESTART, so the blocking waitpid returns EINTR and the loop sees the flag.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_term as usize;
+        action.sa_sigaction = on_term as *const () as usize;
         libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
     }
 }
