@@ -12,6 +12,7 @@
 //! child → its replacement exec'd (20 kills, one at a time), stop of everything (SIGTERM →
 //! every child gone and the supervisor exited), the supervisor's RSS with N children, its CPU
 //! while idle (`HSU_BLACKBOX_IDLE`, seconds, default 10; scaled to 30 s), and leftovers.
+//! `HSU_BLACKBOX_CGROUPS=false` runs hsu with `master.cgroups: false`.
 #![allow(unsafe_code)]
 
 use std::collections::HashSet;
@@ -166,7 +167,9 @@ fn run_one(events: &Events, n: usize, kind: Kind, idle_secs: u64) -> Run {
             .expect("floor supervisor starts"),
         Kind::Hsu => {
             let config = dir.join("hsu.yaml");
-            let mut text = String::from("master: {log_level: warn}\nworkers:\n");
+            // HSU_BLACKBOX_CGROUPS=false: process groups only, to see what cgroup placement costs.
+            let cgroups = std::env::var("HSU_BLACKBOX_CGROUPS").unwrap_or_else(|_| "true".into());
+            let mut text = format!("master: {{log_level: warn, cgroups: {cgroups}}}\nworkers:\n");
             for i in 0..n {
                 text.push_str(&format!(
                     "  - {{id: s{i}, type: process, execution: {{executable_path: /bin/sleep, args: ['600']}}, restart: {{policy: always}}}}\n"

@@ -1225,3 +1225,25 @@ async fn what_a_worker_left_behind_with_setsid_goes_when_it_ends_and_when_it_is_
     master.send(Shutdown).await?;
     Ok(())
 }
+
+/// `master.cgroups: false` turns cgroup placement off: a process worker is contained by its
+/// process group, and diagnostics say so.
+#[actix_rt::test]
+async fn cgroups_false_contains_by_process_group_and_says_so() -> TestResult {
+    let dir = TempDir::new("no-cgroups");
+    let mut config = support::config_in(&dir);
+    config.cgroups = false;
+    let (master, _watch) = support::launch(config).await;
+    master
+        .send(AddWorker(process_worker("plain", &[])))
+        .await??;
+    master.send(StartWorker(id("plain"))).await??;
+    let d = master.send(GetWorkerState(id("plain"))).await??;
+    assert_eq!(d.containment, Some("process_group"));
+    let pid = d.pid.expect("running");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    assert!(!cgroup.contains("/hsu/"), "{cgroup}");
+    master.send(Shutdown).await?;
+    assert!(!alive(pid));
+    Ok(())
+}

@@ -43,6 +43,9 @@ pub struct MasterConfig {
     /// master embedded in another program: default `false`, as that program may wait for
     /// children of its own). A master that is PID 1 always reaps.
     pub subreaper: Option<bool>,
+    /// Contain each process worker in a cgroup of its own where the kernel allows it (default
+    /// `true`); `false`: process groups only (a descendant that calls `setsid` can escape).
+    pub cgroups: bool,
 }
 
 /// `master.api:`: how the running master is operated from outside. By default only through a
@@ -94,6 +97,7 @@ impl Default for MasterConfig {
             packages_directory: PathBuf::from("hsu-packages"),
             api: ApiConfig::default(),
             subreaper: None,
+            cgroups: true,
         }
     }
 }

@@ -122,7 +122,11 @@ impl MasterActor {
         }
         let registry = RegistryActor::new(runtime.clone()).start();
         // Before any worker: what dead masters left in their cgroups goes first.
-        let (cgroups, report) = crate::process::cgroup::Cgroups::set_up();
+        let (cgroups, report) = if config.cgroups {
+            crate::process::cgroup::Cgroups::set_up()
+        } else {
+            (None, Vec::new())
+        };
         for line in report {
             tracing::warn!("{line}");
         }
@@ -130,6 +134,9 @@ impl MasterActor {
             Some(c) => {
                 tracing::info!(cgroup = %c.path().display(), "process workers are contained by cgroups")
             }
+            None if !config.cgroups => tracing::info!(
+                "process workers are contained by process groups (master.cgroups: false)"
+            ),
             None => tracing::info!("process workers are contained by process groups"),
         }
         let cgroups = cgroups.map(Arc::new);
