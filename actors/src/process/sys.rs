@@ -517,49 +517,6 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
     unsafe { std::mem::zeroed() }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_with_odd_command_names() {
-        let line = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 98765 1000000 250 18446744073709551615";
-        let s = parse_stat(line).unwrap();
-        assert_eq!(
-            (
-                s.state,
-                s.ppid,
-                s.pgrp,
-                s.cpu_ticks,
-                s.start_time,
-                s.rss_pages
-            ),
-            ('S', 1, 1234, 10, 98765, 250)
-        );
-    }
-
-    #[test]
-    fn our_own_stat_reads() {
-        let me = read_stat(std::process::id() as i32).unwrap();
-        assert!(me.start_time > 0);
-        assert!(read_stat(i32::MAX).is_err());
-    }
-
-    #[test]
-    fn refuses_init_and_groups() {
-        assert!(signal_process(1, 0).is_err());
-        assert!(signal_group(0, 0).is_err());
-        assert!(PidFd::open(1).is_err());
-    }
-
-    #[test]
-    fn root_resolves() {
-        assert_eq!(lookup_user("root").unwrap().uid, 0);
-        assert_eq!(lookup_user("0").unwrap().name, "root");
-        assert!(lookup_user("no-such-user-hsu").is_err());
-    }
-}
-
 /// Makes this process a child subreaper: orphaned descendants are re-parented to it instead of
 /// to init, so it sees (and must reap) them.
 ///
@@ -607,4 +564,47 @@ pub fn reap_child(pid: i32) -> bool {
     // SAFETY: waitpid for one positive PID with WNOHANG; `status` is a valid writable int.
     let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     rc == pid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_command_names() {
+        let line = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 98765 1000000 250 18446744073709551615";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(
+            (
+                s.state,
+                s.ppid,
+                s.pgrp,
+                s.cpu_ticks,
+                s.start_time,
+                s.rss_pages
+            ),
+            ('S', 1, 1234, 10, 98765, 250)
+        );
+    }
+
+    #[test]
+    fn our_own_stat_reads() {
+        let me = read_stat(std::process::id() as i32).unwrap();
+        assert!(me.start_time > 0);
+        assert!(read_stat(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn refuses_init_and_groups() {
+        assert!(signal_process(1, 0).is_err());
+        assert!(signal_group(0, 0).is_err());
+        assert!(PidFd::open(1).is_err());
+    }
+
+    #[test]
+    fn root_resolves() {
+        assert_eq!(lookup_user("root").unwrap().uid, 0);
+        assert_eq!(lookup_user("0").unwrap().name, "root");
+        assert!(lookup_user("no-such-user-hsu").is_err());
+    }
 }
