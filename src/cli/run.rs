@@ -12,7 +12,7 @@ use hsu::{AddConfigured, MasterActor, Shutdown, StartWorker};
 /// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
 /// a bad config.
 pub fn main(path: Option<PathBuf>) -> ExitCode {
-    let (mut config, specs) = match super::load(path.as_deref()) {
+    let (config, specs) = match super::load(path.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
             super::print_error(&e);
@@ -20,9 +20,6 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_tracing(config.master.log_level.as_str());
-    // Orphans of the workers' trees come to this master and are reaped (a container's init
-    // does the same as PID 1).
-    config.master.subreaper.get_or_insert(true);
     let source = path
         .as_ref()
         .map_or("the embedded default config".to_string(), |p| {
@@ -53,7 +50,12 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         // (which would otherwise end the process) reloads instead.
         let mut signals = StopSignals::register()?;
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let master = MasterActor::launch(config.master.clone())?;
+        // Orphans of the workers' trees come to this master and are reaped (a container's init
+        // does the same as PID 1). Only the launch gets this default: the config kept for
+        // reloads stays as written, so a reload compares like with like.
+        let mut launched = config.master.clone();
+        launched.subreaper.get_or_insert(true);
+        let master = MasterActor::launch(launched)?;
         hsu::builtin::register(&master).await?;
         // Subscribed before any worker is added, so the event stream has every event.
         let events = master.send(hsu::Subscribe).await?;
