@@ -30,6 +30,11 @@ const EMPTY_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Cgroups {
     instance: PathBuf,
+    /// An exclusive `flock` on the instance cgroup's directory, held for the master's life: the
+    /// sign that its owner is alive, valid across PID namespaces (a pid and start time are not:
+    /// a master that is PID 1 of a container names itself `1.…`, and a pid from another
+    /// namespace is not in this one's /proc). Released by the kernel however the master ends.
+    _alive: Option<std::fs::File>,
     /// The keeper's stdin: when it closes (the master is gone), the keeper cleans up.
     keeper: Option<(Child, std::process::ChildStdin)>,
 }
@@ -78,7 +83,23 @@ impl Cgroups {
                 ))
             })
             .ok();
-        (Some(Self { instance, keeper }), report)
+        let alive = std::fs::File::open(&instance)
+            .and_then(|dir| dir.try_lock().map(|()| dir).map_err(io::Error::other))
+            .map_err(|e| {
+                report.push(format!(
+                    "cannot lock `{}` ({e}): another master may take this one's cgroups for a dead one's",
+                    instance.display()
+                ))
+            })
+            .ok();
+        (
+            Some(Self {
+                instance,
+                _alive: alive,
+                keeper,
+            }),
+            report,
+        )
     }
 
     /// The instance cgroup.
@@ -239,9 +260,19 @@ fn sweep(root: &Path, report: &mut Vec<String>) {
                 parts.next()?.parse::<u64>().ok()?,
             ))
         })();
-        let alive = owner.is_some_and(|(pid, start)| {
-            crate::process::sys::read_stat(pid).is_ok_and(|s| s.start_time == start)
+        // Alive: its master holds the directory's lock (any PID namespace), or the pid and
+        // start time in its name are a live process here.
+        let locked = std::fs::File::open(&path).is_ok_and(|dir| match dir.try_lock() {
+            Ok(()) => {
+                let _ = dir.unlock();
+                false
+            }
+            Err(_) => true,
         });
+        let alive = locked
+            || owner.is_some_and(|(pid, start)| {
+                crate::process::sys::read_stat(pid).is_ok_and(|s| s.start_time == start)
+            });
         if alive || owner.is_none() {
             continue;
         }
