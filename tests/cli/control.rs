@@ -44,7 +44,9 @@ pub(super) fn row(socket: &Path, id: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no row {id}"))
 }
 
-/// Polls `hsu ls --json` until `cond` holds for `id`'s row (bounded by the deadline).
+/// Polls `hsu ls --json` until `cond` holds for `id`'s row (bounded by the deadline). A row not
+/// there yet is waited for too: the API answers as soon as it listens, before every worker of
+/// the config has been added.
 pub(super) fn until_row(
     socket: &Path,
     id: &str,
@@ -53,8 +55,11 @@ pub(super) fn until_row(
 ) {
     let start = std::time::Instant::now();
     loop {
-        let r = row(socket, id);
-        if cond(&r) {
+        let r = rows(socket)
+            .into_iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or(serde_json::Value::Null);
+        if !r.is_null() && cond(&r) {
             return;
         }
         assert!(start.elapsed() < DEADLINE, "{id} never {what}: {r}");
