@@ -260,6 +260,12 @@ impl WorkerError {
         }
     }
 
+    /// Module code misbehaved (it panicked, or blocked its thread): the instance is not to be
+    /// trusted, the failure counts toward crash quarantine.
+    pub fn is_broken_module(&self) -> bool {
+        matches!(self, Self::Panicked { .. } | Self::Blocked { .. })
+    }
+
     /// The worker it concerns.
     pub fn worker(&self) -> &WorkerId {
         match self {

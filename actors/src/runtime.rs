@@ -181,7 +181,7 @@ fn record_stuck<T: Send + 'static>(
             },
         );
     }
-    tracing::warn!(worker = %id, call = %op, "the call did not end when cancelled: it blocks a worker thread; calls for this worker are refused until it returns");
+    tracing::warn!(worker = %id, call = %op, "the call did not end when cancelled: it blocks a worker thread; later calls for this worker wait for it");
     let stuck = stuck.clone();
     let id = id.clone();
     tokio::spawn(async move {

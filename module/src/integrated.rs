@@ -139,15 +139,13 @@ where
     };
     // A stop ends the server at once for new calls and waits for those in flight; a stream
     // that never ends (a health `Watch`) is cut after SHUTDOWN_GRACE.
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping.send(true);
-    };
-    let cut = async move {
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|s| *s).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let cut = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
     };
     let server = tonic::transport::Server::builder()
         .add_service(proto::core_service_server::CoreServiceServer::new(Core {

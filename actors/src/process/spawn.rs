@@ -200,7 +200,7 @@ fn start(
 /// polling) where the kernel has them.
 pub async fn reap(mut child: Child) -> ExitInfo {
     let pidfd = PidFd::open(child.id() as i32).ok();
-    loop {
+    let info = loop {
         if let Some(fd) = &pidfd {
             if fd.exited().await.is_err() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -209,18 +209,16 @@ pub async fn reap(mut child: Child) -> ExitInfo {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match child.try_wait() {
-            Ok(Some(status)) => {
-                super::reaper::release(child.id());
-                return ExitInfo::from_status(status);
-            }
+            Ok(Some(status)) => break ExitInfo::from_status(status),
             Ok(None) => {}
             Err(e) => {
-                super::reaper::release(child.id());
                 tracing::error!(error = %e, "waiting for a child failed");
-                return ExitInfo::unknown();
+                break ExitInfo::unknown();
             }
         }
-    }
+    };
+    super::reaper::release(child.id());
+    info
 }
 
 /// Moves a pipe to the worker runtime, so a child flooding its output loads those threads and

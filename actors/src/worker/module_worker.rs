@@ -206,10 +206,7 @@ impl Handler<Start> for ModuleWorkerActor {
                         run.cancel.cancel();
                         run.tasks.abort_all();
                     }
-                    act.core.panicked = matches!(
-                        e,
-                        WorkerError::Panicked { .. } | WorkerError::Blocked { .. }
-                    );
+                    act.core.panicked = e.is_broken_module();
                     act.advance(Lifecycle::StartFailed, Some(error_chain(&e)))?;
                     Err(e)
                 }
@@ -248,10 +245,7 @@ impl LifecycleActor for ModuleWorkerActor {
                 Ok(()) => act.advance(Lifecycle::StopCompleted, None),
                 Err(e) => {
                     act.needs_fresh_instance = true;
-                    act.core.panicked = matches!(
-                        e,
-                        WorkerError::Panicked { .. } | WorkerError::Blocked { .. }
-                    );
+                    act.core.panicked = e.is_broken_module();
                     act.advance(Lifecycle::StopFailed, Some(error_chain(&e)))?;
                     Err(e)
                 }
@@ -308,7 +302,7 @@ impl Handler<CheckHealth> for ModuleWorkerActor {
         );
         Box::pin(probe.into_actor(self).map(move |result, act, ctx| {
             // A panic is a broken module; a probe that blocks its thread leaves nothing to run.
-            if let Err(e @ (WorkerError::Panicked { .. } | WorkerError::Blocked { .. })) = &result {
+            if let Some(e) = result.as_ref().err().filter(|e| e.is_broken_module()) {
                 let reason = error_chain(e);
                 ctx.spawn(act.fail_running(reason, Some(generation), true));
             }
