@@ -77,31 +77,54 @@ fn floor(n: usize) {
         ms(start), ms(median), ms(p95), ms(stop));
 }
 
-/// The same spawns with what hsu adds to each: its own process group, PR_SET_PDEATHSIG in a
-/// pre_exec hook (which forces fork instead of vfork), and piped stdout/stderr.
+/// The same spawns through hsu's own fork+exec (`child::spawn`: own process group,
+/// PR_SET_PDEATHSIG, signals reset, descriptors closed, piped stdout/stderr, the exec-error
+/// report), from one thread, without the master around it.
 fn floor_with_options(n: usize) {
+    use hsu::internals::child::{self, Plan};
+    use std::ffi::CString;
+    use std::os::fd::OwnedFd;
+    let path = CString::new("/bin/sleep").unwrap();
+    let envp: Vec<CString> = std::env::vars()
+        .map(|(k, v)| CString::new(format!("{k}={v}")).unwrap())
+        .collect();
     let t = Instant::now();
     let mut children = Vec::with_capacity(n);
+    let mut pipes = Vec::with_capacity(2 * n);
     for _ in 0..n {
-        let mut command = Command::new("sleep");
-        command
-            .arg("100000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        hsu::internals::sys::kill_with_parent(&mut command);
-        children.push(command.spawn().unwrap());
+        let (out_r, out_w) = std::io::pipe().unwrap();
+        let (err_r, err_w) = std::io::pipe().unwrap();
+        let stdin = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let plan = Plan {
+            programs: vec![path.clone()],
+            program: "/bin/sleep".into(),
+            argv: vec![path.clone(), CString::new("100000").unwrap()],
+            envp: envp.clone(),
+            cwd: None,
+            stdio: [
+                child::above_stdio(stdin).unwrap(),
+                child::above_stdio(out_w.into()).unwrap(),
+                child::above_stdio(err_w.into()).unwrap(),
+            ],
+            cgroup: None,
+            user: None,
+            nofile: None,
+        };
+        children.push(child::spawn(&plan).unwrap().pid);
+        pipes.push((out_r, err_r));
     }
     let start = t.elapsed();
-    for c in &mut children {
-        let _ = c.kill();
+    for &pid in &children {
+        let _ = hsu::internals::sys::signal_process(pid as i32, 9);
     }
-    for c in &mut children {
-        let _ = c.wait();
+    for &pid in &children {
+        while !matches!(hsu::internals::sys::try_wait(pid), Ok(Some(_)) | Err(_)) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
+    drop(pipes);
     println!(
-        "floor' start {n}: {:>8.1} ms | (own group + PDEATHSIG + pipes, one thread)",
+        "floor' start {n}: {:>8.1} ms | (hsu's own fork+exec: group, PDEATHSIG, pipes, hygiene; one thread)",
         ms(start)
     );
 }

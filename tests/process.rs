@@ -1032,6 +1032,72 @@ async fn a_worker_run_as_another_user_gets_its_groups_and_login_environment() ->
 }
 
 #[actix_rt::test]
+async fn exec_failures_say_why_and_a_bare_name_is_found_on_the_workers_own_path() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("exec-errors");
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let script = |name: &str, text: &str, mode: u32| -> std::io::Result<String> {
+        let path = bin.join(name);
+        std::fs::write(&path, text)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        Ok(path.display().to_string())
+    };
+    let no_interpreter = script("no-interp", "#!/nonexistent/interpreter\n", 0o755)?;
+    let not_executable = script("plain", "#!/bin/sh\nexit 0\n", 0o644)?;
+    let marker = dir.file("found");
+    script(
+        "hsu-found-on-path",
+        &format!("#!/bin/sh\necho \"$0\" > {marker}\nexec sleep 30\n"),
+        0o755,
+    )?;
+    let (master, mut watch) = support::master_in(&dir).await;
+    let start_error = |name: &str, path: &str| {
+        let master = master.clone();
+        let (name, path) = (name.to_string(), path.to_string());
+        async move {
+            let config = WorkerConfig::process(&name, &path, &[]).with_restart("{policy: never}");
+            master.send(AddWorker(config)).await.unwrap().unwrap();
+            let err = master
+                .send(StartWorker(id(&name)))
+                .await
+                .unwrap()
+                .unwrap_err();
+            hsu::error_chain(&err)
+        }
+    };
+    let text = start_error("interp", &no_interpreter).await;
+    assert!(text.contains("interpreter"), "{text}");
+    let text = start_error("plain", &not_executable).await;
+    assert!(
+        text.contains("Permission denied") && text.contains("not executable"),
+        "{text}"
+    );
+    let text = start_error("nowhere", "hsu-no-such-program").await;
+    assert!(text.contains("not found in PATH"), "{text}");
+    // The worker's own PATH is searched, as execvp would with the child's environment.
+    let mut config =
+        WorkerConfig::process("on-path", "hsu-found-on-path", &[]).with_restart("{policy: never}");
+    if let Some(exec) = config.execution.as_mut() {
+        exec.env.insert(
+            "PATH".into(),
+            format!("/nonexistent:{}:/usr/bin:/bin", bin.display()),
+        );
+    }
+    master.send(AddWorker(config)).await??;
+    master.send(StartWorker(id("on-path"))).await??;
+    watch.until("on-path", WorkerState::Running).await;
+    eventually("the script's report", || {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t.contains("bin/hsu-found-on-path"))
+    })
+    .await;
+    // Every failed start left nothing behind, and the master still answers.
+    assert_eq!(master.send(GetAllWorkerStates).await?.len(), 4);
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
 async fn a_missing_working_directory_is_named_as_such() -> TestResult {
     let dir = TempDir::new("workdir");
     let (master, _watch) = support::master_in(&dir).await;

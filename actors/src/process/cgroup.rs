@@ -146,6 +146,19 @@ impl WorkerCgroup {
         &self.procs
     }
 
+    /// Its directory, open, for creating a child inside it (`CLONE_INTO_CGROUP`).
+    ///
+    /// # Errors
+    /// When the directory cannot be opened (the cgroup was removed).
+    pub fn open_dir(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&self.dir)
+            .map(Into::into)
+    }
+
     /// The processes in it now.
     pub fn pids(&self) -> Vec<i32> {
         pids_of(&self.dir)

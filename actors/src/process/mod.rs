@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod child;
 pub mod integrated;
 pub mod leftovers;
 pub mod logs;

@@ -1,31 +1,46 @@
-//! Starting a managed child: its own process group, output pipes pumped into its log on the
-//! worker runtime, death with the master, and a PID file.
+//! Starting a managed child: what it runs with (program found on `PATH`, environment,
+//! user, cgroup), output pipes pumped into its log on the worker runtime, and a PID file. The
+//! fork and exec themselves are in `child.rs`.
 
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::cgroup::WorkerCgroup;
+use super::child::{self, CgroupTarget, Plan, Started};
 use super::logs::{pump, LogSink, Stream};
 use super::sys::{self, PidFd};
 use super::ExitInfo;
 use crate::config::ExecutionConfig;
 use crate::runtime::WorkerRuntime;
 
+/// A child of the master's own: its PID and a pidfd on it. [`reap`] is the only place it is
+/// waited for.
+#[derive(Debug)]
+pub struct Child {
+    pid: u32,
+    pidfd: Option<PidFd>,
+}
+
 /// A started child and the tasks draining its output.
 #[derive(Debug)]
 pub struct Spawned {
-    /// The child; [`reap`] is the only place it is waited for.
+    /// The child.
     pub child: Child,
     /// Its PID, which is also its process group id.
     pub pid: u32,
     /// Pumps of stdout and stderr; they end at EOF.
     pub pumps: Vec<JoinHandle<u64>>,
+    /// Whether it was created inside its cgroup (rather than moved in after the fork).
+    pub created_in_cgroup: bool,
 }
 
 /// Extra settings of one spawn, beside the config's `execution:`.
@@ -35,8 +50,8 @@ pub struct SpawnExtras {
     pub args: Vec<String>,
     /// Added to the configured environment.
     pub env: Vec<(String, String)>,
-    /// The worker's `cgroup.procs`: the child joins it between fork and exec.
-    pub cgroup: Option<std::ffi::CString>,
+    /// The worker's cgroup: the child is created in it.
+    pub cgroup: Option<WorkerCgroup>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -108,12 +123,13 @@ impl std::fmt::Debug for Spawner {
     }
 }
 
-/// Spawns `exec` in a new process group, with stdin closed and stdout/stderr piped into
-/// `sink`, on a thread of `spawner`; the output pumps run on `runtime`.
+/// Spawns `exec` in a new process group (and in its cgroup), with stdin on /dev/null and
+/// stdout/stderr piped into `sink`, on a thread of `spawner`; the output pumps run on
+/// `runtime`.
 ///
 /// # Errors
-/// The OS error of the spawn (not found, permission denied, EMFILE, EAGAIN…), or of resolving
-/// `user`.
+/// The OS error of the spawn (not found, permission denied, EMFILE, EAGAIN…) naming the step
+/// that failed, or of resolving `user`.
 pub async fn spawn(
     exec: ExecutionConfig,
     extras: SpawnExtras,
@@ -121,95 +137,207 @@ pub async fn spawn(
     spawner: &Spawner,
     runtime: &WorkerRuntime,
 ) -> io::Result<Spawned> {
-    let (mut child, out, err) = spawner.run(move || start(&exec, extras)).await??;
-    let pid = child.id();
-    let mut pumps = Vec::with_capacity(2);
-    for (fd, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {
-        if let Some(fd) = fd {
-            pumps.push(start_pump(fd, sink.clone(), stream, runtime));
-        }
-    }
-    // std's Child keeps no pipe of ours now; wait() happens only in reap().
-    child.stdin = None;
-    Ok(Spawned { child, pid, pumps })
+    let (started, out, err) = spawner.run(move || start(&exec, extras)).await??;
+    let pid = started.pid;
+    let pumps = vec![
+        start_pump(out, sink.clone(), Stream::Stdout, runtime),
+        start_pump(err, sink, Stream::Stderr, runtime),
+    ];
+    Ok(Spawned {
+        child: Child {
+            pid,
+            pidfd: started.pidfd,
+        },
+        pid,
+        pumps,
+        created_in_cgroup: started.created_in_cgroup,
+    })
 }
 
-/// The fork and exec, on a spawner thread.
-fn start(
-    exec: &ExecutionConfig,
-    mut extras: SpawnExtras,
-) -> io::Result<(Child, Option<OwnedFd>, Option<OwnedFd>)> {
-    let extras_cgroup = extras.cgroup.take();
-    let mut command = Command::new(&exec.executable_path);
+/// Prepares the child's plan and forks it, on a spawner thread.
+fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, OwnedFd, OwnedFd)> {
     let user = exec.user.as_deref().map(sys::lookup_user).transpose()?;
+    let mut env = Environment::inherited();
     if let Some(user) = &user {
         // As a login would; the worker's own `env:` still wins.
-        command
-            .env("HOME", &user.home)
-            .env("USER", &user.name)
-            .env("LOGNAME", &user.name)
-            .env("SHELL", &user.shell);
+        env.set("HOME", &user.home);
+        env.set("USER", &user.name);
+        env.set("LOGNAME", &user.name);
+        env.set("SHELL", &user.shell);
     }
-    command
-        .args(&exec.args)
-        .args(&extras.args)
-        .envs(&exec.env)
-        .envs(extras.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(dir) = &exec.working_directory {
-        // Checked here: a missing directory would otherwise be reported by the spawn as the
-        // executable missing.
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("working_directory `{}` is not a directory", dir.display()),
-                ))
+    for (k, v) in exec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())) {
+        env.set(k, v);
+    }
+    for (k, v) in &extras.env {
+        env.set(k, v);
+    }
+    let cwd = match &exec.working_directory {
+        Some(dir) => {
+            // Checked here: a clear error naming the directory.
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("working_directory `{}` is not a directory", dir.display()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("working_directory `{}`: {e}", dir.display()),
+                    ))
+                }
             }
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("working_directory `{}`: {e}", dir.display()),
-                ))
-            }
+            Some(c_string(dir.as_os_str().as_bytes(), "working_directory")?)
         }
-        command.current_dir(dir);
+        None => None,
+    };
+    let programs = candidates(&exec.executable_path, env.get("PATH"))?;
+    let mut argv = Vec::with_capacity(1 + exec.args.len() + extras.args.len());
+    argv.push(c_string(
+        exec.executable_path.as_bytes(),
+        "executable_path",
+    )?);
+    for arg in exec.args.iter().chain(&extras.args) {
+        argv.push(c_string(arg.as_bytes(), "args")?);
     }
-    if let Some(procs) = extras_cgroup {
-        // First, while still root: cgroup.procs belongs to the master's user.
-        sys::join_cgroup(&mut command, procs);
-    }
-    if let Some(user) = &user {
-        // Before the parent-death signal is set: a credential change clears it.
-        sys::switch_user(&mut command, user)?;
-    }
-    sys::kill_with_parent(&mut command);
-    let mut child = command.spawn()?;
-    // Waited for by `reap` alone: the orphan reaper leaves it alone.
-    super::reaper::claim(child.id());
-    let out = child.stdout.take().map(OwnedFd::from);
-    let err = child.stderr.take().map(OwnedFd::from);
-    Ok((child, out, err))
+    let cgroup = match &extras.cgroup {
+        Some(c) => Some(CgroupTarget {
+            dir: c.open_dir()?,
+            procs: c.procs_file().clone(),
+        }),
+        None => None,
+    };
+    let credentials = match &user {
+        Some(user) => sys::credentials_for(user)?,
+        None => None,
+    };
+    let stdin = std::fs::File::open("/dev/null").map(OwnedFd::from)?;
+    let (out_read, out_write) = output_pipe()?;
+    let (err_read, err_write) = output_pipe()?;
+    let plan = Plan {
+        programs,
+        program: exec.executable_path.clone(),
+        argv,
+        envp: env.into_envp()?,
+        cwd,
+        stdio: [child::above_stdio(stdin)?, out_write, err_write],
+        cgroup,
+        user: credentials,
+        nofile: sys::original_nofile(),
+    };
+    let started = child::spawn(&plan)?;
+    Ok((started, out_read, err_read))
 }
 
-/// Waits for `child` to exit and reaps it: the one `wait` on it. Uses a pidfd (an event, no
-/// polling) where the kernel has them.
-pub async fn reap(mut child: Child) -> ExitInfo {
-    let pidfd = PidFd::open(child.id() as i32).ok();
-    let info = loop {
-        if let Some(fd) = &pidfd {
-            if fd.exited().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// A pipe for the child's output: both ends close-on-exec (the child's end is `dup2`ed onto
+/// 1 or 2), both above the standard descriptors.
+fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = std::io::pipe()?;
+    Ok((
+        child::above_stdio(OwnedFd::from(r))?,
+        child::above_stdio(OwnedFd::from(w))?,
+    ))
+}
+
+fn c_string(bytes: &[u8], field: &str) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{field} contains a NUL byte"),
+        )
+    })
+}
+
+/// What to exec for `program`: itself when it names a path (it has a `/`), else every
+/// existing `PATH` entry of that name, in order (`execvp`'s search, done before the fork;
+/// `PATH` is the child's own when its environment sets one).
+fn candidates(program: &str, path: Option<&OsStr>) -> io::Result<Vec<CString>> {
+    if program.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "executable_path is empty",
+        ));
+    }
+    if program.contains('/') {
+        return Ok(vec![c_string(program.as_bytes(), "executable_path")?]);
+    }
+    let path = path.unwrap_or_else(|| OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let mut found = Vec::new();
+    for dir in path.as_bytes().split(|&b| b == b':') {
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let mut full = dir.to_vec();
+        full.push(b'/');
+        full.extend_from_slice(program.as_bytes());
+        if std::fs::metadata(OsStr::from_bytes(&full)).is_ok_and(|m| !m.is_dir()) {
+            found.push(c_string(&full, "executable_path")?);
         }
-        match child.try_wait() {
-            Ok(Some(status)) => break ExitInfo::from_status(status),
+    }
+    Ok(found)
+}
+
+/// A child's environment: the master's, then what the worker sets (later settings win, the
+/// master's order kept).
+struct Environment {
+    vars: Vec<(OsString, OsString)>,
+}
+
+impl Environment {
+    fn inherited() -> Self {
+        Self {
+            vars: std::env::vars_os().collect(),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        match self.vars.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value.into(),
+            None => self.vars.push((key.into(), value.into())),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&OsStr> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_os_str())
+    }
+
+    fn into_envp(self) -> io::Result<Vec<CString>> {
+        self.vars
+            .into_iter()
+            .map(|(k, v)| {
+                let key = k.to_string_lossy().into_owned();
+                if k.is_empty() || k.as_bytes().contains(&b'=') {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("environment variable name `{key}` is empty or contains `=`"),
+                    ));
+                }
+                let mut entry = k.into_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(v.as_bytes());
+                c_string(&entry, &format!("environment variable `{key}`"))
+            })
+            .collect()
+    }
+}
+
+/// Waits for `child` to exit and reaps it: the one `wait` on it. Waits on its pidfd (an event,
+/// no polling) where the kernel has them.
+pub async fn reap(child: Child) -> ExitInfo {
+    let info = loop {
+        match &child.pidfd {
+            Some(fd) => {
+                if fd.exited().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        match sys::try_wait(child.pid) {
+            Ok(Some(status)) => break ExitInfo::from_status(ExitStatus::from_raw(status)),
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "waiting for a child failed");
@@ -217,7 +345,7 @@ pub async fn reap(mut child: Child) -> ExitInfo {
             }
         }
     };
-    super::reaper::release(child.id());
+    super::reaper::release(child.pid);
     info
 }
 

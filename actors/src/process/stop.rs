@@ -125,7 +125,7 @@ pub(crate) async fn attached(
 /// Reaps the child (the only `wait` on it), then lets its output drain, then publishes the
 /// exit.
 pub(crate) async fn wait_child(
-    child: std::process::Child,
+    child: spawn::Child,
     pumps: Vec<JoinHandle<u64>>,
     tx: watch::Sender<Option<ExitInfo>>,
 ) -> ExitInfo {

@@ -143,100 +143,6 @@ pub fn page_size() -> u64 {
     }
 }
 
-/// Makes the child join the cgroup whose `cgroup.procs` is `procs` between fork and exec, so
-/// everything it starts is a member from the first instruction on. A failure fails the spawn.
-pub fn join_cgroup(command: &mut std::process::Command, procs: std::ffi::CString) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: runs in the child between fork and exec: open, write and close are
-    // async-signal-safe; `procs` was allocated before the fork and is only read.
-    unsafe {
-        command.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // "0": the writing process itself.
-            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let error = io::Error::last_os_error();
-            libc::close(fd);
-            if written != 1 {
-                return Err(error);
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Prepares a spawned child between fork and exec: every signal ignored by the master's own
-/// starter back to its default, every descriptor above 2 closed at exec, the open-file limit
-/// the master started with; and SIGKILL when the spawning *thread* exits (Linux
-/// `PR_SET_PDEATHSIG`), exiting at once if that already happened before the setting took
-/// effect. Spawn only from a thread that lives as long as the master.
-pub fn kill_with_parent(command: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as i32;
-    let nofile = ORIGINAL_NOFILE.get().copied();
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe functions may be called: prctl, getppid, _exit, signal, fcntl,
-    // setrlimit and the close_range syscall are; it allocates nothing and touches no locks.
-    unsafe {
-        command.pre_exec(move || {
-            // Nothing the master inherited reaches the worker. Signals ignored by whoever
-            // started hsu (`nohup`, a shell's `&`) would stay ignored across exec (std resets
-            // only the mask and SIGPIPE): back to their defaults.
-            for signal in 1..libc::SIGRTMIN() {
-                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                    libc::signal(signal, libc::SIG_DFL);
-                }
-            }
-            // Descriptors open in the master (or in whoever started it) close at exec; 0-2 are
-            // the worker's stdio. Marked close-on-exec rather than closed, so std's own
-            // exec-error pipe still reports a failed exec.
-            #[cfg(target_os = "linux")]
-            if libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) != 0
-            {
-                for fd in 3..4096 {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                }
-            }
-            // The open-file limit the master started with, not the one it raised for itself.
-            if let Some(soft) = nofile {
-                let mut limit = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && soft < limit.rlim_cur {
-                    limit.rlim_cur = soft;
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-                }
-            }
-            #[cfg(target_os = "linux")]
-            {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl: then we were reparented already.
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
 /// A pidfd: a handle on one process that cannot be confused with a later process reusing the
 /// PID. Readable once the process has exited.
 #[derive(Debug)]
@@ -262,6 +168,11 @@ impl PidFd {
         }
         // SAFETY: fd is a fresh descriptor that nothing else owns.
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Takes over a pidfd the kernel returned (`clone3` with `CLONE_PIDFD`).
+    pub fn from_owned(fd: OwnedFd) -> Self {
+        Self(fd)
     }
 
     /// Signals exactly this process (never a newcomer with the same PID). `Ok(false)` if it
@@ -345,7 +256,7 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // Children get the limit the master started with back (see `kill_with_parent`).
+    // Children get the limit the master started with back (see `child::child_steps`).
     let _ = ORIGINAL_NOFILE.set(limit.rlim_cur);
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
@@ -472,17 +383,16 @@ fn group_list(user: &str, primary: u32) -> io::Result<Vec<u32>> {
     }
 }
 
-/// Runs the child as `user`: supplementary groups, gid, then uid, between fork and exec (and
-/// before anything that must survive the switch, such as the parent-death signal).
+/// The credentials a child of `user` switches to between fork and exec (see
+/// `child::Plan::user`); none when `user` is the master's own user.
 ///
 /// # Errors
 /// `PermissionDenied` when the master is not root and `user` is not the master's own user.
-pub fn switch_user(command: &mut std::process::Command, user: &UserInfo) -> io::Result<()> {
-    use std::os::unix::process::CommandExt;
+pub fn credentials_for(user: &UserInfo) -> io::Result<Option<super::child::Credentials>> {
     // SAFETY: geteuid only reads the process's credentials.
     let me = unsafe { libc::geteuid() };
     if me == user.uid {
-        return Ok(());
+        return Ok(None);
     }
     if me != 0 {
         return Err(io::Error::new(
@@ -493,22 +403,40 @@ pub fn switch_user(command: &mut std::process::Command, user: &UserInfo) -> io::
             ),
         ));
     }
-    let groups: Vec<libc::gid_t> = user.groups.clone();
-    let (uid, gid) = (user.uid, user.gid);
-    // SAFETY: the closure runs in the child between fork and exec; setgroups, setgid and
-    // setuid are async-signal-safe syscalls, and `groups` was allocated before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    Ok(Some(super::child::Credentials {
+        groups: user.groups.clone(),
+        gid: user.gid,
+        uid: user.uid,
+    }))
+}
+
+/// The soft open-file limit the master started with, before `raise_fd_limit` (children get
+/// it back).
+pub fn original_nofile() -> Option<libc::rlim_t> {
+    ORIGINAL_NOFILE.get().copied()
+}
+
+/// Reaps child `pid` if it has exited: its raw wait status, or `None` while it runs.
+///
+/// # Errors
+/// `ECHILD` when it is not (or no longer) a child of this process.
+pub fn try_wait(pid: u32) -> io::Result<Option<i32>> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ECHILD))?;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid for one positive PID with WNOHANG; `status` is a valid writable int.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc == pid {
+            return Ok(Some(status));
+        }
+        if rc == 0 {
+            return Ok(None);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
-    Ok(())
 }
 
 fn unsafe_zeroed_passwd() -> libc::passwd {

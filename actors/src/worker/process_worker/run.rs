@@ -118,6 +118,7 @@ impl ProcessWorkerActor {
             let spawned = spawn::spawn(exec, extras, sink, &spawner, &runtime).await?;
             let (tx, rx) = watch::channel(None);
             let pid = spawned.pid;
+            tracing::debug!(parent: &span, pid, created_in_cgroup = spawned.created_in_cgroup, "spawned");
             tokio::spawn(wait_child(spawned.child, spawned.pumps, tx));
             // Creating files is slow on some file systems: here it costs no actor time.
             let run_file = |ext: &str, content: String| {
@@ -173,7 +174,7 @@ impl ProcessWorkerActor {
                     tracing::warn!(parent: &self.core.span, left = c.pids().len(), "killing what an earlier run left in the worker's cgroup");
                     c.kill();
                 }
-                extras.cgroup = Some(c.procs_file().clone());
+                extras.cgroup = Some(c.clone());
             }
         }
         extras.env.push(("HSU_WORKER_ID".into(), id.to_string()));
