@@ -76,43 +76,6 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         for transport in &api.transports {
             tracing::info!(%transport, "control API listening");
         }
-        let mut added = Vec::new();
-        let mut failures = Vec::new();
-        let configured = specs.len();
-        // Started by their schedule, not at launch.
-        let scheduled: std::collections::HashSet<hsu::WorkerId> = specs
-            .iter()
-            .filter(|s| s.schedule.is_some())
-            .map(|s| s.id.clone())
-            .collect();
-        // Validated once, above: the master takes the specs as they are. A worker whose code
-        // cannot be loaded or whose initialize fails is in the table all the same, failed.
-        for spec in specs {
-            let id = spec.id.clone();
-            match master.send(AddConfigured(spec)).await? {
-                Ok(done) => {
-                    if let Some(e) = done.error {
-                        failures.push(format!("worker `{id}`: {e}"));
-                    }
-                    added.push(done.id);
-                }
-                Err(e) => {
-                    tracing::error!(worker = %id, error = %hsu::error_chain(&e), "worker not added");
-                    failures.push(hsu::error_chain(&e));
-                }
-            }
-        }
-        if configured > 0 && failures.len() == configured {
-            // Nothing of the config can run: say so and fail, rather than idle with nothing.
-            let _ = master.send(Shutdown).await;
-            api.stop().await;
-            return Err(format!(
-                "no worker of {source} can run:\n  {}",
-                failures.join("\n  ")
-            )
-            .into());
-        }
-        let workers = added.len();
         // Groups first, so members are started (in order) by their top-level group; other
         // workers start on their own.
         let groups = hsu::config::validate_groups(&config).map_err(|issues| {
@@ -130,18 +93,65 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             .collect();
         master.send(hsu::SetGroups(groups)).await?;
         let mut exhausted = master.send(hsu::WaitExhausted).await?;
-        let first = added
-            .into_iter()
-            .filter(|id| !members.contains(id) && !scheduled.contains(id))
-            .chain(top);
-        let starts = first.map(|id| {
-            let master = master.clone();
-            async move {
-                if let Ok(Err(e)) = master.send(StartWorker(id.clone())).await {
+        // Started by their schedule, not at launch.
+        let scheduled: std::collections::HashSet<hsu::WorkerId> = specs
+            .iter()
+            .filter(|s| s.schedule.is_some())
+            .map(|s| s.id.clone())
+            .collect();
+        let start = |id: hsu::WorkerId| {
+            // Sent now (queued behind the add), answered whenever the start is done: the
+            // first worker runs while the others are still being added.
+            let request = master.send(StartWorker(id.clone()));
+            actix_rt::spawn(async move {
+                if let Ok(Err(e)) = request.await {
                     tracing::error!(worker = %id, error = %hsu::error_chain(&e), "start failed");
                 }
+            })
+        };
+        let mut starts = Vec::new();
+        let mut failed_at_add = Vec::new();
+        let mut workers = 0;
+        let mut failures = Vec::new();
+        let configured = specs.len();
+        // Validated once, above: the master takes the specs as they are. A worker whose code
+        // cannot be loaded or whose initialize fails is in the table all the same, failed.
+        // Each starts as soon as it is added (its `depends_on:` permitting: a dependency not
+        // added yet is waited for like one not running yet).
+        for spec in specs {
+            let id = spec.id.clone();
+            match master.send(AddConfigured(spec)).await? {
+                Ok(done) => {
+                    if let Some(e) = &done.error {
+                        failures.push(format!("worker `{id}`: {e}"));
+                    }
+                    workers += 1;
+                    if !members.contains(&done.id) && !scheduled.contains(&done.id) {
+                        if done.error.is_none() {
+                            starts.push(start(done.id));
+                        } else {
+                            // Tried once more with the others, unless nothing can run.
+                            failed_at_add.push(done.id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(worker = %id, error = %hsu::error_chain(&e), "worker not added");
+                    failures.push(hsu::error_chain(&e));
+                }
             }
-        });
+        }
+        if configured > 0 && failures.len() == configured {
+            // Nothing of the config can run: say so and fail, rather than idle with nothing.
+            let _ = master.send(Shutdown).await;
+            api.stop().await;
+            return Err(format!(
+                "no worker of {source} can run:\n  {}",
+                failures.join("\n  ")
+            )
+            .into());
+        }
+        starts.extend(failed_at_add.into_iter().chain(top).map(start));
         // Started all at once, each as soon as its `depends_on:` allows; signals are
         // answered meanwhile (a worker may wait long for what it depends on).
         let starting = futures::future::join_all(starts);

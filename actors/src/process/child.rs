@@ -177,63 +177,11 @@ pub fn spawn(plan: &Plan) -> io::Result<Started> {
     let (report_read, report_write) = pipe()?;
     let pointers = Pointers::of(plan);
     let parent = std::process::id() as libc::pid_t;
-    let mut created_in_cgroup = false;
-    let mut pidfd = None;
-    let pid = match plan
-        .cgroup
-        .as_ref()
-        .filter(|_| !NO_CLONE3.load(Ordering::Relaxed))
-    {
-        Some(cgroup) => {
-            let mut raw_pidfd: libc::c_int = -1;
-            let args = CloneArgs {
-                flags: libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
-                pidfd: std::ptr::addr_of_mut!(raw_pidfd) as u64,
-                exit_signal: libc::SIGCHLD as u64,
-                cgroup: cgroup.dir.as_raw_fd() as u64,
-                ..CloneArgs::default()
-            };
-            // SAFETY: clone3 with a valid clone_args of the size passed, no CLONE_VM and no
-            // stack: like fork, the child runs on a copy of this thread's memory and stack.
-            // In the child (rc 0) only `child_steps` runs, which never returns and calls
-            // only async-signal-safe functions on memory prepared before this call.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_clone3,
-                    std::ptr::addr_of!(args),
-                    std::mem::size_of::<CloneArgs>(),
-                )
-            };
-            if rc == 0 {
-                // SAFETY: we are the new child (see above).
-                unsafe { child_steps(plan, &pointers, report_write.as_raw_fd(), parent, false) }
-            }
-            if rc > 0 {
-                created_in_cgroup = true;
-                // SAFETY: with CLONE_PIDFD the kernel stored a fresh close-on-exec descriptor
-                // that nothing else owns.
-                pidfd = Some(PidFd::from_owned(unsafe {
-                    OwnedFd::from_raw_fd(raw_pidfd)
-                }));
-                rc as libc::pid_t
-            } else {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::ENOSYS | libc::E2BIG | libc::EPERM) => {
-                        NO_CLONE3.store(true, Ordering::Relaxed);
-                        tracing::debug!(error = %e, "clone3 into a cgroup refused; children join their cgroup after fork");
-                        fork(plan, &pointers, report_write.as_raw_fd(), parent)?
-                    }
-                    // EINVAL and the like: this cgroup cannot take it this way; the fork path
-                    // reports what the kernel says about joining it.
-                    Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EBUSY) => {
-                        fork(plan, &pointers, report_write.as_raw_fd(), parent)?
-                    }
-                    _ => return Err(e),
-                }
-            }
-        }
-        None => fork(plan, &pointers, report_write.as_raw_fd(), parent)?,
+    let report = report_write.as_raw_fd();
+    let (pid, mut pidfd, created_in_cgroup) = match clone3(plan, &pointers, report, parent) {
+        Ok(Some(started)) => started,
+        Ok(None) => (fork(plan, &pointers, report, parent)?, None, false),
+        Err(e) => return Err(e),
     };
     // Waited for by `reap` alone: the orphan reaper leaves it alone. Claimed before anything
     // can fail below.
@@ -264,6 +212,250 @@ pub fn spawn(plan: &Plan) -> io::Result<Started> {
         pidfd,
         created_in_cgroup,
     })
+}
+
+/// What the child entry point needs (shared with the parent under `CLONE_VM`).
+struct Entry<'a> {
+    plan: &'a Plan,
+    pointers: &'a Pointers,
+    report: RawFd,
+    parent: libc::pid_t,
+}
+
+/// The child's first function on its own stack (`CLONE_VM` path).
+extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
+    // SAFETY: `arg` is the `Entry` the parent passed to `clone3_vm`; the parent is suspended
+    // (CLONE_VFORK) until this child execs or exits, so it stays valid and unchanged.
+    unsafe {
+        let entry = &*(arg as *const Entry<'_>);
+        child_steps(
+            entry.plan,
+            entry.pointers,
+            entry.report,
+            entry.parent,
+            false,
+        )
+    }
+}
+
+/// The child's stack under `CLONE_VM`: it runs on the parent's memory, so not on the parent's
+/// stack. Mapped per spawn with a guard page below it.
+const CHILD_STACK: usize = 128 * 1024;
+
+/// `clone3` into the plan's cgroup with a pidfd. On x86_64 also with `CLONE_VM |
+/// CLONE_VFORK` (what `posix_spawn` does): the child borrows the parent's memory until it
+/// execs, so neither the page tables of a master with a thousand workers are copied nor torn
+/// down again at exec (that was half of a spawn's CPU time at 1,000 workers). `Ok(None)`: clone3
+/// is refused here (an old kernel, a seccomp profile), use `fork`.
+fn clone3(
+    plan: &Plan,
+    pointers: &Pointers,
+    report: RawFd,
+    parent: libc::pid_t,
+) -> io::Result<Option<(libc::pid_t, Option<PidFd>, bool)>> {
+    if NO_CLONE3.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let mut raw_pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        flags: libc::CLONE_PIDFD as u64,
+        pidfd: std::ptr::addr_of_mut!(raw_pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(cgroup) = &plan.cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cgroup.dir.as_raw_fd() as u64;
+    }
+    let rc = raw_clone3(&mut args, plan, pointers, report, parent)?;
+    if rc > 0 {
+        // SAFETY: with CLONE_PIDFD the kernel stored a fresh close-on-exec descriptor that
+        // nothing else owns.
+        let pidfd = PidFd::from_owned(unsafe { OwnedFd::from_raw_fd(raw_pidfd) });
+        return Ok(Some((
+            rc as libc::pid_t,
+            Some(pidfd),
+            plan.cgroup.is_some(),
+        )));
+    }
+    let e = io::Error::from_raw_os_error(-rc as i32);
+    match -rc as i32 {
+        // No clone3 at all, or none that knows the cgroup field: fork from now on.
+        libc::ENOSYS | libc::E2BIG => {
+            NO_CLONE3.store(true, Ordering::Relaxed);
+            tracing::debug!(error = %e, "clone3 refused; children are forked and join their cgroup after the fork");
+            Ok(None)
+        }
+        // This cgroup cannot be entered this way (or seccomp says EPERM): the fork path
+        // reports what the kernel says about joining it.
+        libc::EINVAL | libc::EOPNOTSUPP | libc::EBUSY | libc::EPERM | libc::EACCES => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// The clone3 system call: the child's PID, or minus the errno. Never returns in the child.
+#[cfg(target_arch = "x86_64")]
+fn raw_clone3(
+    args: &mut CloneArgs,
+    plan: &Plan,
+    pointers: &Pointers,
+    report: RawFd,
+    parent: libc::pid_t,
+) -> io::Result<isize> {
+    let stack = Stack::map()?;
+    args.flags |= (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+    args.stack = stack.base as u64;
+    args.stack_size = CHILD_STACK as u64;
+    let entry = Entry {
+        plan,
+        pointers,
+        report,
+        parent,
+    };
+    // No signal handler of the master may run in the child, which shares its memory: all are
+    // blocked around the clone; the child resets every handler before it unblocks them.
+    let _blocked = BlockedSignals::all()?;
+    let rc: isize;
+    // SAFETY: clone3 with a valid clone_args of the size passed. With CLONE_VM the child runs
+    // on `stack` (mapped above, 16-byte aligned top, unused by anyone else) and starts by
+    // calling `child_entry(&entry)`, which never returns; CLONE_VFORK suspends this thread
+    // until the child execs or exits, so `entry`, `plan`, `pointers` and `stack` outlive
+    // the child's use of them. `syscall` clobbers rcx and r11; r12/r13 carry the function and
+    // its argument into the child, where the kernel has set rsp to the new stack's top. The
+    // parent path pushes nothing. Memory is clobbered (the kernel writes the pidfd).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 as isize => rc,
+            in("rdi") std::ptr::addr_of!(*args),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") child_entry as extern "C" fn(*mut libc::c_void) -> !,
+            in("r13") std::ptr::addr_of!(entry),
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    Ok(rc)
+}
+
+/// The clone3 system call without `CLONE_VM` (the child runs on a copy of this thread's
+/// memory and stack, as after fork): the child's PID, or minus the errno.
+#[cfg(not(target_arch = "x86_64"))]
+fn raw_clone3(
+    args: &mut CloneArgs,
+    plan: &Plan,
+    pointers: &Pointers,
+    report: RawFd,
+    parent: libc::pid_t,
+) -> io::Result<isize> {
+    // SAFETY: clone3 with a valid clone_args of the size passed, no CLONE_VM and no stack: like
+    // fork, the child continues on a copy of this thread's memory and stack. In the child (rc
+    // 0) only `child_steps` runs, which never returns and calls only async-signal-safe
+    // functions on memory prepared before this call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::addr_of!(*args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if rc == 0 {
+        // SAFETY: we are the new child (see above).
+        unsafe { child_steps(plan, pointers, report, parent, false) }
+    }
+    if rc < 0 {
+        return Ok(-(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL) as isize));
+    }
+    Ok(rc as isize)
+}
+
+/// A child's stack: [`CHILD_STACK`] bytes above a guard page, unmapped on drop.
+#[cfg(target_arch = "x86_64")]
+struct Stack {
+    mapping: *mut libc::c_void,
+    base: *mut libc::c_void,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Stack {
+    fn map() -> io::Result<Self> {
+        let guard = super::sys::page_size() as usize;
+        // SAFETY: an anonymous private mapping of a fresh range; no existing memory is touched.
+        let mapping = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CHILD_STACK + guard,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if mapping == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the lowest page of the mapping just made becomes inaccessible: a child that
+        // overflows its stack faults instead of writing below it.
+        if unsafe { libc::mprotect(mapping, guard, libc::PROT_NONE) } != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: unmapping the mapping made above, which nothing uses.
+            unsafe { libc::munmap(mapping, CHILD_STACK + guard) };
+            return Err(e);
+        }
+        Ok(Self {
+            mapping,
+            // SAFETY: `guard` bytes into the mapping, which is longer than that.
+            base: unsafe { mapping.cast::<u8>().add(guard).cast() },
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let guard = super::sys::page_size() as usize;
+        // SAFETY: the mapping made in `map`; the child that used it has exec'd or exited.
+        unsafe { libc::munmap(self.mapping, CHILD_STACK + guard) };
+    }
+}
+
+/// Every signal blocked for this thread while the value lives; the previous mask restored on
+/// drop.
+#[cfg(target_arch = "x86_64")]
+struct BlockedSignals(libc::sigset_t);
+
+#[cfg(target_arch = "x86_64")]
+impl BlockedSignals {
+    fn all() -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask write the locals.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(Self(old))
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `all`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
 }
 
 /// The plain-fork path: the same child steps, joining the cgroup by writing `cgroup.procs`.
