@@ -78,9 +78,7 @@ impl HsuConfig {
             }
         })?;
         let mut config = Self::parse(&text, path)?;
-        if let Ok(tree) = serde_yaml::from_str::<serde_yaml::Value>(&text) {
-            paths::resolve(&mut config, &paths::base_of(path), &tree);
-        }
+        paths::resolve(&mut config, &paths::base_of(path));
         let issues = env_file::load_all(&mut config);
         if !issues.is_empty() {
             return Err(ConfigError::Invalid {

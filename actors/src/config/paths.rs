@@ -8,8 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_yaml::Value;
-
 use super::{HsuConfig, ModuleType, WorkerType};
 
 fn join(base: &Path, path: &Path) -> PathBuf {
@@ -33,28 +31,23 @@ fn join_program(base: &Path, program: &mut String) {
     }
 }
 
-fn written(tree: &Value, keys: &[&str]) -> bool {
-    let mut at = tree;
-    for key in keys {
-        match at.get(key) {
-            Some(next) => at = next,
-            None => return false,
-        }
-    }
-    !at.is_null()
-}
-
 /// Resolves `config`'s relative paths against `base` (the file's directory, absolute).
-/// `tree` is the same text parsed as plain YAML, to tell written keys from defaults.
-pub(super) fn resolve(config: &mut HsuConfig, base: &Path, tree: &Value) {
+/// The keys the file wrote (its source map) tell written paths from defaults.
+pub(super) fn resolve(config: &mut HsuConfig, base: &Path) {
+    let written = |keys: &[&str]| config.source.has(&keys.join("."));
+    let (logs, run, packages) = (
+        written(&["master", "logs", "directory"]),
+        written(&["master", "run_directory"]),
+        written(&["master", "packages_directory"]),
+    );
     let master = &mut config.master;
-    if written(tree, &["master", "logs", "directory"]) {
+    if logs {
         master.logs.directory = join(base, &master.logs.directory);
     }
-    if written(tree, &["master", "run_directory"]) {
+    if run {
         master.run_directory = join(base, &master.run_directory);
     }
-    if written(tree, &["master", "packages_directory"]) {
+    if packages {
         master.packages_directory = join(base, &master.packages_directory);
     }
     if let Some(token) = &mut master.api.token_file {

@@ -66,6 +66,11 @@ impl SourceMap {
         })
     }
 
+    /// Whether the file writes exactly the key `path` (`master.run_directory`).
+    pub fn has(&self, path: &str) -> bool {
+        self.positions.contains_key(path)
+    }
+
     /// The position of `path`, or of the nearest enclosing key that is in the file (a
     /// required key that is missing points at its worker).
     pub fn find(&self, path: &str) -> Option<(usize, usize)> {
