@@ -34,8 +34,7 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
     assert_eq!(d.executable_path, support::TEST_WORKER);
     assert!(d.module.is_none());
     assert!(alive(pid));
-    let pid_file = dir.0.join("run/sleeper.pid");
-    assert_eq!(std::fs::read_to_string(&pid_file)?.trim(), pid.to_string());
+    assert_eq!(support::run_table(&dir).get("sleeper"), Some(&(pid, None)));
 
     master
         .send(RestartWorker {
@@ -56,8 +55,8 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
     master.send(StopWorker(id("sleeper"))).await??;
     assert!(!alive(new_pid));
     assert!(
-        !pid_file.exists(),
-        "the pid file is removed with the process"
+        !dir.0.join("run/hsu.pids").exists(),
+        "the record (and with the last one, the run table) is removed with the process"
     );
     let d = master.send(GetWorkerState(id("sleeper"))).await??;
     assert_eq!((d.state, d.pid), (WorkerState::Stopped, None));
@@ -758,9 +757,7 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
         (d.state, d.deployment),
         (WorkerState::Running, hsu::Deployment::Integrated)
     );
-    let port: u16 = std::fs::read_to_string(dir.0.join("run/core.port"))?
-        .trim()
-        .parse()?;
+    let port = support::run_table(&dir)["core"].1.expect("a port recorded");
     let client =
         hsu::ControlClient::new(port, Duration::from_secs(1), &hsu::WorkerRuntime::new(1)?)
             .map_err(|e| e.to_string())?;
@@ -785,7 +782,7 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
     let pid = master.send(GetWorkerState(id("core"))).await??.pid.unwrap();
     master.send(StopWorker(id("core"))).await??;
     assert!(!alive(pid));
-    assert!(!dir.0.join("run/core.port").exists() && !dir.0.join("run/core.pid").exists());
+    assert!(!support::run_table(&dir).contains_key("core"));
     Ok(())
 }
 
@@ -870,9 +867,9 @@ async fn an_integrated_worker_whose_control_port_was_taken_is_started_again_on_a
         2,
         "launched again after the conflict"
     );
-    let port: u16 = std::fs::read_to_string(dir.0.join("run/moved.port"))?
-        .trim()
-        .parse()?;
+    let port = support::run_table(&dir)["moved"]
+        .1
+        .expect("a port recorded");
     assert_ne!(port.to_string(), taken);
     let d = master.send(GetWorkerState(id("moved"))).await??;
     assert_eq!(d.state, WorkerState::Running);

@@ -69,5 +69,5 @@ pub use worker::{
 #[doc(hidden)]
 pub mod internals {
     pub use crate::plugin::{inspect_bytes, PluginLibrary, PluginModule};
-    pub use crate::process::{child, sys};
+    pub use crate::process::{child, run_table, sys};
 }

@@ -257,11 +257,9 @@ async fn force(master: &actix::Addr<MasterActor>, run_directory: &std::path::Pat
             if let Some(pid) = row.pid {
                 let _ = hsu::internals::sys::signal_group(pid as i32, libc::SIGKILL);
             }
-            for ext in ["pid", "port"] {
-                let _ = std::fs::remove_file(run_directory.join(format!("{}.{ext}", row.id)));
-            }
         }
     }
+    let _ = std::fs::remove_file(run_directory.join(hsu::internals::run_table::FILE));
     for file in [
         hsu::api::server::SOCKET,
         hsu::api::server::TOKEN,

@@ -289,3 +289,14 @@ pub fn plugin(crate_name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// `<dir>/run/hsu.pids` as a map: worker id → (PID, control port).
+#[allow(dead_code)]
+pub fn run_table(dir: &TempDir) -> std::collections::HashMap<String, (u32, Option<u16>)> {
+    std::fs::read_to_string(dir.0.join("run").join(hsu::internals::run_table::FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(hsu::internals::run_table::parse_line)
+        .map(|(id, pid, port)| (id.to_string(), (pid as u32, port)))
+        .collect()
+}

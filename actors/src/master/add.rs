@@ -65,7 +65,7 @@ impl MasterActor {
                     instance,
                     events,
                     logs: self.config.logs.clone(),
-                    run_directory: self.config.run_directory.clone(),
+                    run_table: self.run_table.clone(),
                     cgroups: self.cgroups.clone(),
                 };
                 (

@@ -69,6 +69,8 @@ pub struct MasterActor {
     runtime: WorkerRuntime,
     /// The threads that fork process workers' children, handed to each process worker.
     spawner: Arc<Spawner>,
+    /// `<run_directory>/hsu.pids`, shared with the process workers.
+    run_table: Arc<crate::process::run_table::RunTable>,
     workers: HashMap<WorkerId, Entry>,
     /// Ids in order of addition (shutdown goes backwards).
     order: Vec<WorkerId>,
@@ -140,6 +142,7 @@ impl MasterActor {
             None => tracing::info!("process workers are contained by process groups"),
         }
         let cgroups = cgroups.map(Arc::new);
+        let run_table = crate::process::run_table::RunTable::new(&config.run_directory);
         Ok(MasterActor::create(move |ctx| {
             let health = HealthActor::new(ctx.address().recipient(), runtime.clone()).start();
             MasterActor {
@@ -148,6 +151,7 @@ impl MasterActor {
                 health,
                 runtime,
                 spawner,
+                run_table,
                 workers: HashMap::new(),
                 order: Vec::new(),
                 adding: HashSet::new(),

@@ -10,6 +10,7 @@ pub mod leftovers;
 pub mod logs;
 pub mod reaper;
 pub mod resources;
+pub mod run_table;
 pub mod spawn;
 pub mod stop;
 pub mod sys;

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+
 use std::process::ExitStatus;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -366,27 +366,4 @@ fn start_pump(
             }
         }
     })
-}
-
-/// `<run_directory>/<id>.<ext>`, written with `content` and removed on drop.
-#[derive(Debug)]
-pub struct RunFile(PathBuf);
-
-impl RunFile {
-    /// Writes the file (creating the directory).
-    ///
-    /// # Errors
-    /// When the directory or file cannot be written.
-    pub fn write(dir: &Path, id: &str, ext: &str, content: &str) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{id}.{ext}"));
-        std::fs::write(&path, format!("{content}\n"))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for RunFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

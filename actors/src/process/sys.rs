@@ -121,6 +121,23 @@ fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
+/// Whether this process may create files in `dir` (`access(W_OK | X_OK)`: permissions, ACLs
+/// and a read-only mount), without creating one.
+///
+/// # Errors
+/// The reason it may not (`EACCES`, `EROFS`, `ENOENT`…).
+pub fn check_writable_dir(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // SAFETY: access reads the NUL-terminated path we pass and nothing else.
+    if unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Clock ticks per second (`_SC_CLK_TCK`).
 pub fn clock_ticks() -> u64 {
     // SAFETY: sysconf only reads a constant.

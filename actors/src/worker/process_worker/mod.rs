@@ -62,8 +62,8 @@ pub struct ProcessWorkerSetup {
     pub events: Recipient<WorkerStateChanged>,
     /// Output files.
     pub logs: LogsConfig,
-    /// Where `<id>.pid` (and `<id>.port`) are written.
-    pub run_directory: std::path::PathBuf,
+    /// Where its PID (and port) are recorded: `<run_directory>/hsu.pids`.
+    pub run_table: Arc<crate::process::run_table::RunTable>,
     /// The master's cgroups, where the kernel offers them (else process groups contain).
     pub cgroups: Option<Arc<crate::process::cgroup::Cgroups>>,
 }

@@ -15,7 +15,8 @@ use crate::error::{error_chain, Operation, WorkerError};
 use crate::process::attach::{self, Attached};
 use crate::process::integrated::{self, ControlClient};
 use crate::process::logs::LogSink;
-use crate::process::spawn::{self, RunFile, SpawnExtras};
+use crate::process::run_table::RunRecord;
+use crate::process::spawn::{self, SpawnExtras};
 use crate::process::stop::{self as stopping, wait_attached, wait_child};
 use crate::process::ExitInfo;
 use crate::state::Lifecycle;
@@ -41,8 +42,8 @@ pub(super) struct Run {
     pub(super) exited: watch::Receiver<Option<ExitInfo>>,
     /// Integrated workers: the control protocol client.
     pub(super) control: Option<ControlClient>,
-    pub(super) _pid_file: Option<RunFile>,
-    pub(super) _port_file: Option<RunFile>,
+    /// Its line in `hsu.pids`, removed with the run.
+    pub(super) _record: Option<RunRecord>,
 }
 
 pub(super) enum Target {
@@ -112,7 +113,7 @@ impl ProcessWorkerActor {
         let spawner = self.setup.spawner.clone();
         let path = exec.executable_path.clone();
         let id_for_files = id.clone();
-        let run_directory = self.setup.run_directory.clone();
+        let run_table = self.setup.run_table.clone();
         let span = self.core.span.clone();
         let spawning = self.setup.runtime.handle().spawn(async move {
             let spawned = spawn::spawn(exec, extras, sink, &spawner, &runtime).await?;
@@ -120,14 +121,12 @@ impl ProcessWorkerActor {
             let pid = spawned.pid;
             tracing::debug!(parent: &span, pid, created_in_cgroup = spawned.created_in_cgroup, "spawned");
             tokio::spawn(wait_child(spawned.child, spawned.pumps, tx));
-            // Creating files is slow on some file systems: here it costs no actor time.
-            let run_file = |ext: &str, content: String| {
-                RunFile::write(&run_directory, id_for_files.as_str(), ext, &content)
-                    .map_err(|e| tracing::warn!(parent: &span, error = %e, "cannot write the {ext} file"))
-                    .ok()
-            };
-            let files = (run_file("pid", pid.to_string()), port.and_then(|p| run_file("port", p.to_string())));
-            Ok::<_, std::io::Error>((pid, rx, files))
+            // Written here, off the actor's thread.
+            let (record, written) = run_table.record(&id_for_files, pid, port);
+            if let Err(e) = written {
+                tracing::warn!(parent: &span, error = %e, path = %run_table.path().display(), "cannot write the run table");
+            }
+            Ok::<_, std::io::Error>((pid, rx, record))
         });
         Box::pin(spawning.into_actor(self).map(move |spawned, act, ctx| {
             let (pid, exited, files) = match spawned {
@@ -140,7 +139,7 @@ impl ProcessWorkerActor {
                     })
                 }
             };
-            act.install(pid, exited, port, files, ctx)
+            act.install(pid, exited, port, Some(files), ctx)
         }))
     }
 
@@ -215,7 +214,7 @@ impl ProcessWorkerActor {
         pid: u32,
         exited: watch::Receiver<Option<ExitInfo>>,
         port: Option<u16>,
-        (pid_file, port_file): (Option<RunFile>, Option<RunFile>),
+        record: Option<RunRecord>,
         ctx: &mut Context<Self>,
     ) -> Result<(), WorkerError> {
         let id = self.setup.id.clone();
@@ -250,8 +249,7 @@ impl ProcessWorkerActor {
             target: Target::Group,
             exited,
             control,
-            _pid_file: pid_file,
-            _port_file: port_file,
+            _record: record,
         });
         Ok(())
     }
@@ -313,8 +311,7 @@ impl ProcessWorkerActor {
             target: Target::Attached(attached),
             exited: rx,
             control: None,
-            _pid_file: None,
-            _port_file: None,
+            _record: None,
         });
         Ok(())
     }
