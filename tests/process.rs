@@ -34,7 +34,10 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
     assert_eq!(d.executable_path, support::TEST_WORKER);
     assert!(d.module.is_none());
     assert!(alive(pid));
-    assert_eq!(support::run_table(&dir).get("sleeper"), Some(&(pid, None)));
+    eventually("the run table's line", || {
+        support::run_table(&dir).get("sleeper") == Some(&(pid, None))
+    })
+    .await;
 
     master
         .send(RestartWorker {
@@ -54,10 +57,11 @@ async fn managed_start_stop_restart_with_pid_file() -> TestResult {
 
     master.send(StopWorker(id("sleeper"))).await??;
     assert!(!alive(new_pid));
-    assert!(
-        !dir.0.join("run/hsu.pids").exists(),
-        "the record (and with the last one, the run table) is removed with the process"
-    );
+    // The record (and with the last one, the run table) goes with the process.
+    eventually("the run table removed", || {
+        !dir.0.join("run/hsu.pids").exists()
+    })
+    .await;
     let d = master.send(GetWorkerState(id("sleeper"))).await??;
     assert_eq!((d.state, d.pid), (WorkerState::Stopped, None));
     let exit = d.last_exit.expect("the exit is recorded");
@@ -757,6 +761,10 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
         (d.state, d.deployment),
         (WorkerState::Running, hsu::Deployment::Integrated)
     );
+    eventually("the port recorded", || {
+        support::run_table(&dir).contains_key("core")
+    })
+    .await;
     let port = support::run_table(&dir)["core"].1.expect("a port recorded");
     let client =
         hsu::ControlClient::new(port, Duration::from_secs(1), &hsu::WorkerRuntime::new(1)?)
@@ -782,7 +790,10 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
     let pid = master.send(GetWorkerState(id("core"))).await??.pid.unwrap();
     master.send(StopWorker(id("core"))).await??;
     assert!(!alive(pid));
-    assert!(!support::run_table(&dir).contains_key("core"));
+    eventually("the record removed", || {
+        !support::run_table(&dir).contains_key("core")
+    })
+    .await;
     Ok(())
 }
 
@@ -867,6 +878,10 @@ async fn an_integrated_worker_whose_control_port_was_taken_is_started_again_on_a
         2,
         "launched again after the conflict"
     );
+    eventually("the port recorded", || {
+        support::run_table(&dir).contains_key("moved")
+    })
+    .await;
     let port = support::run_table(&dir)["moved"]
         .1
         .expect("a port recorded");

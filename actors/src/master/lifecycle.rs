@@ -241,6 +241,10 @@ impl Handler<Shutdown> for MasterActor {
                 act.health.do_send(UnwatchHealth(id.clone()));
             }
             act.order.retain(|id| act.workers.contains_key(id));
+            // Nothing runs any more: the run table (now empty) goes before the reply.
+            if let Err(e) = act.run_table.flush() {
+                tracing::warn!(error = %e, path = %act.run_table.path().display(), "cannot write the run table");
+            }
             tracing::info!(
                 stopped = report.stopped.len(),
                 failed = report.errors.len(),

@@ -70,7 +70,7 @@ pub struct MasterActor {
     /// The threads that fork process workers' children, handed to each process worker.
     spawner: Arc<Spawner>,
     /// `<run_directory>/hsu.pids`, shared with the process workers.
-    run_table: Arc<crate::process::run_table::RunTable>,
+    pub(crate) run_table: Arc<crate::process::run_table::RunTable>,
     workers: HashMap<WorkerId, Entry>,
     /// Ids in order of addition (shutdown goes backwards).
     order: Vec<WorkerId>,

@@ -7,38 +7,50 @@
 //! file on ext4 right after many were deleted costs up to half a millisecond of kernel time
 //! (measured here: 0.45 ms a file, every launch pays it again since the previous stop deleted
 //! them), which at a thousand workers was the largest part of launching them. The file is
-//! created with the first record and removed with the last. Changes are coalesced without a
-//! thread of its own: whoever changes the table writes it, and changes made while a write is
-//! under way are taken by that writer's next round.
+//! created with the first record and removed with the last. Changes are written by a thread of
+//! its own, at most every [`BATCH`]: a launch or stop of a thousand workers is a few dozen
+//! writes, not a thousand rewrites of a growing file on the master's thread. [`RunTable::flush`]
+//! writes at once (the master's shutdown ends with it).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::WorkerId;
 
 /// The file's name in the run directory.
 pub const FILE: &str = "hsu.pids";
 
+/// How long the writer gathers changes before it writes them.
+pub const BATCH: Duration = Duration::from_millis(2);
+
 /// The run directory's table of running process workers.
 #[derive(Debug)]
 pub struct RunTable {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
     dir: PathBuf,
     state: Mutex<State>,
-    /// Held while writing, so writes never interleave.
-    writing: Mutex<Option<File>>,
+    wake: Condvar,
+    /// The open file; held while writing, so writes never interleave and the last one written
+    /// is the newest.
+    file: Mutex<Option<File>>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     records: BTreeMap<WorkerId, (u32, Option<u16>)>,
-    /// Changed since the last write began.
+    /// Changed since the last write took its snapshot.
     dirty: bool,
-    /// Someone is writing (and will look at `dirty` again before stopping).
-    busy: bool,
+    closed: bool,
 }
 
 /// A worker's line in the table, removed when this is dropped.
@@ -51,7 +63,7 @@ pub struct RunRecord {
 
 impl Drop for RunRecord {
     fn drop(&mut self) {
-        let written = self.table.change(|records| {
+        self.table.shared.change(|records| {
             // Only its own line: a newer run of the worker may have replaced it.
             if records
                 .get(&self.id)
@@ -60,83 +72,109 @@ impl Drop for RunRecord {
                 records.remove(&self.id);
             }
         });
-        if let Err(e) = written {
-            tracing::warn!(worker = %self.id, error = %e, path = %self.table.path().display(), "cannot write the run table");
-        }
     }
 }
 
 impl RunTable {
-    /// The table of `dir` (nothing is written until a worker runs).
+    /// The table of `dir` (nothing is written until a worker runs), with its writer thread.
     pub fn new(dir: &Path) -> Arc<Self> {
-        Arc::new(Self {
+        let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             state: Mutex::default(),
-            writing: Mutex::new(None),
+            wake: Condvar::new(),
+            file: Mutex::new(None),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("hsu-run-table".into())
+                .spawn(move || shared.run())
+                .map_err(|e| tracing::warn!(error = %e, "no run-table writer thread; the table is written at shutdown only"))
+                .ok()
+        };
+        Arc::new(Self {
+            shared,
+            writer: Mutex::new(writer),
         })
     }
 
     /// The file's path.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(FILE)
+        self.shared.dir.join(FILE)
     }
 
-    /// Records worker `id` running as `pid` (with its control `port`).
-    ///
-    /// # Errors
-    /// When the file cannot be written (the record is kept and written with the next change).
-    pub fn record(
-        self: &Arc<Self>,
-        id: &WorkerId,
-        pid: u32,
-        port: Option<u16>,
-    ) -> (RunRecord, io::Result<()>) {
-        let written = self.change(|records| {
+    /// Records worker `id` running as `pid` (with its control `port`); written within
+    /// [`BATCH`].
+    pub fn record(self: &Arc<Self>, id: &WorkerId, pid: u32, port: Option<u16>) -> RunRecord {
+        self.shared.change(|records| {
             records.insert(id.clone(), (pid, port));
         });
-        (
-            RunRecord {
-                table: self.clone(),
-                id: id.clone(),
-                pid,
-            },
-            written,
-        )
+        RunRecord {
+            table: self.clone(),
+            id: id.clone(),
+            pid,
+        }
     }
 
-    /// Applies `f` and writes the table, unless a write under way will take the change.
-    fn change(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<WorkerId, (u32, Option<u16>)>),
-    ) -> io::Result<()> {
-        {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut state.records);
-            state.dirty = true;
-            if state.busy {
-                return Ok(());
-            }
-            state.busy = true;
+    /// Writes the table now.
+    ///
+    /// # Errors
+    /// When the file cannot be written or removed.
+    pub fn flush(&self) -> io::Result<()> {
+        self.shared.write_now()
+    }
+}
+
+impl Drop for RunTable {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.shared.state.lock() {
+            state.closed = true;
         }
-        let mut result = Ok(());
+        self.shared.wake.notify_all();
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Shared {
+    fn change(&self, f: impl FnOnce(&mut BTreeMap<WorkerId, (u32, Option<u16>)>)) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut state.records);
+        state.dirty = true;
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// The writer thread: waits for a change, gathers more for [`BATCH`], writes; after the
+    /// table is closed, writes what is left and ends.
+    fn run(&self) {
         loop {
-            let text = {
+            {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                if !state.dirty {
-                    state.busy = false;
-                    return result;
+                while !state.dirty && !state.closed {
+                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
-                state.dirty = false;
-                format_table(&state.records)
-            };
-            result = self.write(&text);
+                if state.closed && !state.dirty {
+                    return;
+                }
+            }
+            std::thread::sleep(BATCH);
+            if let Err(e) = self.write_now() {
+                tracing::warn!(error = %e, path = %self.dir.join(FILE).display(), "cannot write the run table");
+            }
         }
     }
 
-    /// Writes `text` over the file (removing it when empty).
-    fn write(&self, text: &str) -> io::Result<()> {
-        let mut file = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let path = self.path();
+    /// Takes a snapshot and writes it over the file (removing the file when it is empty).
+    fn write_now(&self) -> io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let text = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.dirty = false;
+            format_table(&state.records)
+        };
+        let path = self.dir.join(FILE);
         if text.is_empty() {
             *file = None;
             return match std::fs::remove_file(&path) {
@@ -201,25 +239,31 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hsu-run-table-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let table = RunTable::new(&dir);
-        let (a, ok) = table.record(&WorkerId::new("a").unwrap(), 100, None);
-        ok.unwrap();
-        let (b, ok) = table.record(&WorkerId::new("b").unwrap(), 200, Some(4242));
-        ok.unwrap();
-        let text = std::fs::read_to_string(table.path()).unwrap();
+        let read = || {
+            table.flush().unwrap();
+            std::fs::read_to_string(table.path()).unwrap_or_default()
+        };
+        let a = table.record(&WorkerId::new("a").unwrap(), 100, None);
+        let b = table.record(&WorkerId::new("b").unwrap(), 200, Some(4242));
+        let text = read();
         assert_eq!(text, "a 100\nb 200 port=4242\n");
         assert_eq!(
             text.lines().map(parse_line).collect::<Vec<_>>(),
             vec![Some(("a", 100, None)), Some(("b", 200, Some(4242)))]
         );
         // A newer run of `a` replaced the line: the old record's drop leaves it.
-        let (a2, _) = table.record(&WorkerId::new("a").unwrap(), 101, None);
+        let a2 = table.record(&WorkerId::new("a").unwrap(), 101, None);
         drop(a);
-        assert_eq!(
-            std::fs::read_to_string(table.path()).unwrap(),
-            "a 101\nb 200 port=4242\n"
-        );
+        assert_eq!(read(), "a 101\nb 200 port=4242\n");
+        // The writer thread writes without a flush, too.
         drop(b);
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(table.path()).unwrap_or_default() != "a 101\n" {
+            assert!(start.elapsed() < Duration::from_secs(10), "never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         drop(a2);
+        assert_eq!(read(), "");
         assert!(!table.path().exists());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -122,10 +122,7 @@ impl ProcessWorkerActor {
             tracing::debug!(parent: &span, pid, created_in_cgroup = spawned.created_in_cgroup, "spawned");
             tokio::spawn(wait_child(spawned.child, spawned.pumps, tx));
             // Written here, off the actor's thread.
-            let (record, written) = run_table.record(&id_for_files, pid, port);
-            if let Err(e) = written {
-                tracing::warn!(parent: &span, error = %e, path = %run_table.path().display(), "cannot write the run table");
-            }
+            let record = run_table.record(&id_for_files, pid, port);
             Ok::<_, std::io::Error>((pid, rx, record))
         });
         Box::pin(spawning.into_actor(self).map(move |spawned, act, ctx| {
