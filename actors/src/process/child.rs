@@ -657,7 +657,7 @@ unsafe fn child_steps(
     // Nothing the master inherited reaches the worker. Signals ignored by whoever started hsu
     // (`nohup`, a shell's `&`) would stay ignored across exec: back to their defaults; and no
     // signal blocked (the raw call: glibc's wrapper would keep its internal ones blocked).
-    for signal in 1..libc::SIGRTMAX() {
+    for signal in 1..=libc::SIGRTMAX() {
         if signal != libc::SIGKILL && signal != libc::SIGSTOP {
             libc::signal(signal, libc::SIG_DFL);
         }
