@@ -552,6 +552,30 @@ async fn shutdown_stops_every_process_and_leaves_none() -> TestResult {
 }
 
 #[actix_rt::test]
+async fn workers_without_limits_are_sampled_when_asked_not_every_interval() -> TestResult {
+    let dir = TempDir::new("sample-on-demand");
+    let mut config = support::config_in(&dir);
+    config.resource_interval = Duration::from_millis(20);
+    let (master, mut watch) = support::launch(config).await;
+    master
+        .send(AddWorker(process_worker("idle", &[])))
+        .await??;
+    master.send(StartWorker(id("idle"))).await??;
+    watch.until("idle", WorkerState::Running).await;
+    // Many intervals pass: nothing samples a worker without limits on its own.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = master.send(GetWorkerState(id("idle"))).await??;
+    assert!(before.resources.is_none(), "{:?}", before.resources);
+    // Asked (as `hsu ls`, `hsu status` and /metrics ask), it is sampled at once.
+    master.send(hsu::RefreshResources).await?;
+    let after = master.send(GetWorkerState(id("idle"))).await??;
+    let usage = after.resources.expect("sampled when asked");
+    assert!(usage.rss_bytes > 0, "{usage:?}");
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
 async fn a_memory_limit_violation_restarts_the_worker() -> TestResult {
     let dir = TempDir::new("memlimit");
     let mut config = support::config_in(&dir);

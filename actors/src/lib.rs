@@ -43,9 +43,9 @@ pub use id::{IdError, WorkerId, MAX_ID_LEN};
 pub use master::{
     AddConfigured, AddWorker, AddWorkerSpec, Added, Apply, ApplyReport, GetAllWorkerStates,
     GetGroups, GetWorkerMetrics, GetWorkerState, GetWorkerSummary, GroupState, GroupSummary,
-    InstallPackage, ListModuleFactories, MasterActor, RemoveWorker, RestartWorker, SetGroups,
-    Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe, WaitExhausted, WorkerMetrics,
-    WorkerSummary,
+    InstallPackage, ListModuleFactories, MasterActor, RefreshResources, RemoveWorker,
+    RestartWorker, SetGroups, Shutdown, ShutdownReport, StartWorker, StopWorker, Subscribe,
+    WaitExhausted, WorkerMetrics, WorkerSummary,
 };
 pub use plugin::{inspect as inspect_plugin, HeaderFacts, PluginError, PluginInfo};
 pub use preflight::preflight;

@@ -564,6 +564,12 @@ fn json_name<T: Serialize>(value: &T) -> String {
 /// `GET /metrics` (and `/v1/metrics`): the Prometheus text format.
 #[utoipa::path(get, path = "/v1/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn metrics_text(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    // Workers without limits are sampled only when asked: now.
+    state
+        .master
+        .send(hsu_actors::RefreshResources)
+        .await
+        .map_err(gone)?;
     let rows = state.master.send(GetAllWorkerStates).await.map_err(gone)?;
     let facts = state
         .master
@@ -617,6 +623,10 @@ async fn list_workers(state: web::Data<ApiState>) -> Result<HttpResponse, ApiErr
             None => {
                 let master = state.master.clone();
                 let flight = async move {
+                    master
+                        .send(hsu_actors::RefreshResources)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     let rows = master
                         .send(GetAllWorkerStates)
                         .await
@@ -672,6 +682,11 @@ async fn get_worker(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
+    state
+        .master
+        .send(hsu_actors::RefreshResources)
+        .await
+        .map_err(gone)?;
     let diagnostics = state
         .master
         .send(GetWorkerState(id.clone()))

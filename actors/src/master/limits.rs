@@ -9,6 +9,52 @@ use crate::process::resources::ResourceSamples;
 use crate::process::ResourceUsage;
 use crate::state::WorkerState;
 
+/// Samples every running process worker now (those without `limits:` are sampled only when
+/// asked), so the next `GetAllWorkerStates`/`GetWorkerState`/summary shows fresh figures.
+/// What the control API sends before `hsu ls`, `hsu status` and `/metrics`; an embedded master
+/// sends it before reading `resources` the same way. A second request within a second reuses
+/// the first one's samples.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RefreshResources;
+
+/// How long an on-demand round's samples are fresh enough for the next request.
+const REFRESH_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Handler<RefreshResources> for MasterActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: RefreshResources, _: &mut Context<Self>) -> Self::Result {
+        let fresh = self
+            .last_refresh
+            .is_some_and(|at| at.elapsed() < REFRESH_REUSE);
+        let Some(monitor) = self.resources.as_ref().filter(|_| !fresh) else {
+            return Box::pin(fut::ready(()));
+        };
+        let round = monitor.sample_now();
+        Box::pin(
+            async move {
+                tokio::time::timeout(std::time::Duration::from_secs(2), round)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default()
+            }
+            .into_actor(self)
+            .map(|samples, act, _| {
+                act.last_refresh = Some(std::time::Instant::now());
+                for (id, usage) in samples {
+                    if let Some(entry) = act.workers.get_mut(&id) {
+                        if entry.state == WorkerState::Running {
+                            entry.usage.latest = Some(usage);
+                        }
+                    }
+                }
+            }),
+        )
+    }
+}
+
 impl Handler<ResourceSamples> for MasterActor {
     type Result = ();
 

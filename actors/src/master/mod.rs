@@ -52,6 +52,7 @@ use crate::WorkerId;
 
 pub use apply::{Apply, ApplyReport};
 pub use groups::{GetGroups, GroupState, GroupSummary, SetGroups, WaitExhausted};
+pub use limits::RefreshResources;
 pub use messages::{
     AddConfigured, AddWorker, AddWorkerSpec, Added, GetAllWorkerStates, GetWorkerMetrics,
     GetWorkerState, GetWorkerSummary, InstallPackage, ListModuleFactories, RemoveWorker,
@@ -71,6 +72,8 @@ pub struct MasterActor {
     spawner: Arc<Spawner>,
     /// `<run_directory>/hsu.pids`, shared with the process workers.
     pub(crate) run_table: Arc<crate::process::run_table::RunTable>,
+    /// When `RefreshResources` last sampled.
+    last_refresh: Option<std::time::Instant>,
     workers: HashMap<WorkerId, Entry>,
     /// Ids in order of addition (shutdown goes backwards).
     order: Vec<WorkerId>,
@@ -152,6 +155,7 @@ impl MasterActor {
                 runtime,
                 spawner,
                 run_table,
+                last_refresh: None,
                 workers: HashMap::new(),
                 order: Vec::new(),
                 adding: HashSet::new(),

@@ -173,7 +173,9 @@ impl Handler<WorkerStateChanged> for MasterActor {
                     (false, Some(dir)) => Scope::Cgroup(dir),
                     (false, None) => Scope::Group(pid),
                 };
-                monitor.watch(event.id.clone(), scope);
+                let limited = matches!(&entry.spec.deployment,
+                    crate::config::DeploymentSpec::Process(p) if p.limits.is_some());
+                monitor.watch(event.id.clone(), scope, limited);
             }
             if event.to == WorkerState::Running {
                 entry.run = Some(RunView {

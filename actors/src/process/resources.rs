@@ -2,6 +2,12 @@
 //! arbiter), refreshing only the watched PIDs, so its cost grows with the number of workers,
 //! not of processes on the host.
 //!
+//! Workers with `limits:` are sampled every `resource_interval` (their limits are enforced on
+//! those samples); the others only when someone asks ([`ResourceMonitor::sample_now`]: `hsu ls`,
+//! `hsu status`, `/metrics`), so a thousand idle workers cost no CPU between requests (sampling
+//! all of them every 5 s was most of the master's idle CPU: ~40 µs a worker, in `cgroup.procs`
+//! and `/proc/PID/stat`).
+//!
 //! On Linux it reads `/proc/PID/stat` directly (about 3 µs a process, measured; sysinfo's
 //! refresh of the same PIDs costs over ten times that, which with a thousand children was
 //! most of the master's idle CPU). Elsewhere it uses `sysinfo`.
@@ -21,8 +27,9 @@ use crate::WorkerId;
 pub struct ResourceSamples(pub Vec<(WorkerId, ResourceUsage)>);
 
 enum Command {
-    Watch(WorkerId, Scope),
+    Watch(WorkerId, Scope, bool),
     Unwatch(WorkerId),
+    SampleNow(tokio::sync::oneshot::Sender<Vec<(WorkerId, ResourceUsage)>>),
 }
 
 /// What one worker's figures sum: its whole tree where the master can see it.
@@ -65,9 +72,17 @@ impl ResourceMonitor {
         Ok(Self { commands })
     }
 
-    /// Starts sampling worker `id`'s processes (replacing what was watched for it).
-    pub fn watch(&self, id: WorkerId, scope: Scope) {
-        let _ = self.commands.send(Command::Watch(id, scope));
+    /// Starts watching worker `id`'s processes (replacing what was watched for it): every
+    /// interval when `periodic` (it has limits), else only in [`Self::sample_now`].
+    pub fn watch(&self, id: WorkerId, scope: Scope, periodic: bool) {
+        let _ = self.commands.send(Command::Watch(id, scope, periodic));
+    }
+
+    /// Samples every watched worker now; the answer comes when the round is done.
+    pub fn sample_now(&self) -> tokio::sync::oneshot::Receiver<Vec<(WorkerId, ResourceUsage)>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.commands.send(Command::SampleNow(tx));
+        rx
     }
 
     /// Stops sampling worker `id`.
@@ -79,26 +94,38 @@ impl ResourceMonitor {
 fn run(rx: mpsc::Receiver<Command>, interval: Duration, reports: Recipient<ResourceSamples>) {
     let mut sampler = Sampler::new();
     let mut watched: HashMap<WorkerId, Scope> = HashMap::new();
+    let mut periodic: HashMap<WorkerId, Scope> = HashMap::new();
     let mut next = std::time::Instant::now() + interval;
     loop {
         let wait = next.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(Command::Watch(id, scope)) => {
+            Ok(Command::Watch(id, scope, every_round)) => {
+                if every_round {
+                    periodic.insert(id.clone(), scope.clone());
+                } else {
+                    periodic.remove(&id);
+                }
                 watched.insert(id, scope);
                 continue;
             }
             Ok(Command::Unwatch(id)) => {
                 watched.remove(&id);
+                periodic.remove(&id);
+                sampler.forget(&id);
+                continue;
+            }
+            Ok(Command::SampleNow(reply)) => {
+                let _ = reply.send(sampler.sample(&watched));
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         next = std::time::Instant::now() + interval;
-        if watched.is_empty() {
+        if periodic.is_empty() {
             continue;
         }
-        let samples = sampler.sample(&watched);
+        let samples = sampler.sample(&periodic);
         if !samples.is_empty()
             && reports.try_send(ResourceSamples(samples)).is_err()
             && !reports.connected()
@@ -148,7 +175,6 @@ impl Sampler {
                 }
             }
         }
-        let mut seen = HashMap::with_capacity(watched.len());
         let mut out = Vec::with_capacity(watched.len());
         for (id, scope) in watched {
             let members: Vec<Stat> = match scope {
@@ -174,7 +200,7 @@ impl Sampler {
                 }
                 _ => 0.0,
             };
-            seen.insert(id.clone(), (ticks, now));
+            self.last.insert(id.clone(), (ticks, now));
             out.push((
                 id.clone(),
                 ResourceUsage {
@@ -185,8 +211,11 @@ impl Sampler {
                 },
             ));
         }
-        self.last = seen;
         out
+    }
+
+    fn forget(&mut self, id: &WorkerId) {
+        self.last.remove(id);
     }
 }
 
@@ -199,6 +228,8 @@ impl Sampler {
     fn new() -> Self {
         Self(sysinfo::System::new())
     }
+
+    fn forget(&mut self, _: &WorkerId) {}
 
     /// Only the leader is seen here (no cgroups, no cheap group scan).
     fn sample(&mut self, watched: &HashMap<WorkerId, Scope>) -> Vec<(WorkerId, ResourceUsage)> {
