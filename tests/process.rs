@@ -552,6 +552,42 @@ async fn shutdown_stops_every_process_and_leaves_none() -> TestResult {
 }
 
 #[actix_rt::test]
+async fn a_removed_workers_cgroup_is_removed_with_it() -> TestResult {
+    let dir = TempDir::new("cgroup-removed");
+    let (master, mut watch) = support::master_in(&dir).await;
+    master
+        .send(AddWorker(process_worker("gone", &[])))
+        .await??;
+    master.send(StartWorker(id("gone"))).await??;
+    watch.until("gone", WorkerState::Running).await;
+    let d = master.send(GetWorkerState(id("gone"))).await??;
+    if d.containment != Some("cgroup") {
+        return Ok(()); // process groups only on this machine: nothing to remove
+    }
+    let pid = d.pid.expect("a pid");
+    // The worker's cgroup, from its own /proc entry and the cgroup2 mount.
+    let relative = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .expect("a cgroup v2 line");
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_string))?
+        })
+        .expect("a cgroup2 mount");
+    let cgroup = std::path::Path::new(&mount).join(relative.trim_start_matches('/'));
+    assert!(cgroup.is_dir(), "{}", cgroup.display());
+    master.send(hsu::RemoveWorker(id("gone"))).await??;
+    eventually("the worker's cgroup removed", || !cgroup.exists()).await;
+    assert!(!alive(pid));
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
+#[actix_rt::test]
 async fn workers_without_limits_are_sampled_when_asked_not_every_interval() -> TestResult {
     let dir = TempDir::new("sample-on-demand");
     let mut config = support::config_in(&dir);

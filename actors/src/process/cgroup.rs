@@ -37,6 +37,11 @@ pub struct Cgroups {
     _alive: Option<std::fs::File>,
     /// The keeper's stdin: when it closes (the master is gone), the keeper cleans up.
     keeper: Option<(Child, std::process::ChildStdin)>,
+    /// Worker cgroups to remove, on a thread of their own: removing one may wait (up to
+    /// `EMPTY_WAIT`) for what is left in it to die, and a thousand `rmdir`s at shutdown are
+    /// tens of milliseconds; neither may hold an actor's thread.
+    removals: std::sync::Mutex<Option<std::sync::mpsc::Sender<WorkerCgroup>>>,
+    remover: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Cgroups {
@@ -93,10 +98,19 @@ impl Cgroups {
             })
             .ok();
         (
-            Some(Self {
-                instance,
-                _alive: alive,
-                keeper,
+            Some({
+                let (removals, queue) = std::sync::mpsc::channel::<WorkerCgroup>();
+                let remover = std::thread::Builder::new()
+                    .name("hsu-cgroup-rm".into())
+                    .spawn(move || queue.iter().for_each(|c| c.remove()))
+                    .ok();
+                Self {
+                    instance,
+                    _alive: alive,
+                    keeper,
+                    removals: std::sync::Mutex::new(Some(removals)),
+                    remover: std::sync::Mutex::new(remover),
+                }
             }),
             report,
         )
@@ -105,6 +119,24 @@ impl Cgroups {
     /// The instance cgroup.
     pub fn path(&self) -> &Path {
         &self.instance
+    }
+
+    /// Removes `cgroup` (killing what is left in it) on the remover thread, or here when there
+    /// is none.
+    pub fn remove_later(&self, cgroup: WorkerCgroup) {
+        let unsent = match self
+            .removals
+            .lock()
+            .ok()
+            .as_deref()
+            .and_then(Option::as_ref)
+        {
+            Some(tx) => tx.send(cgroup).err().map(|e| e.0),
+            None => Some(cgroup),
+        };
+        if let Some(cgroup) = unsent {
+            cgroup.remove();
+        }
     }
 
     /// The cgroup of worker `id` (created if need be, emptied if a run left something).
@@ -122,6 +154,13 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
+        // Pending removals first, then the keeper is told.
+        if let Ok(mut tx) = self.removals.lock() {
+            tx.take();
+        }
+        if let Some(remover) = self.remover.lock().ok().and_then(|mut r| r.take()) {
+            let _ = remover.join();
+        }
         // The keeper cleans up (what is left is killed) and exits; it is reaped off-thread.
         if let Some((mut child, stdin)) = self.keeper.take() {
             drop(stdin);

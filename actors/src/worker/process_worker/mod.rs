@@ -112,7 +112,10 @@ impl Actor for ProcessWorkerActor {
             }
         }
         if let Some(cgroup) = self.cgroup.take() {
-            cgroup.remove();
+            match &self.setup.cgroups {
+                Some(cgroups) => cgroups.remove_later(cgroup),
+                None => cgroup.remove(),
+            }
         }
     }
 }
