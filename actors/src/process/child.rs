@@ -478,8 +478,9 @@ fn fork(
     Ok(pid)
 }
 
-/// A pipe, both ends close-on-exec, both above the standard descriptors.
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe, both ends close-on-exec, both above the standard descriptors (the child `dup2`s
+/// its ends onto 0-2, which clears close-on-exec on the copy).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two descriptors into the array we pass.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

@@ -214,8 +214,8 @@ fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, Ow
         None => None,
     };
     let stdin = std::fs::File::open("/dev/null").map(OwnedFd::from)?;
-    let (out_read, out_write) = output_pipe()?;
-    let (err_read, err_write) = output_pipe()?;
+    let (out_read, out_write) = child::pipe()?;
+    let (err_read, err_write) = child::pipe()?;
     let plan = Plan {
         programs,
         program: exec.executable_path.clone(),
@@ -229,16 +229,6 @@ fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, Ow
     };
     let started = child::spawn(&plan)?;
     Ok((started, out_read, err_read))
-}
-
-/// A pipe for the child's output: both ends close-on-exec (the child's end is `dup2`ed onto
-/// 1 or 2), both above the standard descriptors.
-fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = std::io::pipe()?;
-    Ok((
-        child::above_stdio(OwnedFd::from(r))?,
-        child::above_stdio(OwnedFd::from(w))?,
-    ))
 }
 
 fn c_string(bytes: &[u8], field: &str) -> io::Result<CString> {
