@@ -109,6 +109,7 @@ fn floor_with_options(n: usize) {
             cgroup: None,
             user: None,
             nofile: None,
+            listen: Vec::new(),
         };
         children.push(child::spawn(&plan).unwrap().pid);
         pipes.push((out_r, err_r));

@@ -117,35 +117,7 @@ impl HealthActor {
         let Some(watch) = self.watched.get(&id).filter(|w| w.token == token) else {
             return;
         };
-        let timeout = watch.config.timeout;
-        let probe = &watch.probe;
-        let probing: futures::future::BoxFuture<'static, Result<(), String>> = match probe {
-            Probe::Worker(worker, probe, service) => {
-                let sent = worker.send(CheckHealth {
-                    probe: *probe,
-                    service: service.clone(),
-                    timeout,
-                });
-                let probe = *probe;
-                Box::pin(async move {
-                    // The worker enforces `timeout`; ours is a backstop if its mailbox is stuck.
-                    match tokio::time::timeout(timeout * 2, sent).await {
-                        Err(_) => Err(format!("no answer within {timeout:?}")),
-                        Ok(Err(e)) => Err(format!("worker did not answer: {e}")),
-                        Ok(Ok(Err(e))) => Err(error_chain(&e)),
-                        Ok(Ok(Ok(false))) => Err(match probe {
-                            ProbeType::Module => "is_healthy returned false".to_string(),
-                            ProbeType::Process => "process is not alive".to_string(),
-                            other => format!("{other:?} probe failed"),
-                        }),
-                        Ok(Ok(Ok(true))) => Ok(()),
-                    }
-                })
-            }
-            Probe::Http(url) => self.off_thread(timeout, probe_http(url.clone())),
-            Probe::Tcp(address) => self.off_thread(timeout, probe_tcp(address.clone())),
-            Probe::Exec(command) => self.off_thread(timeout, probe_exec(command.clone())),
-        };
+        let probing = probe_once(&watch.probe, watch.config.timeout, &self.runtime);
         ctx.spawn(probing.into_actor(self).map(move |result, act, ctx| {
             let Some(watch) = act.watched.get_mut(&id).filter(|w| w.token == token) else {
                 return;
@@ -175,27 +147,61 @@ impl HealthActor {
     }
 }
 
-impl HealthActor {
-    /// Runs `probe` on the worker runtime with `timeout`; a timeout is a failure.
-    fn off_thread(
-        &self,
-        timeout: Duration,
-        probe: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
-    ) -> futures::future::BoxFuture<'static, Result<(), String>> {
-        let task = self.runtime.handle().spawn(probe);
-        Box::pin(async move {
-            let abort = task.abort_handle();
-            match tokio::time::timeout(timeout, task).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(e)) => Err(format!("probe task failed: {e}")),
-                Err(_) => {
-                    // Dropping the probe kills an exec probe's child (kill_on_drop).
-                    abort.abort();
-                    Err(format!("timed out after {timeout:?}"))
+/// Runs `probe` once with `timeout` (a timeout is a failure); network and exec probes run on
+/// `runtime`.
+pub(crate) fn probe_once(
+    probe: &Probe,
+    timeout: Duration,
+    runtime: &WorkerRuntime,
+) -> futures::future::BoxFuture<'static, Result<(), String>> {
+    match probe {
+        Probe::Worker(worker, probe, service) => {
+            let sent = worker.send(CheckHealth {
+                probe: *probe,
+                service: service.clone(),
+                timeout,
+            });
+            let probe = *probe;
+            Box::pin(async move {
+                // The worker enforces `timeout`; ours is a backstop if its mailbox is stuck.
+                match tokio::time::timeout(timeout * 2, sent).await {
+                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                    Ok(Err(e)) => Err(format!("worker did not answer: {e}")),
+                    Ok(Ok(Err(e))) => Err(error_chain(&e)),
+                    Ok(Ok(Ok(false))) => Err(match probe {
+                        ProbeType::Module => "is_healthy returned false".to_string(),
+                        ProbeType::Process => "process is not alive".to_string(),
+                        other => format!("{other:?} probe failed"),
+                    }),
+                    Ok(Ok(Ok(true))) => Ok(()),
                 }
-            }
-        })
+            })
+        }
+        Probe::Http(url) => off_thread(runtime, timeout, probe_http(url.clone())),
+        Probe::Tcp(address) => off_thread(runtime, timeout, probe_tcp(address.clone())),
+        Probe::Exec(command) => off_thread(runtime, timeout, probe_exec(command.clone())),
     }
+}
+
+/// Runs `probe` on the worker runtime with `timeout`; a timeout is a failure.
+fn off_thread(
+    runtime: &WorkerRuntime,
+    timeout: Duration,
+    probe: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+) -> futures::future::BoxFuture<'static, Result<(), String>> {
+    let task = runtime.handle().spawn(probe);
+    Box::pin(async move {
+        let abort = task.abort_handle();
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(format!("probe task failed: {e}")),
+            Err(_) => {
+                // Dropping the probe kills an exec probe's child (kill_on_drop).
+                abort.abort();
+                Err(format!("timed out after {timeout:?}"))
+            }
+        }
+    })
 }
 
 /// Largest probe answer read, in bytes; the rest is left unread (and the connection closed).

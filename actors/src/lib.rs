@@ -33,6 +33,7 @@ mod registry;
 mod restart;
 mod runtime;
 pub mod schedule;
+pub mod sockets;
 mod state;
 mod window;
 mod worker;
@@ -60,7 +61,7 @@ pub use runtime::WorkerRuntime;
 pub use state::{InvalidTransition, Lifecycle, WorkerState};
 pub use worker::logs::layer as worker_logs_layer;
 pub use worker::{
-    Deployment, HealthStatus, ModuleDiagnostics, QuarantineStatus, WorkerDiagnostics,
+    Deployment, HealthStatus, ModuleDiagnostics, QuarantineStatus, SocketStatus, WorkerDiagnostics,
     WorkerStateChanged,
 };
 

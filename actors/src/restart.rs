@@ -131,6 +131,7 @@ mod tests {
                 jitter: 0.0,
                 immediate_first: false,
             },
+            strategy: Default::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! and the worker's `config:` section.
 
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub struct ModuleContext {
     cancel: CancellationToken,
     span: Span,
     spawner: Arc<dyn TaskSpawner>,
+    sockets: Arc<[(String, OwnedFd)]>,
 }
 
 impl ModuleContext {
@@ -44,6 +46,82 @@ impl ModuleContext {
             cancel,
             span,
             spawner,
+            sockets: Arc::new([]),
+        }
+    }
+
+    /// The worker's listening sockets (its `sockets:`), by name, held by the host for the
+    /// worker's lifetime. Set by the host.
+    pub fn with_sockets(mut self, sockets: Vec<(String, OwnedFd)>) -> Self {
+        self.sockets = sockets.into();
+        self
+    }
+
+    /// The worker's sockets, name and descriptor (the context's own; borrowed), in the order
+    /// configured.
+    pub fn sockets(&self) -> impl Iterator<Item = (&str, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.sockets.iter().map(|(n, fd)| (n.as_str(), fd.as_fd()))
+    }
+
+    /// The names of the worker's sockets, in the order configured.
+    pub fn socket_names(&self) -> Vec<&str> {
+        self.sockets.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// A new descriptor for socket `name` (the host keeps its own: the listening socket stays
+    /// open across restarts and while a successor instance takes over).
+    ///
+    /// # Errors
+    /// [`ModuleError::Config`] when the worker has no socket of that name;
+    /// [`ModuleError::Failed`] when it cannot be duplicated.
+    pub fn socket(&self, name: &str) -> Result<OwnedFd, ModuleError> {
+        let (_, fd) = self
+            .sockets
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| {
+                ModuleError::Config(format!(
+                    "no socket named `{name}` in this worker's `sockets:` (it has: {})",
+                    if self.sockets.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.socket_names().join(", ")
+                    }
+                ))
+            })?;
+        fd.try_clone()
+            .map_err(|e| ModuleError::failed(format!("socket `{name}`: cannot duplicate: {e}")))
+    }
+
+    /// Socket `name` as a TCP listener. Its blocking mode is the socket's (`nonblocking:` in
+    /// the config); to serve it with tokio, make it non-blocking with `nonblocking: true`
+    /// (a mode set here would change it for every instance, which share the socket).
+    ///
+    /// # Errors
+    /// As [`socket`](Self::socket), or [`ModuleError::Config`] when it is not a TCP socket.
+    pub fn tcp_listener(&self, name: &str) -> Result<std::net::TcpListener, ModuleError> {
+        let listener = std::net::TcpListener::from(self.socket(name)?);
+        listener.local_addr().map_err(|e| {
+            ModuleError::Config(format!("socket `{name}` is not a TCP socket ({e})"))
+        })?;
+        Ok(listener)
+    }
+
+    /// Socket `name` as a Unix stream listener (see [`tcp_listener`](Self::tcp_listener)).
+    ///
+    /// # Errors
+    /// As [`socket`](Self::socket), or [`ModuleError::Config`] when it is not a Unix socket.
+    pub fn unix_listener(
+        &self,
+        name: &str,
+    ) -> Result<std::os::unix::net::UnixListener, ModuleError> {
+        let listener = std::os::unix::net::UnixListener::from(self.socket(name)?);
+        match listener.local_addr() {
+            Ok(a) if a.as_pathname().is_some() => Ok(listener),
+            _ => Err(ModuleError::Config(format!(
+                "socket `{name}` is not a Unix socket"
+            ))),
         }
     }
 
@@ -86,6 +164,7 @@ impl std::fmt::Debug for ModuleContext {
         f.debug_struct("ModuleContext")
             .field("worker_id", &self.worker_id)
             .field("cancelled", &self.cancel.is_cancelled())
+            .field("sockets", &self.socket_names())
             .finish()
     }
 }

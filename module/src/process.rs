@@ -39,7 +39,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 ///    both say "not serving" until `start` is done) until SIGTERM or SIGINT, or until a module
 ///    task fails;
 /// 3. reads the module's `config:` from `HSU_CONFIG` (YAML, set by the master; empty if
-///    absent), calls `initialize`, then `start`;
+///    absent) and its `sockets:` from `LISTEN_FDS` (systemd's protocol, as the master passes
+///    them: [`ModuleContext::socket`] finds them by name), calls `initialize`, then `start`;
 /// 4. cancels the context, calls `stop`, and exits: 0 after a requested stop, 1 after a
 ///    task failure (so the master's `on_failure` policy restarts it), 2 on bad setup or a
 ///    failed `initialize`/`start`.
@@ -78,6 +79,24 @@ where
     }
 }
 
+/// The sockets the master handed over by systemd's protocol (`LISTEN_PID` this process,
+/// `LISTEN_FDS`, `LISTEN_FDNAMES`), by name: the same ones a module gets in the master.
+#[allow(unsafe_code)]
+fn inherited_sockets() -> Result<Vec<(String, std::os::fd::OwnedFd)>, String> {
+    let fds = sd_notify::listen_fds_with_names(false)
+        .map_err(|e| format!("the sockets passed (LISTEN_FDS, LISTEN_FDNAMES): {e}"))?;
+    Ok(fds
+        .map(|(fd, name)| {
+            // SAFETY: the protocol hands descriptors 3.. to this process (LISTEN_PID is ours,
+            // checked by sd_notify, which also checked each is open and made it
+            // close-on-exec); each is taken here once and owned from here on.
+            let owned =
+                unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            (name, owned)
+        })
+        .collect())
+}
+
 async fn host<M: WorkerModule>(module: M) -> Result<ExitCode, String> {
     let id = std::env::var("HSU_WORKER_ID").unwrap_or_else(|_| "module".to_string());
     let port = crate::integrated::port_from_env()
@@ -111,7 +130,8 @@ async fn host<M: WorkerModule>(module: M) -> Result<ExitCode, String> {
         cancel.clone(),
         span,
         Arc::new(Spawner { failures }),
-    );
+    )
+    .with_sockets(inherited_sockets()?);
     let module = Arc::new(Mutex::new(module));
     // The control protocol answers from now on; Ping fails (UNAVAILABLE) until `start` is done,
     // so the master sees "not ready yet" rather than a connection that hangs.

@@ -19,6 +19,11 @@
 //!                         `fd N TARGET` for each descriptor above 2 open at start
 //! `--first-port P`        on the first launch (per `--count` FILE) serve the control protocol
 //!                         on P instead of `--port` (a port the test holds: a real conflict)
+//! `--serve-socket NAME`   serve HTTP on the socket NAME handed over by systemd's protocol
+//!                         (`LISTEN_FDS`), answering `--answer TEXT` (default `process`); on
+//!                         SIGTERM drain (see `tests/test-module/src/serve.rs`) and exit 0
+//! `--report-listen FILE`  write `pid`, `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES` and
+//!                         `fd N ADDRESS` for each socket passed, to FILE
 //! `--usr1-exit N`         on SIGUSR1 exit with code N (a normal exit or a crash, on demand)
 //! `--exit N`              exit with code N (after the above); `--crash` aborts instead
 //! `--sleep MS`            run for MS milliseconds, then exit 0 (default: until signalled)
@@ -47,6 +52,9 @@ struct Flags {
     first_port: Option<u16>,
     report_self: Option<String>,
     usr1_exit: Option<i32>,
+    serve_socket: Option<String>,
+    answer: Option<String>,
+    report_listen: Option<String>,
 }
 
 fn parse() -> Flags {
@@ -77,14 +85,77 @@ fn parse() -> Flags {
             "--first-port" => f.first_port = Some(value().parse().expect("port")),
             "--report-self" => f.report_self = Some(value()),
             "--usr1-exit" => f.usr1_exit = Some(value().parse().expect("code")),
+            "--serve-socket" => f.serve_socket = Some(value()),
+            "--answer" => f.answer = Some(value()),
+            "--report-listen" => f.report_listen = Some(value()),
             other => panic!("unknown flag {other}"),
         }
     }
     f
 }
 
+#[allow(dead_code)]
+#[path = "../test-module/src/serve.rs"]
+mod serve;
+
+/// What systemd's protocol handed over, as the environment and descriptors say.
+fn report_listen(path: &str) {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| "-".into());
+    let mut text = format!(
+        "pid {}\nLISTEN_PID {}\nLISTEN_FDS {}\nLISTEN_FDNAMES {}\n",
+        std::process::id(),
+        var("LISTEN_PID"),
+        var("LISTEN_FDS"),
+        var("LISTEN_FDNAMES")
+    );
+    let n: i32 = var("LISTEN_FDS").parse().unwrap_or(0);
+    for fd in 3..3 + n {
+        let address = listener_at(fd)
+            .and_then(|l| {
+                let tcp = l.local_addr().map(|a| a.to_string());
+                let unix = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(l));
+                let a = tcp.ok().or_else(|| {
+                    let a = unix.local_addr().ok()?;
+                    Some(format!("unix:{}", a.as_pathname()?.display()))
+                });
+                std::mem::forget(unix);
+                a
+            })
+            .unwrap_or_else(|| "none".into());
+        text.push_str(&format!("fd {fd} {address}\n"));
+    }
+    std::fs::write(path, text).expect("report file");
+}
+
+/// The descriptor `fd` as a listener, if it is open.
+#[allow(unsafe_code)]
+fn listener_at(fd: i32) -> Option<std::net::TcpListener> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    // SAFETY: `fd` is open (its /proc link exists) and was handed to this process by the
+    // socket-activation protocol; the caller forgets or owns the listener as it needs.
+    Some(unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// The socket named `name` in `LISTEN_FDNAMES`, if `LISTEN_PID` is this process.
+fn passed_socket(name: &str) -> std::net::TcpListener {
+    let pid: u32 = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("LISTEN_PID");
+    assert_eq!(pid, std::process::id(), "LISTEN_PID is not this process");
+    let names = std::env::var("LISTEN_FDNAMES").expect("LISTEN_FDNAMES");
+    let i = names
+        .split(':')
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no socket named {name} in {names}"));
+    listener_at(3 + i as i32).expect("the socket's descriptor")
+}
+
 fn main() {
     let flags = parse();
+    if let Some(path) = &flags.report_listen {
+        report_listen(path);
+    }
     // Before the runtime opens descriptors of its own.
     if let Some(path) = &flags.report_self {
         report_self(path);
@@ -210,6 +281,14 @@ async fn run(flags: Flags) {
             }
         });
     }
+    let mut draining = None;
+    if let Some(name) = &flags.serve_socket {
+        let listener = passed_socket(name);
+        let answer = flags.answer.clone().unwrap_or_else(|| "process".into());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(serve::serve(listener, answer, stopped));
+        draining = Some((stop, serving));
+    }
     if flags.integrated {
         let port = flags
             .first_port
@@ -289,6 +368,11 @@ async fn run(flags: Flags) {
             _ = &mut sleep => finish(0),
             _ = usr1.recv(), if flags.usr1_exit.is_some() => finish(flags.usr1_exit.unwrap_or(0)),
             _ = term.recv() => {
+                if let Some((stop, serving)) = draining.take() {
+                    let _ = stop.send(true);
+                    let _ = serving.await;
+                    finish(0);
+                }
                 if let Some(text) = &flags.on_term {
                     println!("{text}");
                     finish(0);

@@ -8,6 +8,7 @@ mod support;
 
 mod packages;
 mod quarantine;
+mod sockets;
 
 use std::path::Path;
 use std::process::Command;
@@ -236,6 +237,7 @@ async fn bad_plugins_are_refused_with_a_clear_error_and_the_master_keeps_running
     let dir = TempDir::new("bad-plugins");
     let (master, mut watch) = support::master_in(&dir).await;
 
+    let host_abi = hsu::module::plugin::ABI_VERSION;
     let missing = dir.file("nothing-here.so");
     let not_a_library = dir.file("text.so");
     std::fs::write(&not_a_library, "this is not an ELF file\n")?;
@@ -247,7 +249,7 @@ async fn bad_plugins_are_refused_with_a_clear_error_and_the_master_keeps_running
     let bad_magic = build_library(
         &dir,
         "badmagic",
-        &format!("{HEADER_PREFIX}#[no_mangle] pub static HSU_PLUGIN_HEADER: Prefix = Prefix {{ magic: *b\"NOTHSU!!\", abi_version: 1, header_size: 16 }};"),
+        &format!("{HEADER_PREFIX}#[no_mangle] pub static HSU_PLUGIN_HEADER: Prefix = Prefix {{ magic: *b\"NOTHSU!!\", abi_version: {host_abi}, header_size: 16 }};"),
     );
     let bad_abi = build_library(
         &dir,
@@ -257,7 +259,7 @@ async fn bad_plugins_are_refused_with_a_clear_error_and_the_master_keeps_running
     let small_header = build_library(
         &dir,
         "smallheader",
-        &format!("{HEADER_PREFIX}#[no_mangle] pub static HSU_PLUGIN_HEADER: Prefix = Prefix {{ magic: *b\"HSUPLUGN\", abi_version: 1, header_size: 16 }};"),
+        &format!("{HEADER_PREFIX}#[no_mangle] pub static HSU_PLUGIN_HEADER: Prefix = Prefix {{ magic: *b\"HSUPLUGN\", abi_version: {host_abi}, header_size: 16 }};"),
     );
     // A full header of this ABI, but built against another hsu-module, or for another target.
     // The vtable is never reached: the checks refuse the library first.
@@ -269,7 +271,7 @@ unsafe impl Sync for S {{}}
 #[repr(C)] pub struct H {{ magic: [u8; 8], abi: u32, size: u32, version: S, rustc: S, target: S, vtable: &'static [usize; 9] }}
 static VTABLE: [usize; 9] = [0; 9];
 const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
-#[no_mangle] pub static HSU_PLUGIN_HEADER: H = H {{ magic: *b"HSUPLUGN", abi: 1, size: std::mem::size_of::<H>() as u32,
+#[no_mangle] pub static HSU_PLUGIN_HEADER: H = H {{ magic: *b"HSUPLUGN", abi: {host_abi}, size: std::mem::size_of::<H>() as u32,
     version: s("{crate_version}"), rustc: s("rustc"), target: s("{target}"), vtable: &VTABLE }};
 "#
         )
@@ -282,7 +284,6 @@ const fn s(t: &'static str) -> S {{ S {{ p: t.as_ptr(), l: t.len() }} }}
         "othertarget",
         &full_header(host_version, "mips-unknown-linux-gnu"),
     );
-    let host_abi = hsu::module::plugin::ABI_VERSION;
     let cases = [
         (
             missing.clone(),

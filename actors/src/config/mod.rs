@@ -10,6 +10,7 @@ mod master;
 mod paths;
 mod process;
 mod schema;
+pub mod sockets;
 mod source;
 mod spec;
 mod validate;
@@ -28,12 +29,14 @@ pub use process::{
     StopConfig, ValueError,
 };
 pub use schema::config_schema;
+pub use sockets::{ListenAddress, SocketConfig, SocketSpec};
 pub use source::{SourceError, SourceMap, MAX_DEPTH};
 pub use spec::{DependencySpec, DeploymentSpec, ProcessSpec, QuarantineSpec, WorkerSpec};
 pub use validate::{validate_config, validate_groups, validate_worker, ValidationIssue};
 pub use worker::{
     BackoffConfig, ExecutionConfig, HealthCheckConfig, ModuleType, ProbeType, ProcessType,
-    QuarantineConfig, RestartConfig, RestartPolicy, TimeZone, WorkerConfig, WorkerType,
+    QuarantineConfig, RestartConfig, RestartPolicy, RestartStrategy, TimeZone, WorkerConfig,
+    WorkerType,
 };
 
 use crate::error::ConfigError;

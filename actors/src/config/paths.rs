@@ -1,7 +1,7 @@
 //! Relative paths written in a config file mean the file's directory, as in docker compose and
 //! process-compose, whatever directory `hsu` is started from: `executable_path` (when it
 //! has a `/`; a bare name is looked up in `PATH`), `working_directory`, a plugin's
-//! `module_name`, `attach.pid_file`, an exec probe's program (with a `/`), `env_file`, and
+//! `module_name`, `attach.pid_file`, a Unix `sockets[].listen`, an exec probe's program (with a `/`), `env_file`, and
 //! `master.logs.directory`, `master.run_directory`, `master.packages_directory`,
 //! `master.api.token_file`. Only what the file says is resolved: a default (`logs`,
 //! `hsu-run`) stays relative to the current directory.
@@ -69,6 +69,15 @@ pub(super) fn resolve(config: &mut HsuConfig, base: &Path) {
         }
         for file in &mut worker.env_file {
             *file = join(base, file);
+        }
+        for socket in &mut worker.sockets {
+            if let Ok(super::ListenAddress::Unix(path)) =
+                super::ListenAddress::parse(&socket.listen)
+            {
+                if path.is_relative() {
+                    socket.listen = format!("unix:{}", join(base, &path).display());
+                }
+            }
         }
         if let Some(pid_file) = worker.attach.as_mut().and_then(|a| a.pid_file.as_mut()) {
             *pid_file = join(base, pid_file);

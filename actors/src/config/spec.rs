@@ -32,6 +32,8 @@ pub struct WorkerSpec {
     pub depends_on: Vec<DependencySpec>,
     /// When it is started, if it runs on a schedule.
     pub schedule: Option<crate::schedule::Schedule>,
+    /// Listening sockets the master holds for it, in the order written.
+    pub sockets: Vec<super::SocketSpec>,
 }
 
 /// A validated `depends_on:` entry.

@@ -201,6 +201,7 @@ index: None,
         }
     }
     check_dependencies(&config.workers, &specs, &mut out);
+    check_socket_clashes(&specs, &config.workers, &mut out);
     if let Err(issues) = validate_groups(config) {
         out.extend(issues);
     }
@@ -309,6 +310,18 @@ fn check_worker(
         issues.add("schedule_timezone", "only means something with `schedule:`");
     }
     let quarantine = check_quarantine(config, &kind, &mut issues);
+    let (sockets, problems) = super::sockets::check(&config.sockets);
+    for (field, message) in problems {
+        issues.add(field, message);
+    }
+    if !sockets.is_empty()
+        && matches!(&kind, DeploymentSpec::Process(p) if p.process_type == ProcessType::Unmanaged)
+    {
+        issues.add(
+            "sockets",
+            "an unmanaged process was started by someone else and cannot be handed sockets",
+        );
+    }
     let depends_on = check_depends_on(config, &mut issues);
     let start_timeout = config.start_timeout.unwrap_or(master.start_timeout);
     let stop_timeout = config.stop_timeout.unwrap_or(master.stop_timeout);
@@ -333,7 +346,40 @@ fn check_worker(
         quarantine,
         depends_on,
         schedule,
+        sockets,
     })
+}
+
+/// Two workers listening on the same address: the second could never bind it.
+fn check_socket_clashes(
+    specs: &[WorkerSpec],
+    workers: &[WorkerConfig],
+    out: &mut Vec<ValidationIssue>,
+) {
+    let mut seen: HashMap<&super::ListenAddress, &WorkerId> = HashMap::new();
+    for spec in specs {
+        for (i, socket) in spec.sockets.iter().enumerate() {
+            if super::sockets::is_port_zero(&socket.listen) {
+                continue;
+            }
+            match seen.get(&socket.listen) {
+                Some(other) if *other != &spec.id => out.push(ValidationIssue {
+                    worker: Some(spec.id.to_string()),
+                    field: format!("sockets[{i}].listen"),
+                    message: format!(
+                        "{} is also a socket of worker `{other}`: only one of them could listen there",
+                        socket.listen
+                    ),
+                    line: None,
+                    column: None,
+                    index: workers.iter().position(|w| w.id == spec.id.as_str()),
+                }),
+                _ => {
+                    seen.insert(&socket.listen, &spec.id);
+                }
+            }
+        }
+    }
 }
 
 /// Each entry of `depends_on:` on its own: a usable id, not the worker itself, a pattern that

@@ -104,6 +104,10 @@ pub struct WorkerConfig {
     /// The time zone `schedule` is read in: `utc` (default) or `local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_timezone: Option<TimeZone>,
+    /// Listening sockets the master binds and holds across restarts (see
+    /// [`super::sockets`]); managed and integrated processes and modules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<super::SocketConfig>,
 }
 
 /// Which clock a `schedule:` reads.
@@ -159,6 +163,7 @@ impl WorkerConfig {
             env_file: Vec::new(),
             schedule: None,
             schedule_timezone: None,
+            sockets: Vec::new(),
         }
     }
 
@@ -300,6 +305,31 @@ pub struct RestartConfig {
     pub window: Duration,
     /// Delay before each automatic restart.
     pub backoff: BackoffConfig,
+    /// `stop_first` (default): the old instance stops, then the new one starts. `start_first`:
+    /// the new instance starts beside the old one (on the same `sockets:`), and the old one is
+    /// stopped once the new one is ready; if it never gets ready, the old one keeps running.
+    /// Used by restarts of a running worker (by hand, health, limits) and by `apply`.
+    #[serde(skip_serializing_if = "RestartStrategy::is_default")]
+    pub strategy: RestartStrategy,
+}
+
+/// How a running worker is replaced.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartStrategy {
+    /// Stop the old instance, then start the new one.
+    #[default]
+    StopFirst,
+    /// Start the new instance, wait until it is ready, then stop the old one.
+    StartFirst,
+}
+
+impl RestartStrategy {
+    fn is_default(&self) -> bool {
+        *self == Self::StopFirst
+    }
 }
 
 impl Default for RestartConfig {
@@ -309,6 +339,7 @@ impl Default for RestartConfig {
             max_restarts: 5,
             window: Duration::from_secs(60),
             backoff: BackoffConfig::default(),
+            strategy: RestartStrategy::StopFirst,
         }
     }
 }

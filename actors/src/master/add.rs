@@ -18,17 +18,35 @@ use crate::worker::process_worker::{ProcessWorkerActor, ProcessWorkerSetup};
 use crate::worker::Deployment;
 use crate::WorkerId;
 
+/// A worker actor just created by [`MasterActor::create_worker`].
+pub(super) struct Created {
+    pub addr: WorkerAddr,
+    pub kind: Deployment,
+    pub instance: u64,
+    /// Its cgroup's name under the master's (processes).
+    pub cgroup: String,
+}
+
 impl MasterActor {
-    /// Starts the actor for a validated worker (`factory` for native modules).
+    /// Starts the actor for a validated worker (`factory` for modules), on `sockets` (the
+    /// worker's, shared by all its instances). A `successor` (a `start_first` replacement,
+    /// running beside the instance it replaces) gets a cgroup of its own.
     pub(super) fn create_worker(
         &mut self,
         spec: &WorkerSpec,
         factory: Option<hsu_module::ModuleFactory>,
+        sockets: std::sync::Arc<crate::sockets::WorkerSockets>,
+        successor: bool,
         ctx: &mut Context<Self>,
-    ) -> (WorkerAddr, Deployment, u64) {
+    ) -> Created {
         let events = ctx.address().recipient();
         self.next_instance += 1;
         let instance = self.next_instance;
+        let cgroup = if successor {
+            format!("{}~{instance}", spec.id)
+        } else {
+            spec.id.to_string()
+        };
         match (&spec.deployment, factory) {
             (
                 DeploymentSpec::Module {
@@ -49,12 +67,14 @@ impl MasterActor {
                     start_timeout: spec.start_timeout,
                     stop_timeout: spec.stop_timeout,
                     logs: self.config.logs.clone(),
+                    sockets,
                 };
-                (
-                    WorkerAddr::Module(ModuleWorkerActor::new(setup).start()),
-                    Deployment::from(*module_type),
+                Created {
+                    addr: WorkerAddr::Module(ModuleWorkerActor::new(setup).start()),
+                    kind: Deployment::from(*module_type),
                     instance,
-                )
+                    cgroup,
+                }
             }
             (DeploymentSpec::Process(process), _) => {
                 let setup = ProcessWorkerSetup {
@@ -67,17 +87,86 @@ impl MasterActor {
                     logs: self.config.logs.clone(),
                     run_table: self.run_table.clone(),
                     cgroups: self.cgroups.clone(),
+                    cgroup_name: cgroup.clone(),
+                    sockets,
                 };
-                (
-                    WorkerAddr::Process(ProcessWorkerActor::new(setup).start()),
-                    Deployment::from(process.process_type),
+                Created {
+                    addr: WorkerAddr::Process(ProcessWorkerActor::new(setup).start()),
+                    kind: Deployment::from(process.process_type),
                     instance,
-                )
+                    cgroup,
+                }
             }
             (DeploymentSpec::Module { .. }, None) => {
                 unreachable!("native modules are looked up first")
             }
         }
+    }
+
+    /// A worker's sockets, bound now (a socket that cannot be bound yet is bound again at
+    /// each start, whose failure then says why). `keep`: the sockets of the form it replaces.
+    pub(super) fn bind_sockets(
+        spec: &WorkerSpec,
+        keep: Option<&crate::sockets::WorkerSockets>,
+    ) -> std::sync::Arc<crate::sockets::WorkerSockets> {
+        let sockets = crate::sockets::WorkerSockets::new(&spec.id, &spec.sockets, keep);
+        if let Err(e) = sockets.ensure() {
+            tracing::error!(worker = %spec.id, error = %error_chain(&e), "a socket cannot be bound yet; each start tries again");
+        }
+        sockets
+    }
+
+    /// The factory a module worker's code comes from: from the registry (a plugin is loaded
+    /// there, once per path); processes need none.
+    pub(super) fn lookup_code(
+        &self,
+        spec: &WorkerSpec,
+    ) -> futures::future::BoxFuture<'static, Result<Option<hsu_module::ModuleFactory>, MasterError>>
+    {
+        // Modules need their factory from the registry (a plugin is loaded there, once per
+        // path); processes need nothing.
+        let lookup = match &spec.deployment {
+            DeploymentSpec::Module {
+                module_type: ModuleType::Plugin,
+                module_name,
+                ..
+            } => {
+                let registry = self.registry.clone();
+                let path = std::path::PathBuf::from(module_name);
+                let id = spec.id.clone();
+                futures::future::Either::Left(futures::future::Either::Left(async move {
+                    match registry.send(LoadPlugin(path)).await {
+                        Ok(Ok(factory)) => Ok(Some(factory)),
+                        Ok(Err(source)) => Err(MasterError::Plugin { id, source }),
+                        Err(source) => Err(MasterError::Unanswered {
+                            actor: "registry",
+                            source,
+                        }),
+                    }
+                }))
+            }
+            DeploymentSpec::Module { module_name, .. } => {
+                let registry = self.registry.clone();
+                let name = module_name.clone();
+                let id = spec.id.clone();
+                futures::future::Either::Left(futures::future::Either::Right(async move {
+                    match registry.send(GetFactory(name.clone())).await {
+                        Ok(Ok(factory)) => Ok(Some(factory)),
+                        Ok(Err(registered)) => Err(MasterError::UnknownFactory {
+                            id,
+                            name,
+                            registered,
+                        }),
+                        Err(source) => Err(MasterError::Unanswered {
+                            actor: "registry",
+                            source,
+                        }),
+                    }
+                }))
+            }
+            DeploymentSpec::Process(_) => futures::future::Either::Right(async { Ok(None) }),
+        };
+        Box::pin(lookup)
     }
 }
 
@@ -271,49 +360,7 @@ impl MasterActor {
             });
         }
         self.adding.insert(id.clone());
-        // Modules need their factory from the registry (a plugin is loaded there, once per
-        // path); processes need nothing.
-        let lookup = match &spec.deployment {
-            DeploymentSpec::Module {
-                module_type: ModuleType::Plugin,
-                module_name,
-                ..
-            } => {
-                let registry = self.registry.clone();
-                let path = std::path::PathBuf::from(module_name);
-                let id = id.clone();
-                futures::future::Either::Left(futures::future::Either::Left(async move {
-                    match registry.send(LoadPlugin(path)).await {
-                        Ok(Ok(factory)) => Ok(Some(factory)),
-                        Ok(Err(source)) => Err(MasterError::Plugin { id, source }),
-                        Err(source) => Err(MasterError::Unanswered {
-                            actor: "registry",
-                            source,
-                        }),
-                    }
-                }))
-            }
-            DeploymentSpec::Module { module_name, .. } => {
-                let registry = self.registry.clone();
-                let name = module_name.clone();
-                let id = id.clone();
-                futures::future::Either::Left(futures::future::Either::Right(async move {
-                    match registry.send(GetFactory(name.clone())).await {
-                        Ok(Ok(factory)) => Ok(Some(factory)),
-                        Ok(Err(registered)) => Err(MasterError::UnknownFactory {
-                            id,
-                            name,
-                            registered,
-                        }),
-                        Err(source) => Err(MasterError::Unanswered {
-                            actor: "registry",
-                            source,
-                        }),
-                    }
-                }))
-            }
-            DeploymentSpec::Process(_) => futures::future::Either::Right(async { Ok(None) }),
-        };
+        let lookup = self.lookup_code(&spec);
         let me = ctx.address();
         Box::pin(async move {
             let mut failure = None;
@@ -337,18 +384,17 @@ impl MasterActor {
                 actor: "master",
                 source,
             };
-            let (addr, instance) = me
+            let created = me
                 .send(CreateWorker {
                     spec: spec.clone(),
                     factory,
                 })
                 .await
                 .map_err(mailbox)?;
-            let initialized = addr.initialize().await;
+            let initialized = created.0.addr.initialize().await;
             me.send(FinishAdd {
                 spec,
-                addr,
-                instance,
+                created,
                 initialized,
                 keep_failed,
                 failure,
@@ -359,9 +405,9 @@ impl MasterActor {
     }
 }
 
-/// Self-message of `AddWorker`: start the worker's actor.
+/// Self-message of `AddWorker`: bind its sockets, start the worker's actor.
 #[derive(Message)]
-#[rtype(result = "(WorkerAddr, u64)")]
+#[rtype(result = "(Created, std::sync::Arc<crate::sockets::WorkerSockets>)")]
 struct CreateWorker {
     spec: WorkerSpec,
     factory: Option<hsu_module::ModuleFactory>,
@@ -371,8 +417,10 @@ impl Handler<CreateWorker> for MasterActor {
     type Result = MessageResult<CreateWorker>;
 
     fn handle(&mut self, msg: CreateWorker, ctx: &mut Context<Self>) -> Self::Result {
-        let (addr, _, instance) = self.create_worker(&msg.spec, msg.factory, ctx);
-        MessageResult((addr, instance))
+        let parked = self.parked_sockets.remove(&msg.spec.id);
+        let sockets = Self::bind_sockets(&msg.spec, parked.as_deref());
+        let created = self.create_worker(&msg.spec, msg.factory, sockets.clone(), false, ctx);
+        MessageResult((created, sockets))
     }
 }
 
@@ -394,8 +442,7 @@ impl Handler<AbortAdd> for MasterActor {
 #[rtype(result = "Result<(WorkerId, Option<String>), MasterError>")]
 struct FinishAdd {
     spec: WorkerSpec,
-    addr: WorkerAddr,
-    instance: u64,
+    created: (Created, std::sync::Arc<crate::sockets::WorkerSockets>),
     initialized: Result<Result<(), crate::error::WorkerError>, actix::MailboxError>,
     keep_failed: bool,
     /// Why its code could not be had (kept with `keep_failed`).
@@ -408,13 +455,13 @@ impl Handler<FinishAdd> for MasterActor {
     fn handle(&mut self, msg: FinishAdd, ctx: &mut Context<Self>) -> Self::Result {
         let FinishAdd {
             spec,
-            addr,
-            instance,
+            created: (created, sockets),
             initialized,
             keep_failed,
             failure,
         } = msg;
         let id = spec.id.clone();
+        let addr = created.addr;
         self.adding.remove(&id);
         let failed = match initialized {
             Ok(Ok(())) => None,
@@ -452,7 +499,9 @@ impl Handler<FinishAdd> for MasterActor {
             }
         }
         self.order.push(id.clone());
-        let mut entry = Entry::new(addr, spec, kind, instance);
+        let mut entry = Entry::new(addr, spec, kind, created.instance);
+        entry.sockets = sockets;
+        entry.cgroup = created.cgroup;
         entry.last_error = kept.clone();
         self.workers.insert(id.clone(), entry);
         if let Some(spec) = self.workers.get(&id).map(|e| &e.spec) {

@@ -74,6 +74,8 @@ impl Handler<Reorder> for MasterActor {
     type Result = ();
 
     fn handle(&mut self, msg: Reorder, _: &mut Context<Self>) {
+        // The apply is done: sockets parked for a worker that was not added again close.
+        self.parked_sockets.clear();
         let mut order: Vec<WorkerId> = msg
             .0
             .into_iter()
@@ -93,8 +95,9 @@ impl Handler<Apply> for MasterActor {
     type Result = ResponseFuture<Result<ApplyReport, MasterError>>;
 
     /// Removals first (concurrently), then each changed worker (its old form stopped and
-    /// removed before the new one is added, so two never run at once) and each new one is
-    /// added; then the added and changed workers are started together (each once its
+    /// removed before the new one is added, on the same sockets; with `start_first`, its new
+    /// form started beside the running one, which stops once the new one is ready) and each
+    /// new one is added; then the added and changed workers are started together (each once its
     /// `depends_on:` is met). Other requests are answered meanwhile.
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
         if self.shutting_down {
@@ -122,6 +125,27 @@ impl Handler<Apply> for MasterActor {
         if msg.dry_run {
             return Box::pin(async move { Ok(report) });
         }
+        // Changed workers running with `start_first`: replaced by a successor started first.
+        // The others are removed and added again; their sockets are held meanwhile.
+        let mut start_first = Vec::new();
+        for spec in &msg.specs {
+            if !report.changed.contains(&spec.id) {
+                continue;
+            }
+            let Some(entry) = self.workers.get(&spec.id) else {
+                continue;
+            };
+            if spec.restart.strategy == crate::config::RestartStrategy::StartFirst
+                && entry.state == crate::state::WorkerState::Running
+                && entry.successor.is_none()
+                && !self.group_of.contains_key(&spec.id)
+            {
+                start_first.push(spec.id.clone());
+            } else {
+                self.parked_sockets
+                    .insert(spec.id.clone(), entry.sockets.clone());
+            }
+        }
         let me = ctx.address();
         let specs = msg.specs;
         Box::pin(async move {
@@ -148,6 +172,22 @@ impl Handler<Apply> for MasterActor {
                     continue;
                 }
                 let id = spec.id.clone();
+                if start_first.contains(&id) {
+                    let replaced = me
+                        .send(super::replace::Replace {
+                            id: id.clone(),
+                            spec: spec.clone(),
+                            configured: true,
+                        })
+                        .await
+                        .map_err(unanswered)
+                        .and_then(|r| r);
+                    if let Err(e) = replaced {
+                        tracing::error!(worker = %id, error = %error_chain(&e), "apply: worker not brought to its new config");
+                        report.errors.push((id, error_chain(&e)));
+                    }
+                    continue;
+                }
                 let step = async {
                     if changed {
                         me.send(RemoveWorker(id.clone()))

@@ -103,6 +103,27 @@ impl Handler<RestartWorker> for MasterActor {
             .workers
             .get(msg.id.as_str())
             .map(|e| matches!(e.state, WorkerState::Running | WorkerState::Starting));
+        let start_first = self.workers.get(msg.id.as_str()).filter(|e| {
+            e.state == WorkerState::Running
+                && e.spec.restart.strategy == crate::config::RestartStrategy::StartFirst
+        });
+        if let (Ok(_), Some(entry)) = (&addr, start_first) {
+            // The new instance first, on the same sockets; the old one stops once it is ready.
+            let replacing = ctx.address().send(super::replace::Replace {
+                id: msg.id.clone(),
+                spec: entry.spec.clone(),
+                configured: false,
+            });
+            if let Some(entry) = self.workers.get_mut(msg.id.as_str()) {
+                entry.supervision.manual_restarts += 1;
+            }
+            return Box::pin(async move {
+                replacing.await.map_err(|source| MasterError::Unanswered {
+                    actor: "master",
+                    source,
+                })?
+            });
+        }
         if let Some(entry) = self.workers.get_mut(msg.id.as_str()) {
             entry.supervision.manual_restarts += 1;
         }

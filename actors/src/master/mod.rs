@@ -30,6 +30,7 @@ mod lifecycle;
 mod limits;
 mod messages;
 mod quarantine;
+mod replace;
 mod schedule;
 mod supervision;
 mod table;
@@ -83,6 +84,9 @@ pub struct MasterActor {
     shutting_down: bool,
     /// The last worker actor instance number given out.
     next_instance: u64,
+    /// Sockets of workers an apply is replacing (removed, then added in their new form):
+    /// held here in between, so they never close.
+    parked_sockets: HashMap<WorkerId, Arc<crate::sockets::WorkerSockets>>,
     /// Samples CPU and memory of running processes.
     resources: Option<ResourceMonitor>,
     /// Workers whose start waits for their dependencies.
@@ -162,6 +166,7 @@ impl MasterActor {
                 subscribers: Vec::new(),
                 shutting_down: false,
                 next_instance: 0,
+                parked_sockets: HashMap::new(),
                 resources: None,
                 waiting: HashSet::new(),
                 next_wait: 0,

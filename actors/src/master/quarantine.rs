@@ -47,10 +47,13 @@ impl MasterActor {
         if spec.health_check.probe == Some(crate::config::ProbeType::Module) {
             spec.health_check.probe = None;
         }
-        let (addr, kind, instance) = self.create_worker(&spec, None, ctx);
+        let sockets = entry.sockets.clone();
+        let created = self.create_worker(&spec, None, sockets, false, ctx);
+        let (addr, kind, instance) = (created.addr, created.kind, created.instance);
         let Some(entry) = self.workers.get_mut(id) else {
             return text;
         };
+        entry.cgroup = created.cgroup;
         entry.quarantine.moved = Some(crate::worker::QuarantineStatus {
             since: SystemTime::now(),
             panics: entry.quarantine.counted,

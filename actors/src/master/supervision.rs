@@ -121,6 +121,9 @@ impl Handler<WorkerStateChanged> for MasterActor {
     /// Records the new state, starts or stops health polling, applies the restart policy,
     /// then forwards the event (so a subscriber that sees it can already read the decision).
     fn handle(&mut self, event: WorkerStateChanged, ctx: &mut Context<Self>) {
+        if self.successor_event(&event) {
+            return;
+        }
         let mut trigger = None;
         if let Some(entry) = self
             .workers
@@ -166,7 +169,7 @@ impl Handler<WorkerStateChanged> for MasterActor {
                 let cgroup = self
                     .cgroups
                     .as_ref()
-                    .map(|c| c.path().join(event.id.as_str()))
+                    .map(|c| c.path().join(&entry.cgroup))
                     .filter(|d| d.is_dir());
                 let scope = match (unmanaged, cgroup) {
                     (true, _) => Scope::Process(pid),

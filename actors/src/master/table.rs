@@ -47,6 +47,12 @@ pub(super) struct Entry {
     pub waiting: Option<Box<super::depends::Waiting>>,
     /// Its `schedule:` timer and counts.
     pub schedule: Option<Box<super::schedule::ScheduleState>>,
+    /// Its listening sockets, held for all its instances.
+    pub sockets: std::sync::Arc<crate::sockets::WorkerSockets>,
+    /// Its current instance's cgroup name (processes; a `start_first` successor has its own).
+    pub cgroup: String,
+    /// A `start_first` replacement in progress.
+    pub successor: Option<Box<super::replace::SuccessorView>>,
 }
 
 /// What the master saw of a worker's current run.
@@ -60,6 +66,8 @@ pub(super) struct RunView {
 impl Entry {
     /// A new row for a worker just added (`idle`).
     pub fn new(addr: WorkerAddr, spec: WorkerSpec, deployment: Deployment, instance: u64) -> Self {
+        let sockets = crate::sockets::WorkerSockets::new(&spec.id, &[], None);
+        let cgroup = spec.id.to_string();
         Self {
             addr,
             configured: spec.clone(),
@@ -77,6 +85,9 @@ impl Entry {
             progress: Default::default(),
             waiting: None,
             schedule: None,
+            sockets,
+            cgroup,
+            successor: None,
         }
     }
 
@@ -163,6 +174,12 @@ impl Entry {
             why: self.why(std::time::Instant::now()),
             schedule: self.schedule_status(),
             group: None,
+            sockets: self
+                .sockets
+                .bound()
+                .into_iter()
+                .map(|(name, listen)| crate::worker::SocketStatus { name, listen })
+                .collect(),
         }
     }
 
@@ -190,6 +207,7 @@ pub(super) struct Records {
     schedule: Option<super::ScheduleStatus>,
     /// Filled in by the master (it knows the groups).
     pub group: Option<WorkerId>,
+    sockets: Vec<crate::worker::SocketStatus>,
 }
 
 impl Records {
@@ -221,6 +239,7 @@ impl Records {
             why: self.why,
             group: self.group,
             schedule: self.schedule,
+            sockets: self.sockets,
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use hsu_module::plugin::RStr;
+use hsu_module::plugin::{RSocket, RSockets, RStr};
 use hsu_module::{async_trait, ModuleConfig, ModuleContext, ModuleError, ModuleInfo, WorkerModule};
 
 use super::PluginLibrary;
@@ -84,6 +84,17 @@ impl Drop for PluginModule {
     }
 }
 
+/// `ctx`'s sockets as the ABI lends them (borrowed from `ctx`).
+fn lent_sockets(ctx: &ModuleContext) -> Vec<RSocket<'_>> {
+    use std::os::fd::AsRawFd;
+    ctx.sockets()
+        .map(|(name, fd)| RSocket {
+            name: RStr::new(name),
+            fd: fd.as_raw_fd(),
+        })
+        .collect()
+}
+
 #[async_trait]
 impl WorkerModule for PluginModule {
     async fn initialize(
@@ -96,11 +107,13 @@ impl WorkerModule for PluginModule {
             .map_err(|e| ModuleError::Config(format!("cannot encode the config: {e}")))?;
         // SAFETY: a live instance of this library (destroyed only when `self` drops); the
         // strings outlive the synchronous part of the call, the only time they are read.
+        let sockets = lent_sockets(ctx);
         let call = unsafe {
             (self.library.vtable.initialize)(
                 instance.0,
                 RStr::new(ctx.worker_id()),
                 RStr::new(&yaml),
+                RSockets::new(&sockets),
             )
         };
         let (info, _) = self.library.finish(call.await)?;
@@ -110,8 +123,11 @@ impl WorkerModule for PluginModule {
 
     async fn start(&mut self, ctx: &ModuleContext) -> Result<(), ModuleError> {
         let instance = self.instance()?;
-        // SAFETY: a live instance of this library (destroyed only when `self` drops).
-        let call = unsafe { (self.library.vtable.start)(instance.0) };
+        let sockets = lent_sockets(ctx);
+        // SAFETY: a live instance of this library (destroyed only when `self` drops); the
+        // sockets (names and descriptors of `ctx`) outlive the synchronous part of the call,
+        // where the plugin duplicates them.
+        let call = unsafe { (self.library.vtable.start)(instance.0, RSockets::new(&sockets)) };
         let (info, _) = self.library.finish(call.await)?;
         self.set_info(&info);
         // The plugin's tasks run on its own runtime; this host task ends when one of them fails

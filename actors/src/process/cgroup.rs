@@ -21,8 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::WorkerId;
-
 /// How long a kill may take to empty a cgroup.
 const EMPTY_WAIT: Duration = Duration::from_secs(5);
 
@@ -139,12 +137,12 @@ impl Cgroups {
         }
     }
 
-    /// The cgroup of worker `id` (created if need be, emptied if a run left something).
+    /// The cgroup `name` of a worker (its id, or a successor's own; created if need be, emptied if a run left something).
     ///
     /// # Errors
     /// When it cannot be created.
-    pub fn worker(&self, id: &WorkerId) -> io::Result<WorkerCgroup> {
-        let dir = self.instance.join(id.as_str());
+    pub fn worker(&self, name: &str) -> io::Result<WorkerCgroup> {
+        let dir = self.instance.join(name);
         std::fs::create_dir_all(&dir)?;
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::other("a cgroup path with a NUL byte"))?;

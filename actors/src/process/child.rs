@@ -90,7 +90,36 @@ pub struct Plan {
     pub user: Option<Credentials>,
     /// The open-file limit the master started with (the child gets it back).
     pub nofile: Option<libc::rlim_t>,
+    /// Listening sockets handed over by systemd's protocol: they become descriptors 3, 4, …
+    /// in this order, and `envp` gets `LISTEN_PID` (the child's own, written by the child).
+    /// Copies made for this spawn ([`listen_copies`]), all numbered above `3 + len`.
+    pub listen: Vec<OwnedFd>,
 }
+
+/// Copies of `fds` for [`Plan::listen`]: close-on-exec, numbered from `3 + fds.len()` up, so
+/// the child's `dup2` onto 3, 4, … never overwrites a source.
+///
+/// # Errors
+/// Out of descriptors.
+pub fn listen_copies(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Vec<OwnedFd>> {
+    let floor = 3 + fds.len() as libc::c_int;
+    fds.iter()
+        .map(|fd| {
+            // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor to the lowest free number
+            // ≥ `floor`.
+            let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+            if new < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor that nothing else owns.
+            Ok(unsafe { OwnedFd::from_raw_fd(new) })
+        })
+        .collect()
+}
+
+/// The `LISTEN_PID=` entry's room: the child writes its PID's digits into it.
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+const PID_DIGITS: usize = 20;
 
 /// A started child: its PID (also its process group) and, where the kernel has them, a pidfd.
 #[derive(Debug)]
@@ -116,6 +145,7 @@ enum Step {
     Uid,
     ParentDeath,
     Exec,
+    Sockets,
 }
 
 impl Step {
@@ -130,6 +160,7 @@ impl Step {
             7 => Self::Uid,
             8 => Self::ParentDeath,
             9 => Self::Exec,
+            10 => Self::Sockets,
             _ => return None,
         })
     }
@@ -140,6 +171,9 @@ struct Pointers {
     programs: Vec<*const libc::c_char>,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
+    /// The `LISTEN_PID=` entry of `envp` (in `_listen_pid`), which the child completes.
+    listen_pid: Option<*mut u8>,
+    _listen_pid: Vec<u8>,
 }
 
 impl Pointers {
@@ -150,10 +184,22 @@ impl Pointers {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
+        let mut envp = list(&plan.envp);
+        let mut room = Vec::new();
+        let mut listen_pid = None;
+        if !plan.listen.is_empty() {
+            room = LISTEN_PID.to_vec();
+            room.resize(LISTEN_PID.len() + PID_DIGITS + 1, 0);
+            envp.insert(envp.len() - 1, room.as_ptr().cast());
+            // SAFETY: within `room`, whose heap buffer does not move when `room` does.
+            listen_pid = Some(unsafe { room.as_mut_ptr().add(LISTEN_PID.len()) });
+        }
         Self {
             programs: plan.programs.iter().map(|s| s.as_ptr()).collect(),
             argv: list(&plan.argv),
-            envp: list(&plan.envp),
+            envp,
+            listen_pid,
+            _listen_pid: room,
         }
     }
 }
@@ -175,6 +221,8 @@ pub fn spawn(plan: &Plan) -> io::Result<Started> {
         ));
     }
     let (report_read, report_write) = pipe()?;
+    // Above the descriptors the listening sockets become, so their dup2s leave it alone.
+    let report_write = above(report_write, 3 + plan.listen.len() as libc::c_int)?;
     let pointers = Pointers::of(plan);
     let parent = std::process::id() as libc::pid_t;
     let report = report_write.as_raw_fd();
@@ -495,11 +543,16 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// started with its standard descriptors closed), so the child's `dup2`s onto 0-2 cannot
 /// overwrite one another's sources.
 pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
+    above(fd, 3)
+}
+
+/// `fd`, or a copy of it numbered `floor` or above if it is below.
+fn above(fd: OwnedFd, floor: libc::c_int) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= floor {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC duplicates our open descriptor to the lowest free number ≥ 3.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    // SAFETY: F_DUPFD_CLOEXEC duplicates our open descriptor to the lowest free number ≥ floor.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
     if new < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -577,6 +630,7 @@ fn describe(step: u32, errno: i32, plan: &Plan) -> io::Error {
             None => "cannot switch user".to_string(),
         },
         Some(Step::ParentDeath) => "cannot set the parent-death signal".to_string(),
+        Some(Step::Sockets) => "cannot hand over the listening sockets".to_string(),
         None => format!("step {step} failed"),
     };
     io::Error::new(kind, format!("{what}: {os}"))
@@ -683,6 +737,30 @@ unsafe fn child_steps(
         for fd in 3..4096 {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
+    }
+    // Listening sockets at 3, 4, … (their copies are all above, see `listen_copies`; dup2
+    // clears close-on-exec on the copy), and LISTEN_PID is this process.
+    for (i, fd) in plan.listen.iter().enumerate() {
+        if libc::dup2(fd.as_raw_fd(), 3 + i as libc::c_int) < 0 {
+            fail(Step::Sockets);
+        }
+    }
+    if let Some(room) = pointers.listen_pid {
+        let mut pid = libc::syscall(libc::SYS_getpid) as u64;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (pid % 10) as u8;
+            n += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        for i in 0..n {
+            *room.add(i) = digits[n - 1 - i];
+        }
+        *room.add(n) = 0;
     }
     // The open-file limit the master started with, not the one it raised for itself.
     if let Some(soft) = plan.nofile {

@@ -52,6 +52,8 @@ pub struct SpawnExtras {
     pub env: Vec<(String, String)>,
     /// The worker's cgroup: the child is created in it.
     pub cgroup: Option<WorkerCgroup>,
+    /// Its master-held listening sockets, handed over as systemd does (`LISTEN_FDS`).
+    pub sockets: Vec<Arc<crate::sockets::HeldSocket>>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -158,6 +160,11 @@ pub async fn spawn(
 fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, OwnedFd, OwnedFd)> {
     let user = exec.user.as_deref().map(sys::lookup_user).transpose()?;
     let mut env = Environment::inherited();
+    // What systemd handed to the master is the master's: a worker gets only its own sockets,
+    // and never the master's notify socket or watchdog.
+    for key in INHERITED_PROTOCOL {
+        env.remove(key);
+    }
     if let Some(user) = &user {
         // As a login would; the worker's own `env:` still wins.
         env.set("HOME", &user.home);
@@ -171,6 +178,21 @@ fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, Ow
     for (k, v) in &extras.env {
         env.set(k, v);
     }
+    let listen = if extras.sockets.is_empty() {
+        Vec::new()
+    } else {
+        let names: Vec<&str> = extras
+            .sockets
+            .iter()
+            .map(|s| s.spec.name.as_str())
+            .collect();
+        env.set("LISTEN_FDS", &names.len().to_string());
+        env.set("LISTEN_FDNAMES", &names.join(":"));
+        // LISTEN_PID is added by the child, which alone knows its PID before it execs.
+        env.remove("LISTEN_PID");
+        let fds: Vec<_> = extras.sockets.iter().map(|s| s.fd()).collect();
+        child::listen_copies(&fds)?
+    };
     let cwd = match &exec.working_directory {
         Some(dir) => {
             // Checked here: a clear error naming the directory.
@@ -226,6 +248,7 @@ fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, Ow
         cgroup,
         user: credentials,
         nofile: sys::original_nofile(),
+        listen,
     };
     let started = child::spawn(&plan)?;
     Ok((started, out_read, err_read))
@@ -267,6 +290,16 @@ fn candidates(program: &str, path: Option<&OsStr>) -> io::Result<Vec<CString>> {
     Ok(found)
 }
 
+/// Variables of systemd's protocols that describe the master, not its workers.
+const INHERITED_PROTOCOL: [&str; 6] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+];
+
 /// A child's environment: the master's, then what the worker sets (later settings win, the
 /// master's order kept).
 struct Environment {
@@ -285,6 +318,10 @@ impl Environment {
             Some((_, v)) => *v = value.into(),
             None => self.vars.push((key.into(), value.into())),
         }
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.vars.retain(|(k, _)| k != key);
     }
 
     fn get(&self, key: &str) -> Option<&OsStr> {

@@ -511,6 +511,24 @@ pub fn reap_child(pid: i32) -> bool {
     rc == pid
 }
 
+/// Takes ownership of descriptor `fd`, handed to this process by a protocol such as systemd's
+/// socket activation, if it is open and above stdio; marks it close-on-exec.
+pub fn adopt_fd(fd: i32) -> Option<std::os::fd::OwnedFd> {
+    if fd < 3 {
+        return None;
+    }
+    // SAFETY: fcntl(F_GETFD) only asks whether `fd` is open; no memory is touched.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the protocol hands `fd` to this process, which owns it from here on; the caller
+    // takes each one once, and it is open (checked above).
+    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: fcntl on a descriptor this process owns; no memory is touched.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,6 +274,20 @@ pub struct WorkerDiagnostics {
     pub group: Option<WorkerId>,
     /// Its `schedule:`: next run and counts.
     pub schedule: Option<crate::master::ScheduleStatus>,
+    /// Its master-held listening sockets: name and the address bound (`sockets:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketStatus>,
+}
+
+/// One listening socket the master holds for a worker.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct SocketStatus {
+    /// Its name (`LISTEN_FDNAMES`, `ModuleContext::socket`).
+    pub name: String,
+    /// Where it listens (`127.0.0.1:8080`, `unix:/run/app.sock`).
+    pub listen: String,
 }
 
 /// Why and since when a module worker runs as its integrated process form.

@@ -51,6 +51,8 @@ pub struct ModuleWorkerSetup {
     pub stop_timeout: Duration,
     /// Where the module's tracing events go (with [`super::logs::layer`] installed).
     pub logs: crate::config::LogsConfig,
+    /// Its master-held listening sockets ([`ModuleContext::socket`] hands them out).
+    pub sockets: Arc<crate::sockets::WorkerSockets>,
 }
 
 /// The actor running one module worker.
@@ -160,6 +162,8 @@ impl Handler<Start> for ModuleWorkerActor {
             if let Err(e) = act.advance(Lifecycle::StartRequested, None) {
                 return Box::pin(fut::ready(Err(e)));
             }
+            // Its sockets first: a port still taken fails the start, saying which.
+            let sockets = act.setup.sockets.ensure().map(drop);
             let run = act.new_run(ctx);
             let run_ctx = run.ctx.clone();
             act.run = Some(run);
@@ -173,6 +177,7 @@ impl Handler<Start> for ModuleWorkerActor {
                 _ => Err(act.load(run_ctx.clone())),
             };
             let starting = async move {
+                sockets.map_err(|e| e.for_worker(&id))?;
                 let (module, loaded) = match source {
                     Ok(module) => (module, None),
                     Err(load) => {
@@ -377,6 +382,17 @@ impl ModuleWorkerActor {
         self.core.advance(event, reason, pid)
     }
 
+    /// Copies of the worker's sockets for a run's context. One that cannot be bound now is
+    /// left out (`start` checks them first and fails with why).
+    fn run_sockets(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let Ok(held) = self.setup.sockets.ensure() else {
+            return Vec::new();
+        };
+        held.iter()
+            .filter_map(|s| Some((s.spec.name.clone(), s.duplicate().ok()?)))
+            .collect()
+    }
+
     /// A fresh run: new generation, cancellation token and task set.
     fn new_run(&mut self, ctx: &mut Context<Self>) -> Run {
         self.generation += 1;
@@ -395,7 +411,8 @@ impl ModuleWorkerActor {
                 cancel.clone(),
                 self.core.span.clone(),
                 spawner,
-            ),
+            )
+            .with_sockets(self.run_sockets()),
             cancel,
             tasks,
         }

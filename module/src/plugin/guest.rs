@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::{CallResult, CallStatus, Created, HostApi, PluginVTable, RStr, RString};
+use super::{CallResult, CallStatus, Created, HostApi, PluginVTable, RSockets, RStr, RString};
 use crate::{
     panic_message, ModuleConfig, ModuleContext, ModuleError, TaskFuture, TaskSpawner, WorkerModule,
 };
@@ -86,7 +86,10 @@ struct Run {
 }
 
 impl Run {
-    fn new(worker: &(Arc<str>, tracing::Span)) -> Arc<Self> {
+    fn new(
+        worker: &(Arc<str>, tracing::Span),
+        sockets: Vec<(String, std::os::fd::OwnedFd)>,
+    ) -> Arc<Self> {
         let cancel = CancellationToken::new();
         let tasks = Arc::new(StdMutex::new(Vec::new()));
         let (report, failures) = mpsc::unbounded_channel();
@@ -95,7 +98,8 @@ impl Run {
             report,
         });
         Arc::new(Self {
-            ctx: ModuleContext::new(worker.0.clone(), cancel.clone(), worker.1.clone(), spawner),
+            ctx: ModuleContext::new(worker.0.clone(), cancel.clone(), worker.1.clone(), spawner)
+                .with_sockets(sockets),
             cancel,
             tasks,
             failures: AsyncMutex::new(failures),
@@ -271,7 +275,9 @@ unsafe extern "C" fn initialize(
     ptr: *mut c_void,
     worker: RStr<'_>,
     config: RStr<'_>,
+    sockets: RSockets<'_>,
 ) -> FfiFuture<CallResult> {
+    let sockets = sockets.to_owned_fds();
     call(|| {
         let instance = instance(ptr)?;
         let worker: Arc<str> = worker.to_str().into();
@@ -280,7 +286,7 @@ unsafe extern "C" fn initialize(
         })?;
         let span = tracing::info_span!("worker", id = %worker);
         let tag = (worker, span.clone());
-        let run = Run::new(&tag);
+        let run = Run::new(&tag, sockets);
         {
             let mut state = lock(&instance.state);
             state.worker = Some(tag);
@@ -301,7 +307,8 @@ unsafe extern "C" fn initialize(
 /// # Safety
 /// `ptr` is a pointer `create` returned that `destroy` has not consumed (the host's promise,
 /// see [`PluginVTable`]).
-unsafe extern "C" fn start(ptr: *mut c_void) -> FfiFuture<CallResult> {
+unsafe extern "C" fn start(ptr: *mut c_void, sockets: RSockets<'_>) -> FfiFuture<CallResult> {
+    let sockets = sockets.to_owned_fds();
     call(|| {
         let instance = instance(ptr)?;
         let (run, span) = {
@@ -312,7 +319,7 @@ unsafe extern "C" fn start(ptr: *mut c_void) -> FfiFuture<CallResult> {
                     "start before initialize".into(),
                 ));
             };
-            let run = Run::new(&worker);
+            let run = Run::new(&worker, sockets);
             if let Some(old) = state.run.replace(run.clone()) {
                 old.abort();
             }

@@ -38,7 +38,7 @@ pub use async_ffi::FfiFuture;
 pub const MAGIC: [u8; 8] = *b"HSUPLUGN";
 /// Version of the layout of [`PluginHeader`] and [`PluginVTable`]. A host loads only plugins
 /// of its own ABI version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// The symbol under which a plugin exports its header.
 pub const HEADER_SYMBOL: &str = "HSU_PLUGIN_HEADER";
 /// The version of this crate (`hsu-module`) that the plugin was built against.
@@ -82,6 +82,59 @@ impl<'a> RStr<'a> {
         // reads it while it is alive (static header memory, or during the call).
         let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
         String::from_utf8_lossy(bytes)
+    }
+}
+
+/// A listening socket lent to a plugin call (the worker's `sockets:`): its name and descriptor,
+/// both valid during the call only; the plugin duplicates the descriptor it keeps.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RSocket<'a> {
+    /// The socket's name.
+    pub name: RStr<'a>,
+    /// Its descriptor (the host's; not to be closed by the plugin).
+    pub fd: i32,
+}
+
+/// A borrowed slice of [`RSocket`]s, valid during the call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RSockets<'a> {
+    ptr: *const RSocket<'a>,
+    len: usize,
+    _life: PhantomData<&'a [RSocket<'a>]>,
+}
+
+// SAFETY: a shared, immutable slice of plain values in C layout.
+unsafe impl Send for RSockets<'_> {}
+
+impl<'a> RSockets<'a> {
+    /// Borrows `sockets`.
+    pub fn new(sockets: &'a [RSocket<'a>]) -> Self {
+        Self {
+            ptr: sockets.as_ptr(),
+            len: sockets.len(),
+            _life: PhantomData,
+        }
+    }
+
+    /// Copies of the sockets, each descriptor duplicated (close-on-exec): what the module's
+    /// context hands out. A descriptor that cannot be duplicated is left out.
+    pub fn to_owned_fds(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        if self.ptr.is_null() || self.len == 0 {
+            return Vec::new();
+        }
+        // SAFETY: built by `new` from a live slice on the host's side, read during the call.
+        let sockets = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
+        sockets
+            .iter()
+            .filter_map(|s| {
+                // SAFETY: the host lends an open descriptor for the duration of the call; it
+                // is only duplicated here, never closed.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.fd) };
+                Some((s.name.to_str().into_owned(), fd.try_clone_to_owned().ok()?))
+            })
+            .collect()
     }
 }
 
@@ -230,14 +283,18 @@ pub struct PluginVTable {
     pub create: extern "C" fn() -> Created,
     /// Ends an instance: cancels its runs, aborts its tasks, drops the module.
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
-    /// `WorkerModule::initialize` with the worker id and the `config:` section as YAML.
+    /// `WorkerModule::initialize` with the worker id, the `config:` section as YAML and the
+    /// worker's sockets.
     pub initialize: unsafe extern "C" fn(
         instance: *mut c_void,
         worker: RStr<'_>,
         config_yaml: RStr<'_>,
+        sockets: RSockets<'_>,
     ) -> FfiFuture<CallResult>,
-    /// `WorkerModule::start` in a new run; `text` is the module info as YAML.
-    pub start: unsafe extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
+    /// `WorkerModule::start` in a new run with the worker's sockets; `text` is the module info
+    /// as YAML.
+    pub start:
+        unsafe extern "C" fn(instance: *mut c_void, sockets: RSockets<'_>) -> FfiFuture<CallResult>,
     /// Cancels the run, calls `WorkerModule::stop`, waits for the run's tasks.
     pub stop: unsafe extern "C" fn(instance: *mut c_void) -> FfiFuture<CallResult>,
     /// `WorkerModule::is_healthy`, in `healthy`.

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod serve;
+
 use hsu_module::{async_trait, ModuleConfig, ModuleContext, ModuleError, ModuleInfo, WorkerModule};
 use serde::Deserialize;
 
@@ -54,6 +56,10 @@ pub struct Script {
     /// Logged (tracing, info) by `start` with the field `marker=true`: shows where a module's
     /// events end up.
     pub log: Option<String>,
+    /// Serve HTTP on the worker's socket of this name (see [`serve`]), answering `answer`
+    /// (default: `module <worker id>`, or `process <worker id>` as its own process).
+    pub serve_socket: Option<String>,
+    pub answer: Option<String>,
 }
 
 /// A module whose behaviour is scripted by its config and whose calls are counted.
@@ -118,6 +124,26 @@ impl WorkerModule for TestModule {
             "hang" => std::future::pending::<()>().await,
             "block" => std::thread::sleep(Duration::from_millis(self.script.block_ms)),
             other => return Err(ModuleError::Config(format!("unknown start script {other}"))),
+        }
+        if let Some(name) = &self.script.serve_socket {
+            let listener = ctx.tcp_listener(name)?;
+            let answer = self.script.answer.clone().unwrap_or_else(|| {
+                let form = if std::env::var_os("HSU_PORT").is_some() {
+                    "process"
+                } else {
+                    "module"
+                };
+                format!("{form} {}", ctx.worker_id())
+            });
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let cancel = ctx.cancellation();
+            ctx.spawn("serve", async move {
+                let serving = tokio::spawn(serve::serve(listener, answer, stopped));
+                cancel.cancelled().await;
+                let _ = stop.send(true);
+                let _ = serving.await;
+                Ok(())
+            });
         }
         let task = self
             .script

@@ -66,6 +66,10 @@ pub struct ProcessWorkerSetup {
     pub run_table: Arc<crate::process::run_table::RunTable>,
     /// The master's cgroups, where the kernel offers them (else process groups contain).
     pub cgroups: Option<Arc<crate::process::cgroup::Cgroups>>,
+    /// Its cgroup's name under the master's (the id; a `start_first` successor's own).
+    pub cgroup_name: String,
+    /// Its master-held listening sockets.
+    pub sockets: Arc<crate::sockets::WorkerSockets>,
 }
 
 /// The actor running one process worker.

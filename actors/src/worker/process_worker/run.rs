@@ -157,7 +157,7 @@ impl ProcessWorkerActor {
         let mut extras = SpawnExtras::default();
         if let Some(cgroups) = &self.setup.cgroups {
             if self.cgroup.is_none() {
-                match cgroups.worker(&id) {
+                match cgroups.worker(&self.setup.cgroup_name) {
                     Ok(c) => self.cgroup = Some(c),
                     Err(e) => {
                         tracing::warn!(parent: &self.core.span, error = %e, "no cgroup for this worker; contained by its process group")
@@ -173,6 +173,7 @@ impl ProcessWorkerActor {
                 extras.cgroup = Some(c.clone());
             }
         }
+        extras.sockets = self.setup.sockets.ensure().map_err(|e| e.for_worker(&id))?;
         extras.env.push(("HSU_WORKER_ID".into(), id.to_string()));
         let integrated = &self.setup.spec.integrated;
         let port = match self.setup.spec.process_type {
