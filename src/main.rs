@@ -157,6 +157,19 @@ enum Command {
     /// reference).
     Schema,
     /// Print a shell completion script.
+    /// Print the systemd units for running CONFIG as a service (as `pm2 startup` does):
+    /// `Type=notify` (hsu reports ready, status, reloads and stops, and pings the watchdog),
+    /// and one `.socket` unit per declared socket, so the sockets outlive a restart of hsu.
+    SystemdUnit {
+        /// The config file (default: the built-in demo).
+        config: Option<PathBuf>,
+        /// The service's name (default `hsu-<config file stem>`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the unit files into DIR (e.g. /etc/systemd/system) instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+    },
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -178,6 +191,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => cli::run::main(config),
+        Command::SystemdUnit {
+            config,
+            name,
+            output_dir,
+        } => cli::systemd::unit_main(config, name, output_dir),
         Command::Check {
             configs,
             config_only,

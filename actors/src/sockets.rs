@@ -291,6 +291,15 @@ pub fn unclaimed_inherited() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Closes the sockets passed by systemd that no worker claimed.
+pub fn close_unclaimed() {
+    if let Ok(mut inherited) = INHERITED.lock() {
+        if let Some(map) = inherited.as_mut() {
+            map.clear();
+        }
+    }
+}
+
 fn take_inherited(id: &WorkerId, name: &str) -> Option<OwnedFd> {
     let mut inherited = INHERITED.lock().ok()?;
     let map = inherited.as_mut()?;

@@ -5,6 +5,7 @@ pub mod client;
 pub mod control;
 pub mod package;
 pub mod run;
+pub mod systemd;
 
 use std::path::Path;
 

@@ -12,6 +12,10 @@ use hsu::{AddConfigured, MasterActor, Shutdown, StartWorker};
 /// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
 /// a bad config.
 pub fn main(path: Option<PathBuf>) -> ExitCode {
+    // Sockets systemd passed (socket activation) are taken before anything else opens a
+    // descriptor; workers whose `sockets:` match their names get them instead of a bind.
+    let adopted = hsu::sockets::adopt_inherited();
+    let notifier = super::systemd::Notifier::from_env();
     let (config, specs) = match super::load(path.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -20,6 +24,9 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_tracing(config.master.log_level.as_str());
+    if !adopted.is_empty() {
+        tracing::info!(sockets = ?adopted, "sockets passed by the service manager (LISTEN_FDS)");
+    }
     let source = path
         .as_ref()
         .map_or("the embedded default config".to_string(), |p| {
@@ -57,6 +64,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         launched.subreaper.get_or_insert(true);
         let master = MasterActor::launch(launched)?;
         hsu::builtin::register(&master).await?;
+        super::systemd::spawn_keeper(notifier.clone(), master.clone());
         // Subscribed before any worker is added, so the event stream has every event.
         let events = master.send(hsu::Subscribe).await?;
         let mut state = None;
@@ -152,6 +160,11 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             .into());
         }
         starts.extend(failed_at_add.into_iter().chain(top).map(start));
+        let unclaimed = hsu::sockets::unclaimed_inherited();
+        if !unclaimed.is_empty() {
+            tracing::warn!(sockets = ?unclaimed, "sockets passed by the service manager that no worker's `sockets:` names (FileDescriptorName= <worker>.<socket>); closed");
+            hsu::sockets::close_unclaimed();
+        }
         // Started all at once, each as soon as its `depends_on:` allows; signals are
         // answered meanwhile (a worker may wait long for what it depends on).
         let starting = futures::future::join_all(starts);
@@ -164,6 +177,8 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                 _ = &mut starting, if !started => {
                     started = true;
                     tracing::info!(workers, "hsu running {source}; Ctrl-C or SIGTERM stops it");
+                    let rows = master.send(hsu::GetAllWorkerStates).await.unwrap_or_default();
+                    notifier.ready(&super::systemd::counts(&rows));
                 }
                 signal = signals.next() => {
                     tracing::info!(signal, "stopping all workers (a second Ctrl-C forces)");
@@ -181,9 +196,15 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                         break;
                     }
                 }
-                _ = hangup.recv() => reload(&state).await,
+                _ = hangup.recv() => {
+                    notifier.reloading();
+                    reload(&state).await;
+                    let rows = master.send(hsu::GetAllWorkerStates).await.unwrap_or_default();
+                    notifier.ready(&super::systemd::counts(&rows));
+                }
             }
         }
+        notifier.stopping();
         let report = tokio::select! {
             report = master.send(Shutdown) => report?,
             _ = signals.next() => force(&master, &run_directory).await,

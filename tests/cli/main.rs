@@ -4,6 +4,7 @@
 mod control;
 mod reaping;
 mod semantics;
+mod systemd;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -30,6 +31,11 @@ impl Running {
 
     /// `hsu ARGS` run by `wrapper` (e.g. `unshare --pid --fork`), which is then the child.
     fn start_via(wrapper: &[&str], args: &[&str]) -> Self {
+        Self::start_with(wrapper, &[], args)
+    }
+
+    /// As [`start_via`](Self::start_via), with `env` added to hsu's environment.
+    fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Self {
         // A directory of its own, so default log and run directories land there.
         let cwd = std::env::temp_dir().join(format!(
             "hsu-test-{}-cwd-{}",
@@ -49,6 +55,7 @@ impl Running {
             .args(args)
             .current_dir(&cwd)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -308,7 +308,9 @@ pub struct RestartConfig {
     /// `stop_first` (default): the old instance stops, then the new one starts. `start_first`:
     /// the new instance starts beside the old one (on the same `sockets:`), and the old one is
     /// stopped once the new one is ready; if it never gets ready, the old one keeps running.
-    /// Used by restarts of a running worker (by hand, health, limits) and by `apply`.
+    /// Used when a running worker is restarted by hand (`hsu restart`, `RestartWorker`) and
+    /// when `apply` changes it (also to another deployment: a live move). After a failure the
+    /// old instance is gone already, and the policy starts a new one as usual.
     #[serde(skip_serializing_if = "RestartStrategy::is_default")]
     pub strategy: RestartStrategy,
 }
