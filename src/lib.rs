@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod builtin;
+pub mod import;
 
 pub use hsu_actors::*;
 pub use hsu_module as module;

@@ -157,6 +157,18 @@ enum Command {
     /// reference).
     Schema,
     /// Print a shell completion script.
+    /// Convert a config written for another supervisor into this project's YAML (stdout, or
+    /// `-o FILE`). Every field is carried over or listed on stderr with its path; exit 3 when
+    /// some were not carried over, 2 when the result does not pass `hsu check`.
+    Import {
+        /// The dialect of FILE.
+        dialect: cli::import::Dialect,
+        /// The file to convert.
+        file: PathBuf,
+        /// Write the result here instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print the systemd units for running CONFIG as a service (as `pm2 startup` does):
     /// `Type=notify` (hsu reports ready, status, reloads and stops, and pings the watchdog),
     /// and one `.socket` unit per declared socket, so the sockets outlive a restart of hsu.
@@ -191,6 +203,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => cli::run::main(config),
+        Command::Import {
+            dialect,
+            file,
+            output,
+        } => cli::import::main(dialect, &file, output),
         Command::SystemdUnit {
             config,
             name,

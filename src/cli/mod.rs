@@ -3,6 +3,7 @@
 pub mod check;
 pub mod client;
 pub mod control;
+pub mod import;
 pub mod package;
 pub mod run;
 pub mod systemd;

@@ -101,12 +101,15 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             .collect();
         master.send(hsu::SetGroups(groups)).await?;
         let mut exhausted = master.send(hsu::WaitExhausted).await?;
-        // Started by their schedule, not at launch.
+        // Started by their schedule, not at launch; disabled ones (`enabled: false`) by hand.
         let scheduled: std::collections::HashSet<hsu::WorkerId> = specs
             .iter()
-            .filter(|s| s.schedule.is_some())
+            .filter(|s| s.schedule.is_some() || !s.enabled)
             .map(|s| s.id.clone())
             .collect();
+        for spec in specs.iter().filter(|s| !s.enabled) {
+            tracing::info!(worker = %spec.id, "disabled (enabled: false): added, not started; `hsu start {}` starts it", spec.id);
+        }
         let start = |id: hsu::WorkerId| {
             // Sent now (queued behind the add), answered whenever the start is done: the
             // first worker runs while the others are still being added.

@@ -2,6 +2,7 @@
 //! operating a running master through its control API (`control`).
 
 mod control;
+mod import;
 mod reaping;
 mod semantics;
 mod systemd;

@@ -635,3 +635,32 @@ async fn a_scheduled_job_runs_at_its_times_and_skips_a_time_while_still_running(
     master.send(Shutdown).await?;
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_disabled_worker_is_added_by_apply_but_started_only_by_hand() -> TestResult {
+    let dir = TempDir::new("disabled");
+    let (master, mut watch, calls) = master(&dir).await;
+    let yaml = "workers:\n  - {id: on, type: module, module_name: test}\n  - {id: off, type: module, module_name: test, enabled: false}\n";
+    let specs =
+        hsu::HsuConfig::parse(yaml, std::path::Path::new("t.yaml"))?.validate(&|_| true, None)?;
+    let report = master
+        .send(hsu::Apply {
+            specs,
+            dry_run: false,
+        })
+        .await??;
+    assert_eq!(report.added, [id("on"), id("off")]);
+    watch.until("on", WorkerState::Running).await;
+    let off = master.send(GetWorkerSummary(id("off"))).await??;
+    assert_eq!(off.state, WorkerState::Idle);
+    assert_eq!(
+        off.why.as_deref(),
+        Some("disabled (enabled: false): `hsu start` starts it")
+    );
+    assert_eq!(Calls::get(&calls.starts), 1);
+    master.send(StartWorker(id("off"))).await??;
+    let off = master.send(GetWorkerSummary(id("off"))).await??;
+    assert_eq!((off.state, off.why), (WorkerState::Running, None));
+    master.send(Shutdown).await?;
+    Ok(())
+}

@@ -34,6 +34,8 @@ pub struct WorkerSpec {
     pub schedule: Option<crate::schedule::Schedule>,
     /// Listening sockets the master holds for it, in the order written.
     pub sockets: Vec<super::SocketSpec>,
+    /// Started by `hsu run` and `apply` (`enabled:`); a disabled one only by hand.
+    pub enabled: bool,
 }
 
 /// A validated `depends_on:` entry.

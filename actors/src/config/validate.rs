@@ -347,6 +347,7 @@ fn check_worker(
         depends_on,
         schedule,
         sockets,
+        enabled: config.enabled,
     })
 }
 
@@ -571,6 +572,12 @@ pub fn validate_groups(config: &HsuConfig) -> Result<Vec<GroupSpec>, Vec<Validat
             }
         }
         for (j, m) in g.members.iter().enumerate() {
+            if workers.get(m.as_str()).is_some_and(|w| !w.enabled) {
+                issue(
+                    format!("groups[{i}].members[{j}]"),
+                    format!("`{m}` has `enabled: false`; a group starts its members itself: leave the member enabled (or take it out of the group)"),
+                );
+            }
             if workers
                 .get(m.as_str())
                 .is_some_and(|w| w.schedule.is_some())

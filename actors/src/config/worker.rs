@@ -104,6 +104,10 @@ pub struct WorkerConfig {
     /// The time zone `schedule` is read in: `utc` (default) or `local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_timezone: Option<TimeZone>,
+    /// `false`: the worker is checked and added, but `hsu run` (and `apply`) do not start it;
+    /// `hsu start` does (default `true`; supervisord's `autostart`).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub enabled: bool,
     /// Listening sockets the master binds and holds across restarts (see
     /// [`super::sockets`]); managed and integrated processes and modules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -121,6 +125,14 @@ pub enum TimeZone {
     Utc,
     /// The machine's local time zone.
     Local,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(v: &bool) -> bool {
+    *v
 }
 
 /// `x` or `[x, y]`.
@@ -164,6 +176,7 @@ impl WorkerConfig {
             schedule: None,
             schedule_timezone: None,
             sockets: Vec::new(),
+            enabled: true,
         }
     }
 

@@ -199,6 +199,12 @@ impl Handler<Apply> for MasterActor {
                         .map_err(unanswered)?
                 };
                 match step.await {
+                    Ok(added) if !spec.enabled => {
+                        // `enabled: false`: in the table, started by hand only.
+                        if let Some(e) = added.error {
+                            report.errors.push((id.clone(), e));
+                        }
+                    }
                     Ok(added) => {
                         // Kept as failed: its start fails the same way (and is supervised).
                         if let Some(e) = added.error {

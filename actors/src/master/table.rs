@@ -149,6 +149,9 @@ impl Entry {
                 restart.max_restarts
             ));
         }
+        if !self.spec.enabled && matches!(self.state, WorkerState::Idle | WorkerState::Stopped) {
+            return Some("disabled (enabled: false): `hsu start` starts it".into());
+        }
         if let (Some(schedule), Some(next)) = (
             &self.spec.schedule,
             self.schedule.as_ref().and_then(|s| s.next),
