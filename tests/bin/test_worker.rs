@@ -22,6 +22,8 @@
 //! `--serve-socket NAME`   serve HTTP on the socket NAME handed over by systemd's protocol
 //!                         (`LISTEN_FDS`), answering `--answer TEXT` (default `process`); on
 //!                         SIGTERM drain (see `tests/test-module/src/serve.rs`) and exit 0
+//! `--listen-self ADDR`    as `--serve-socket`, on a socket it binds itself at ADDR (port 0:
+//!                         any), printing `listening on ADDRESS` (the benchmark's baseline)
 //! `--report-listen FILE`  write `pid`, `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES` and
 //!                         `fd N ADDRESS` for each socket passed, to FILE
 //! `--usr1-exit N`         on SIGUSR1 exit with code N (a normal exit or a crash, on demand)
@@ -55,6 +57,7 @@ struct Flags {
     serve_socket: Option<String>,
     answer: Option<String>,
     report_listen: Option<String>,
+    listen_self: Option<String>,
 }
 
 fn parse() -> Flags {
@@ -88,6 +91,7 @@ fn parse() -> Flags {
             "--serve-socket" => f.serve_socket = Some(value()),
             "--answer" => f.answer = Some(value()),
             "--report-listen" => f.report_listen = Some(value()),
+            "--listen-self" => f.listen_self = Some(value()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -282,8 +286,13 @@ async fn run(flags: Flags) {
         });
     }
     let mut draining = None;
-    if let Some(name) = &flags.serve_socket {
-        let listener = passed_socket(name);
+    let own = flags.listen_self.as_ref().map(|address| {
+        let listener = std::net::TcpListener::bind(address).expect("bind --listen-self");
+        println!("listening on {}", listener.local_addr().expect("address"));
+        std::io::stdout().flush().ok();
+        listener
+    });
+    if let Some(listener) = own.or_else(|| flags.serve_socket.as_deref().map(passed_socket)) {
         let answer = flags.answer.clone().unwrap_or_else(|| "process".into());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(serve::serve(listener, answer, stopped));

@@ -1,138 +1,16 @@
 //! Master-held sockets (`sockets:`), `start_first` replacements and live moves between
 //! deployments, under a real loopback load client.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use hsu::{Apply, HsuConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-/// What the load client saw.
-#[derive(Debug, Default)]
-struct Load {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    /// Requests re-sent on a fresh connection because a kept-alive one was closed before any
-    /// byte of the answer came (what HTTP clients do for idempotent requests).
-    retried: AtomicU64,
-    answers: Mutex<std::collections::BTreeMap<String, u64>>,
-    errors: Mutex<Vec<String>>,
-    longest: Mutex<Duration>,
-}
-
-impl Load {
-    fn failed(&self, what: String) {
-        self.failed.fetch_add(1, Ordering::SeqCst);
-        let mut errors = self.errors.lock().unwrap();
-        if errors.len() < 10 {
-            errors.push(what);
-        }
-    }
-}
-
-/// One GET on `stream`; `Ok(None)` if the connection was closed before any byte of the
-/// answer. Returns the body and whether the server closes the connection.
-async fn request(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<(String, bool)>> {
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(n) => n,
-            Err(e) if buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("cut short after {} bytes", buf.len()),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("no length in {head:?}")))?;
-        if body.len() >= length {
-            if !head.starts_with("HTTP/1.1 200") {
-                return Err(std::io::Error::other(format!("answered {head:?}")));
-            }
-            return Ok(Some((body.to_string(), head.contains("Connection: close"))));
-        }
-    }
-}
-
-/// Requests to `address` until `stop`: `keep_alive` clients reuse their connection, the
-/// others open a fresh one per request. Every request is bounded by 10 s.
-fn load(
-    address: String,
-    keep_alive: usize,
-    fresh: usize,
-    stop: Arc<AtomicBool>,
-) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
-    let seen = Arc::new(Load::default());
-    let mut clients = Vec::new();
-    for i in 0..keep_alive + fresh {
-        let reuse = i < keep_alive;
-        let (address, stop, seen) = (address.clone(), stop.clone(), seen.clone());
-        clients.push(tokio::spawn(async move {
-            let mut conn: Option<tokio::net::TcpStream> = None;
-            while !stop.load(Ordering::SeqCst) {
-                let began = std::time::Instant::now();
-                let one = async {
-                    let mut retried = false;
-                    loop {
-                        let reused = conn.is_some();
-                        let mut stream = match conn.take() {
-                            Some(s) => s,
-                            None => tokio::net::TcpStream::connect(&address)
-                                .await
-                                .map_err(|e| format!("connect: {e}"))?,
-                        };
-                        match request(&mut stream).await {
-                            Ok(Some((body, closing))) => {
-                                if reuse && !closing {
-                                    conn = Some(stream);
-                                }
-                                return Ok((body, retried));
-                            }
-                            Ok(None) if reused && !retried => retried = true,
-                            Ok(None) => return Err("closed before answering".to_string()),
-                            Err(e) => return Err(format!("request: {e}")),
-                        }
-                    }
-                };
-                match tokio::time::timeout(Duration::from_secs(10), one).await {
-                    Ok(Ok((body, retried))) => {
-                        seen.ok.fetch_add(1, Ordering::SeqCst);
-                        if retried {
-                            seen.retried.fetch_add(1, Ordering::SeqCst);
-                        }
-                        *seen.answers.lock().unwrap().entry(body).or_default() += 1;
-                    }
-                    Ok(Err(e)) => seen.failed(e),
-                    Err(_) => seen.failed("no answer within 10s".into()),
-                }
-                let took = began.elapsed();
-                let mut longest = seen.longest.lock().unwrap();
-                *longest = (*longest).max(took);
-            }
-        }));
-    }
-    (seen, clients)
-}
+#[path = "../support/load.rs"]
+mod load_client;
+use load_client::{load, Load};
 
 async fn socket_address(master: &actix::Addr<hsu::MasterActor>, id: &str, name: &str) -> String {
     let d = master
