@@ -125,11 +125,15 @@ async fn host<M: WorkerModule>(module: M) -> Result<ExitCode, String> {
     let span = tracing::info_span!("worker", id = %id);
     let cancel = CancellationToken::new();
     let (failures, mut failed) = mpsc::unbounded_channel::<String>();
+    let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let ctx = ModuleContext::new(
         id.as_str(),
         cancel.clone(),
         span,
-        Arc::new(Spawner { failures }),
+        Arc::new(Spawner {
+            failures,
+            tasks: tasks.clone(),
+        }),
     )
     .with_sockets(inherited_sockets()?);
     let module = Arc::new(Mutex::new(module));
@@ -197,11 +201,24 @@ async fn host<M: WorkerModule>(module: M) -> Result<ExitCode, String> {
     let failure = reason_rx.await.unwrap_or(None);
 
     cancel.cancel();
+    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
     let stopping = async { module.lock().await.stop(&ctx).await };
-    match tokio::time::timeout(STOP_TIMEOUT, stopping).await {
+    match tokio::time::timeout_at(deadline, stopping).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(worker = %id, error = %e, "stop failed"),
         Err(_) => tracing::warn!(worker = %id, "stop did not finish within {STOP_TIMEOUT:?}"),
+    }
+    // The tasks end once cancelled (what they began finished); those that do not by the
+    // deadline are aborted with the runtime.
+    let running: Vec<_> = tasks
+        .lock()
+        .map(|mut t| t.drain(..).collect())
+        .unwrap_or_default();
+    if tokio::time::timeout_at(deadline, futures::future::join_all(running))
+        .await
+        .is_err()
+    {
+        tracing::warn!(worker = %id, "tasks still running {STOP_TIMEOUT:?} after the stop; ending them");
     }
     Ok(match failure {
         None => {
@@ -231,15 +248,18 @@ async fn wait_for_stop(failed: &mut mpsc::UnboundedReceiver<String>) -> Option<S
     }
 }
 
-/// Runs module tasks on this process's runtime; an error or panic ends the process.
+/// Runs module tasks on this process's runtime; an error or panic ends the process. The
+/// tasks are kept, so the process waits for them at the stop (as the master does for a
+/// module inside it): a task that drains its connections finishes before the process exits.
 struct Spawner {
     failures: mpsc::UnboundedSender<String>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl TaskSpawner for Spawner {
     fn spawn(&self, name: String, task: TaskFuture) {
         let failures = self.failures.clone();
-        tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             let failure = match AssertUnwindSafe(task).catch_unwind().await {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => format!("task `{name}` failed: {e}"),
@@ -254,5 +274,9 @@ impl TaskSpawner for Spawner {
             };
             let _ = failures.send(failure);
         });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(handle);
+        }
     }
 }

@@ -405,3 +405,44 @@ async fn a_new_instance_that_never_gets_ready_leaves_the_old_one_serving() -> Te
     );
     Ok(())
 }
+
+#[actix_rt::test]
+async fn failing_health_checks_replace_a_start_first_worker_while_it_still_serves() -> TestResult {
+    let (master, _watch, calls) = support::master().await;
+    // The first instance turns unhealthy; the next ones are healthy.
+    let mut config = WorkerConfig::native("w", "test")
+        .with_config("{serve_socket: http, healthy: 'false', unhealthy_starts: 1}")
+        .with_restart("{policy: on_failure, strategy: start_first}")
+        .with_health_check("{interval: 50ms, failure_threshold: 2}");
+    config.sockets =
+        serde_yaml::from_str("[{name: http, listen: '127.0.0.1:0', nonblocking: true}]")?;
+    master.send(AddWorker(config)).await??;
+    let address = socket_address(&master, "w", "http").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, clients) = load(address.clone(), 2, 1, stop.clone());
+    master.send(StartWorker(id("w"))).await??;
+    support::eventually("the replacement", || support::Calls::get(&calls.stops) >= 1).await;
+    answered(&seen, 20).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await?;
+    }
+    assert_eq!(
+        seen.failed.load(Ordering::SeqCst),
+        0,
+        "{:?}",
+        seen.errors.lock().unwrap()
+    );
+    let d = master.send(GetWorkerState(id("w"))).await??;
+    assert_eq!(d.state, WorkerState::Running);
+    assert_eq!(d.restart_count, 1);
+    assert!(
+        d.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("health check failed 2 times")),
+        "{d:?}"
+    );
+    assert_eq!(support::Calls::get(&calls.starts), 2);
+    master.send(RemoveWorker(id("w"))).await??;
+    Ok(())
+}

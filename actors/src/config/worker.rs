@@ -321,9 +321,11 @@ pub struct RestartConfig {
     /// `stop_first` (default): the old instance stops, then the new one starts. `start_first`:
     /// the new instance starts beside the old one (on the same `sockets:`), and the old one is
     /// stopped once the new one is ready; if it never gets ready, the old one keeps running.
-    /// Used when a running worker is restarted by hand (`hsu restart`, `RestartWorker`) and
-    /// when `apply` changes it (also to another deployment: a live move). After a failure the
-    /// old instance is gone already, and the policy starts a new one as usual.
+    /// Used whenever a running worker is replaced: restarted by hand (`hsu restart`,
+    /// `RestartWorker`), changed by `apply` (also to another deployment: a live move), or
+    /// restarted by the policy while it still runs (failed health checks, a limit with
+    /// `on_violation: restart`). After a crash the old instance is gone already, and the
+    /// policy starts a new one as usual.
     #[serde(skip_serializing_if = "RestartStrategy::is_default")]
     pub strategy: RestartStrategy,
 }

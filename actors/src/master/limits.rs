@@ -88,8 +88,8 @@ impl Handler<ResourceSamples> for MasterActor {
             match limits.on_violation {
                 OnViolation::Log => tracing::warn!(worker = %id, "limit exceeded: {reason}"),
                 OnViolation::Restart => {
-                    tracing::warn!(worker = %id, "limit exceeded, failing the worker: {reason}");
-                    entry.addr.fail(format!("limit exceeded: {reason}"));
+                    tracing::warn!(worker = %id, "limit exceeded, restarting the worker: {reason}");
+                    self.fail_or_replace(&id, format!("limit exceeded: {reason}"), ctx);
                 }
                 OnViolation::Stop => {
                     tracing::warn!(worker = %id, "limit exceeded, stopping the worker: {reason}");

@@ -309,6 +309,61 @@ impl Handler<Promote> for MasterActor {
 }
 
 impl MasterActor {
+    /// A running worker that must be restarted while it still runs (its health checks failed,
+    /// a limit was exceeded): with `strategy: start_first`, a successor is started first and
+    /// the old instance stops once it is ready; if the successor does not get ready, the old
+    /// one is failed as without `start_first` (and the policy goes on from there). Otherwise
+    /// the worker is failed at once.
+    pub(super) fn fail_or_replace(
+        &mut self,
+        id: &WorkerId,
+        reason: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let grouped = self.group_of.contains_key(id);
+        let shutting_down = self.shutting_down;
+        let Some(entry) = self.workers.get_mut(id) else {
+            return;
+        };
+        let start_first = entry.spec.restart.strategy == crate::config::RestartStrategy::StartFirst
+            && entry.spec.restart.policy != crate::config::RestartPolicy::Never
+            && entry.state == WorkerState::Running
+            && entry.successor.is_none()
+            && !grouped
+            && !shutting_down;
+        if !start_first {
+            entry.addr.fail(reason);
+            return;
+        }
+        tracing::warn!(worker = %id, %reason, "start_first: replacing the worker while it still serves");
+        let (old, spec) = (entry.instance, entry.spec.clone());
+        let replacing = ctx.address().send(Replace {
+            id: id.clone(),
+            spec,
+            configured: false,
+        });
+        let id = id.clone();
+        ctx.spawn(replacing.into_actor(self).map(move |result, act, _| {
+            let Some(entry) = act.workers.get_mut(&id) else {
+                return;
+            };
+            match result
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| error_chain(&e)))
+            {
+                Ok(()) => {
+                    entry.supervision.restarts.total += 1;
+                    entry.last_error = Some(reason);
+                }
+                // The old instance, if it is still the current one, fails as it would have.
+                Err(e) if entry.instance == old => {
+                    entry.addr.fail(format!("{reason}; {e}"));
+                }
+                Err(_) => {}
+            }
+        }));
+    }
+
     /// Keeps a successor's own event aside (its state until it takes over). True if `event`
     /// was a successor's.
     pub(super) fn successor_event(&mut self, event: &WorkerStateChanged) -> bool {

@@ -284,11 +284,12 @@ impl Handler<HealthReport> for MasterActor {
             );
         }
         if report.threshold_reached && entry.state == WorkerState::Running {
-            entry.addr.fail(format!(
+            let reason = format!(
                 "health check failed {} times in a row: {}",
                 report.consecutive_failures,
                 report.error.unwrap_or_default()
-            ));
+            );
+            self.fail_or_replace(&report.id, reason, ctx);
         }
     }
 }
