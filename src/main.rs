@@ -201,6 +201,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !matches!(cli.command, Command::Run { .. }) {
+        hsu::internals::sys::default_sigpipe();
+    }
     match cli.command {
         Command::Run { config } => cli::run::main(config),
         Command::Import {

@@ -175,19 +175,47 @@ pub fn status(to: &Endpoint, id: &str, json: bool) -> ExitCode {
             serde_json::to_string_pretty(&answer.body).unwrap_or_default()
         );
     } else {
-        // The diagnostics as `key: value` lines, nested values as compact JSON.
+        // The diagnostics as `key: value` lines: times and durations as people read them,
+        // other nested values as compact JSON.
         if let serde_json::Value::Object(fields) = &answer.body {
             for (key, value) in fields {
                 let shown = match value {
                     serde_json::Value::String(s) => s.clone(),
                     serde_json::Value::Null => "-".into(),
-                    other => other.to_string(),
+                    other => readable(other).unwrap_or_else(|| other.to_string()),
                 };
                 println!("{key}: {shown}");
             }
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A `SystemTime` (`{secs_since_epoch, nanos_since_epoch}`) as UTC time and how long ago, a
+/// `Duration` (`{secs, nanos}`) as hsu writes durations; `None` for anything else.
+fn readable(value: &serde_json::Value) -> Option<String> {
+    let object = value.as_object()?;
+    let field = |k: &str| object.get(k).and_then(serde_json::Value::as_u64);
+    if object.len() == 2 {
+        if let (Some(secs), Some(nanos)) = (field("secs_since_epoch"), field("nanos_since_epoch")) {
+            let at = chrono::DateTime::from_timestamp(secs as i64, nanos as u32)?;
+            let ago = chrono::Utc::now().signed_duration_since(at).to_std().ok();
+            let ago = ago.map_or(String::new(), |d| {
+                format!(
+                    " ({} ago)",
+                    hsu::config::duration::format(std::time::Duration::from_secs(d.as_secs()))
+                )
+            });
+            return Some(format!("{}{ago}", at.format("%Y-%m-%d %H:%M:%S UTC")));
+        }
+        if let (Some(secs), Some(nanos)) = (field("secs"), field("nanos")) {
+            let d = std::time::Duration::new(secs, nanos as u32);
+            // Milliseconds are enough to read.
+            let d = std::time::Duration::from_millis(d.as_millis() as u64);
+            return Some(hsu::config::duration::format(d));
+        }
+    }
+    None
 }
 
 /// `hsu start|stop|restart ID…|--all [--force]`: one request per worker, in order; every

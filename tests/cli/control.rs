@@ -872,6 +872,20 @@ fn the_next_master_kills_what_a_sigkilled_master_left_running() {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
     };
+    // The run table is written off the spawning path, a moment after the spawn: the scenario
+    // is a master that recorded its worker, so it is killed once the line is there.
+    let recorded = std::time::Instant::now();
+    while !std::fs::read_to_string(first.cwd.join("hsu-run/hsu.pids"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("parent "))
+    {
+        assert!(
+            recorded.elapsed() < DEADLINE,
+            "the worker never reached the run table"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     // The master dies without stopping anything: its child goes (PDEATHSIG); the grandchild
     // goes with it where cgroups contain (the keeper kills the cgroup), and is left otherwise.
     first.signal("KILL");

@@ -529,6 +529,14 @@ pub fn adopt_fd(fd: i32) -> Option<std::os::fd::OwnedFd> {
     Some(owned)
 }
 
+/// SIGPIPE back to its default (the process ends quietly) for a command whose output goes to
+/// a pipe that may close early (`hsu schema | head`): Rust starts with it ignored, so a print
+/// to a closed pipe would panic instead. Not for `hsu run`, which must outlive a closed stderr.
+pub fn default_sigpipe() {
+    // SAFETY: sets one signal's disposition to the default; no handler, no memory touched.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
