@@ -845,7 +845,7 @@ async fn integrated_worker_is_ready_at_first_ping_probed_by_ping_and_stopped_by_
     );
     std::fs::write(&healthy, "")?;
     watch.until("core", WorkerState::Running).await;
-    assert_eq!(dir.lines("launches"), 2);
+    assert_eq!(dir.lines_once("launches", 2).await, 2);
 
     let pid = master.send(GetWorkerState(id("core"))).await??.pid.unwrap();
     master.send(StopWorker(id("core"))).await??;

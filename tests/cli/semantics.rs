@@ -3,36 +3,12 @@
 //! shown failed (and a config with nothing runnable fails), `depends_on` is visible in `hsu ls`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Command;
 
 use super::control::{client, row, socket_of, stderr, until_row};
-use super::{Running, HSU};
+use super::{Dir, Running, HSU};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_hsu-test-worker");
-
-/// A directory of its own under the temp dir, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("hsu-sem-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn check_refuses_what_this_machine_cannot_run_naming_each_worker_and_field() {

@@ -172,10 +172,7 @@ async fn restarts_under_load(
             .unwrap();
         answered(&seen, 10).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
+    load_client::stop(&stop, clients).await;
     seen
 }
 
@@ -191,12 +188,7 @@ async fn start_first_restarts_of_a_process_fail_no_request() -> TestResult {
     let first = watch.until("w", WorkerState::Running).await.pid.unwrap();
     let address = socket_address(&master, "w", "http").await;
     let seen = restarts_under_load(&master, &address, 20).await;
-    assert_eq!(
-        seen.failed.load(Ordering::SeqCst),
-        0,
-        "{:?}",
-        seen.errors.lock().unwrap()
-    );
+    seen.assert_none_failed();
     let d = master.send(GetWorkerState(id("w"))).await??;
     assert_eq!(d.state, WorkerState::Running);
     assert_eq!(d.restart_count, 20);
@@ -229,12 +221,7 @@ async fn start_first_restarts_of_a_module_fail_no_request() -> TestResult {
     master.send(StartWorker(id("w"))).await??;
     let address = socket_address(&master, "w", "http").await;
     let seen = restarts_under_load(&master, &address, 20).await;
-    assert_eq!(
-        seen.failed.load(Ordering::SeqCst),
-        0,
-        "{:?}",
-        seen.errors.lock().unwrap()
-    );
+    seen.assert_none_failed();
     assert_eq!(support::Calls::get(&calls.starts), 21);
     assert_eq!(support::Calls::get(&calls.stops), 20);
     assert_eq!(
@@ -316,16 +303,8 @@ async fn a_worker_moves_native_process_plugin_native_without_a_failed_request() 
         );
         answered(&seen, 20).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await?;
-    }
-    assert_eq!(
-        seen.failed.load(Ordering::SeqCst),
-        0,
-        "{:?}",
-        seen.errors.lock().unwrap()
-    );
+    load_client::stop(&stop, clients).await;
+    seen.assert_none_failed();
     let answers = seen.answers.lock().unwrap().clone();
     for form in ["native", "process", "plugin", "native again"] {
         assert!(
@@ -393,16 +372,8 @@ async fn a_new_instance_that_never_gets_ready_leaves_the_old_one_serving() -> Te
         assert!(answer.ends_with("\r\n\r\nold"), "{answer}");
         answered(&seen, 10).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await?;
-    }
-    assert_eq!(
-        seen.failed.load(Ordering::SeqCst),
-        0,
-        "{:?}",
-        seen.errors.lock().unwrap()
-    );
+    load_client::stop(&stop, clients).await;
+    seen.assert_none_failed();
     Ok(())
 }
 
@@ -423,16 +394,8 @@ async fn failing_health_checks_replace_a_start_first_worker_while_it_still_serve
     master.send(StartWorker(id("w"))).await??;
     support::eventually("the replacement", || support::Calls::get(&calls.stops) >= 1).await;
     answered(&seen, 20).await;
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await?;
-    }
-    assert_eq!(
-        seen.failed.load(Ordering::SeqCst),
-        0,
-        "{:?}",
-        seen.errors.lock().unwrap()
-    );
+    load_client::stop(&stop, clients).await;
+    seen.assert_none_failed();
     let d = master.send(GetWorkerState(id("w"))).await??;
     assert_eq!(d.state, WorkerState::Running);
     assert_eq!(d.restart_count, 1);

@@ -184,7 +184,11 @@ async fn one_case(strategy: Strategy, policy: hsu::config::RestartPolicy, end: E
         g.state == GroupState::Running && g.restarts_total == 1
     })
     .await;
-    assert_eq!(dir.lines("b-runs"), 2, "{case}: b launched again");
+    assert_eq!(
+        dir.lines_once("b-runs", 2).await,
+        2,
+        "{case}: b launched again"
+    );
     let a_restarted = strategy == Strategy::OneForAll;
     let c_restarted = strategy != Strategy::OneForOne;
     assert_eq!(
@@ -243,7 +247,7 @@ async fn a_group_over_its_intensity_fails_as_a_unit_and_escalates_to_its_parent(
         g.state == GroupState::Running && g.restarts_total == 1
     })
     .await;
-    assert_eq!(dir.lines("x-runs"), 2);
+    assert_eq!(dir.lines_once("x-runs", 2).await, 2);
     assert_eq!(Calls::get(&calls.starts), 2, "m restarted with x");
     // Second crash within the window: inner is over its intensity (1), stops every member and
     // fails; top restarts it (one_for_one), fresh.
@@ -261,7 +265,7 @@ async fn a_group_over_its_intensity_fails_as_a_unit_and_escalates_to_its_parent(
         inner.restarts_in_window, 0,
         "a restarted group starts with a fresh budget"
     );
-    assert_eq!(dir.lines("x-runs"), 3);
+    assert_eq!(dir.lines_once("x-runs", 3).await, 3);
     assert!(!support::alive(old));
     assert_eq!(
         Calls::get(&calls.starts),
@@ -417,7 +421,7 @@ async fn a_failure_escalates_through_two_levels_to_the_group_that_can_restart() 
         );
     }
     assert_ne!(support::read_pid(&pid).await, first);
-    assert_eq!(dir.lines("x-runs"), 2);
+    assert_eq!(dir.lines_once("x-runs", 2).await, 2);
     assert_eq!(Calls::get(&calls.starts), 2, "m restarted with middle");
     master.send(Shutdown).await?;
     Ok(())

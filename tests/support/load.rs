@@ -24,6 +24,16 @@ pub struct Load {
 }
 
 impl Load {
+    /// Panics unless every request was answered (retries on a fresh connection allowed).
+    pub fn assert_none_failed(&self) {
+        assert_eq!(
+            self.failed.load(Ordering::SeqCst),
+            0,
+            "failed requests: {:?}",
+            self.errors.lock().unwrap()
+        );
+    }
+
     fn failed(&self, what: String) {
         self.failed.fetch_add(1, Ordering::SeqCst);
         let mut errors = self.errors.lock().unwrap();
@@ -138,4 +148,12 @@ pub fn load(
         }));
     }
     (seen, clients)
+}
+
+/// Stops the clients of [`load`] and waits for them.
+pub async fn stop(stop: &AtomicBool, clients: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        let _ = c.await;
+    }
 }

@@ -185,6 +185,14 @@ impl TempDir {
             .map(|t| t.lines().count())
             .unwrap_or(0)
     }
+
+    /// [`lines`](Self::lines) once there are at least `n` (bounded by DEADLINE): a worker is
+    /// `running` once it has exec'd, and writes its launch line a moment later.
+    #[allow(dead_code)]
+    pub async fn lines_once(&self, name: &str, n: usize) -> usize {
+        eventually(&format!("{n} lines in {name}"), || self.lines(name) >= n).await;
+        self.lines(name)
+    }
 }
 
 impl Drop for TempDir {
