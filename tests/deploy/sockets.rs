@@ -409,3 +409,40 @@ async fn failing_health_checks_replace_a_start_first_worker_while_it_still_serve
     master.send(RemoveWorker(id("w"))).await??;
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_shutdown_during_a_start_first_replace_ends_the_successor_too() -> TestResult {
+    let (master, _watch, calls) = support::master().await;
+    let worker = |config: &str| {
+        format!("workers:\n  - id: w\n    type: module\n    module_name: test\n    config: {config}\n    restart: {{strategy: start_first}}\n    start_timeout: 2s\n")
+    };
+    master
+        .send(Apply {
+            specs: specs(&worker("{task: until_cancel}")),
+            dry_run: false,
+        })
+        .await??;
+    // The new form hangs in start; the shutdown comes while it does.
+    let applying = master.send(Apply {
+        specs: specs(&worker("{start: hang}")),
+        dry_run: false,
+    });
+    let applying = tokio::spawn(applying);
+    support::eventually("the successor starting", || {
+        support::Calls::get(&calls.starts) == 2
+    })
+    .await;
+    let report = master.send(hsu::Shutdown).await?;
+    assert_eq!(report.stopped, [id("w")], "{report:?}");
+    let applied = applying.await???;
+    assert!(
+        applied.errors.len() == 1 && applied.errors[0].1.contains("did not become ready"),
+        "{applied:?}"
+    );
+    assert_eq!(
+        support::Calls::get(&calls.live_tasks),
+        0,
+        "a task left running"
+    );
+    Ok(())
+}

@@ -206,6 +206,12 @@ impl Handler<Shutdown> for MasterActor {
             }
         }
         tracing::info!(workers = ids.len(), "shutting down");
+        // A `start_first` successor still starting goes too (its replace then finds no worker).
+        let successors: Vec<_> = ids
+            .iter()
+            .filter_map(|id| self.workers.get_mut(id)?.successor.take())
+            .map(|s| s.addr)
+            .collect();
         // A worker is stopped once the workers depending on it have stopped; the others all
         // at once, each within its own stop timeout, so a slow worker delays only what it
         // depends on. Requests go out in reverse order of addition.
@@ -239,6 +245,7 @@ impl Handler<Shutdown> for MasterActor {
             done.insert(id, stopping.boxed_local().shared());
         }
         let stopping = async move {
+            futures::future::join_all(successors.iter().map(|s| s.terminate())).await;
             // Polled (so requested) in reverse order of addition.
             let mut done = done;
             let in_order = ids.iter().filter_map(|id| done.remove(id));

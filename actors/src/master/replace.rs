@@ -286,7 +286,13 @@ impl Handler<Promote> for MasterActor {
             entry.quarantine = Default::default();
         }
         entry.spec = msg.spec;
+        // A restart of the old instance scheduled meanwhile (it crashed during the replace)
+        // is void: the worker runs.
         entry.supervision.next_restart = None;
+        entry.supervision.epoch += 1;
+        if let Some(pending) = entry.supervision.pending_restart.take() {
+            ctx.cancel_future(pending);
+        }
         // Reported as a start of the worker, through the same path as any event.
         let event = WorkerStateChanged {
             id: id.clone(),
