@@ -4,8 +4,9 @@
 //! not loaded: loading runs code), and a native module's `config:` passes its factory's check.
 //! Validation ([`crate::config::validate_config`]) stays pure; this reads the disk.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hsu_module::ModuleFactory;
 
@@ -20,6 +21,8 @@ pub fn preflight(
     factory_of: &dyn Fn(&str) -> Option<ModuleFactory>,
 ) -> Vec<ValidationIssue> {
     let mut out = Vec::new();
+    // A thousand workers of one program ask the disk once.
+    let mut facts = Facts::default();
     for spec in specs {
         let mut issue = |field: &str, message: String| {
             out.push(ValidationIssue {
@@ -52,13 +55,13 @@ pub fn preflight(
             }
             DeploymentSpec::Process(process) => {
                 if let Some(exec) = &process.execution {
-                    check_execution(exec, &mut issue);
+                    check_execution(exec, &mut facts, &mut issue);
                 }
             }
         }
         if let Some(q) = &spec.quarantine {
             if let Some(exec) = &q.process.execution {
-                check_execution(exec, &mut issue);
+                check_execution(exec, &mut facts, &mut issue);
             }
         }
         let probe = spec
@@ -67,7 +70,7 @@ pub fn preflight(
             .unwrap_or_else(|| spec.deployment.default_probe());
         if spec.health_check.enabled && probe == ProbeType::Exec {
             if let Some(program) = spec.health_check.command.first() {
-                if let Err(e) = find_program(program, None) {
+                if let Err(e) = facts.program(program, None) {
                     issue("health_check.command", e);
                 }
             }
@@ -76,34 +79,67 @@ pub fn preflight(
     out
 }
 
-fn check_execution(exec: &ExecutionConfig, issue: &mut impl FnMut(&str, String)) {
+/// What one preflight found on the disk, by what it asked.
+#[derive(Default)]
+struct Facts {
+    programs: HashMap<(String, Option<String>), Result<(), String>>,
+    directories: HashMap<PathBuf, Result<(), String>>,
+    users: HashMap<String, Result<(), String>>,
+}
+
+impl Facts {
+    fn program(&mut self, program: &str, path: Option<&str>) -> Result<(), String> {
+        let key = (program.to_string(), path.map(str::to_string));
+        self.programs
+            .entry(key)
+            .or_insert_with(|| find_program(program, path))
+            .clone()
+    }
+
+    fn directory(&mut self, dir: &Path) -> Result<(), String> {
+        self.directories
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(format!("`{}` is not a directory", dir.display())),
+                Err(e) => Err(format!("`{}`: {}", dir.display(), describe(&e))),
+            })
+            .clone()
+    }
+
+    fn user(&mut self, user: &str) -> Result<(), String> {
+        self.users
+            .entry(user.to_string())
+            .or_insert_with(|| match crate::process::sys::lookup_user(user) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(format!("no user `{user}` on this machine"))
+                }
+                Err(e) => Err(format!("cannot look up `{user}`: {e}")),
+            })
+            .clone()
+    }
+}
+
+fn check_execution(
+    exec: &ExecutionConfig,
+    facts: &mut Facts,
+    issue: &mut impl FnMut(&str, String),
+) {
     if let Some(dir) = &exec.working_directory {
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => issue(
-                "execution.working_directory",
-                format!("`{}` is not a directory", dir.display()),
-            ),
-            Err(e) => issue(
-                "execution.working_directory",
-                format!("`{}`: {}", dir.display(), describe(&e)),
-            ),
+        if let Err(e) = facts.directory(dir) {
+            issue("execution.working_directory", e);
         }
     }
-    if let Err(e) = find_program(
+    if let Err(e) = facts.program(
         &exec.executable_path,
         exec.env.get("PATH").map(String::as_str),
     ) {
         issue("execution.executable_path", e);
     }
     if let Some(user) = &exec.user {
-        match crate::process::sys::lookup_user(user) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => issue(
-                "execution.user",
-                format!("no user `{user}` on this machine"),
-            ),
-            Err(e) => issue("execution.user", format!("cannot look up `{user}`: {e}")),
+        if let Err(e) = facts.user(user) {
+            issue("execution.user", e);
         }
     }
 }

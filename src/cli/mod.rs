@@ -23,7 +23,12 @@ use hsu::{ConfigError, HsuConfig, WorkerSpec};
 pub fn load(path: Option<&Path>) -> Result<(HsuConfig, Vec<WorkerSpec>), ConfigError> {
     let known = |name: &str| hsu::builtin::NAMES.contains(&name);
     match path {
-        Some(path) => HsuConfig::load_validated(path, &known),
+        // A refused file ends this process: parsed on two threads (see `load_beside`).
+        Some(path) => {
+            let config = HsuConfig::load_beside(path)?;
+            let specs = config.validate(&known, Some(path))?;
+            Ok((config, specs))
+        }
         None => {
             let origin = Path::new("<embedded default config>");
             let config = HsuConfig::parse(hsu::DEFAULT_CONFIG, origin)?;

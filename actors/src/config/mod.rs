@@ -70,6 +70,25 @@ impl HsuConfig {
     /// the file, line and column; [`ConfigError::Invalid`] for an `env_file` that cannot be
     /// read.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, Self::parse)
+    }
+
+    /// [`Self::load`] for a process that exits when the file is refused (`hsu run`'s launch,
+    /// `hsu check`): the shape is parsed on a second thread while this one bounds the nesting
+    /// and maps positions, which halves the time to the first worker's start for a large
+    /// file. Never in a running master: a deeply nested file would keep that thread busy
+    /// after its refusal (libyaml's time is quadratic in the nesting: why it is bounded first).
+    ///
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn load_beside(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, Self::parse_beside)
+    }
+
+    fn load_with(
+        path: &Path,
+        parse: fn(&str, &Path) -> Result<Self, ConfigError>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -80,7 +99,7 @@ impl HsuConfig {
                 errors,
             }
         })?;
-        let mut config = Self::parse(&text, path)?;
+        let mut config = parse(&text, path)?;
         paths::resolve(&mut config, &paths::base_of(path));
         let issues = env_file::load_all(&mut config);
         if !issues.is_empty() {
@@ -92,24 +111,41 @@ impl HsuConfig {
         Ok(config)
     }
 
+    /// [`Self::parse`] with serde's parse on a thread of its own (see [`Self::load_beside`]).
+    fn parse_beside(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let shared: std::sync::Arc<str> = text.into();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let theirs = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hsu-config".into())
+            .stack_size(8 << 20)
+            .spawn(move || {
+                let _ = tx.send(serde_yaml::from_str::<Self>(&theirs));
+            });
+        if spawned.is_err() {
+            return Self::parse(text, origin);
+        }
+        // A refusal returns at once; the other thread ends with the process.
+        let source = SourceMap::of_shared(shared).map_err(|e| source_error(e, origin))?;
+        let parsed = rx.recv().map_err(|_| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            line: None,
+            column: None,
+            message: "the parse ended without an answer".into(),
+        })?;
+        let mut config = parsed.map_err(|e| serde_error(&e, origin))?;
+        config.source = source;
+        Ok(config)
+    }
+
     /// Parses YAML text; `origin` names it in errors. No interpolation, no path resolution
     /// (the text is taken as it is: what the control API receives).
     ///
     /// # Errors
     /// [`ConfigError::Parse`] naming the origin, line and column.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let source = SourceMap::of(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_path_buf(),
-            line: Some(e.line),
-            column: Some(e.column),
-            message: e.message,
-        })?;
-        let mut config: Self = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_path_buf(),
-            line: e.location().map(|l| l.line()),
-            column: e.location().map(|l| l.column()),
-            message: without_position(&e.to_string()),
-        })?;
+        let source = SourceMap::of(text).map_err(|e| source_error(e, origin))?;
+        let mut config: Self = serde_yaml::from_str(text).map_err(|e| serde_error(&e, origin))?;
         config.source = source;
         Ok(config)
     }
@@ -196,6 +232,24 @@ impl HsuConfig {
         })?;
         validate_config(self, factory_known, &packages)
             .map_err(|issues| invalid(self.located(issues)))
+    }
+}
+
+fn source_error(e: SourceError, origin: &Path) -> ConfigError {
+    ConfigError::Parse {
+        path: origin.to_path_buf(),
+        line: Some(e.line),
+        column: Some(e.column),
+        message: e.message,
+    }
+}
+
+fn serde_error(e: &serde_yaml::Error, origin: &Path) -> ConfigError {
+    ConfigError::Parse {
+        path: origin.to_path_buf(),
+        line: e.location().map(|l| l.line()),
+        column: e.location().map(|l| l.column()),
+        message: without_position(&e.to_string()),
     }
 }
 

@@ -1,10 +1,18 @@
 //! Where each key of a config file is: the line and column of every mapping key and sequence
 //! item, by its path (`workers[2].health_check.interval`), so that problems found after
 //! parsing (a duplicate id, a dependency cycle, a missing program) point into the file as
-//! serde's own errors do. Built by one pass of an event parser (`yaml-rust2`), which also bounds
-//! the nesting depth before the real parse: deeply nested YAML costs serde quadratic time.
+//! serde's own errors do. Built by an event parser (`yaml-rust2`), whose first pass also
+//! bounds the nesting depth before the real parse: deeply nested YAML costs libyaml quadratic
+//! time.
+//!
+//! The first pass, on every load, keeps only the depth and the keys under `master:` (what
+//! path resolution asks about). The positions of everything else are needed only when
+//! something is wrong, so they are found then, by a second pass over the kept text: with
+//! 1,000 workers the full map costs about as much as the parse itself, on the way to the
+//! first child's exec.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -12,10 +20,17 @@ use yaml_rust2::scanner::Marker;
 /// The deepest nesting a config may have (a real one needs fewer than 10 levels).
 pub const MAX_DEPTH: usize = 64;
 
+type Positions = HashMap<String, (usize, usize)>;
+
 /// Line and column (1-based) of each key path of a file.
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
-    positions: HashMap<String, (usize, usize)>,
+    /// The text, to find the positions in when one is asked for.
+    text: Option<Arc<str>>,
+    /// The keys under `master:`, found by the first pass.
+    master: Positions,
+    /// Every key, found at the first question about one outside `master:`.
+    all: OnceLock<Positions>,
 }
 
 /// Two configs are equal by their contents, wherever they were written.
@@ -36,6 +51,34 @@ pub struct SourceError {
     pub message: String,
 }
 
+fn too_deep(line: usize, column: usize) -> SourceError {
+    SourceError {
+        line,
+        column,
+        message: format!("nested more than {MAX_DEPTH} levels deep; a config never needs that"),
+    }
+}
+
+/// One pass over `text`: positions of every key (`all`) or only of those under `master:`.
+fn walk(text: &str, all: bool) -> Result<Positions, SourceError> {
+    let mut walker = Walker {
+        all,
+        ..Walker::default()
+    };
+    let mut parser = Parser::new_from_str(text);
+    let loaded = parser.load(&mut walker, false);
+    if let Some(error) = walker.too_deep {
+        return Err(error);
+    }
+    // The scanner's own bound on `[`/`{` nesting (255 levels) is the same refusal.
+    if let Err(e) = loaded {
+        if e.info().contains("recursion limit") {
+            return Err(too_deep(e.marker().line(), e.marker().col() + 1));
+        }
+    }
+    Ok(walker.positions)
+}
+
 impl SourceMap {
     /// Maps `text`. A syntax error gives an empty map (serde reports it); nesting deeper than
     /// [`MAX_DEPTH`] is an error.
@@ -43,32 +86,40 @@ impl SourceMap {
     /// # Errors
     /// The depth bound, with the position where it was passed.
     pub fn of(text: &str) -> Result<Self, SourceError> {
-        let mut walker = Walker::default();
-        let mut parser = Parser::new_from_str(text);
-        let loaded = parser.load(&mut walker, false);
-        if let Some(error) = walker.too_deep {
-            return Err(error);
-        }
-        // The scanner's own bound on `[`/`{` nesting (255 levels) is the same refusal.
-        if let Err(e) = loaded {
-            if e.info().contains("recursion limit") {
-                return Err(SourceError {
-                    line: e.marker().line(),
-                    column: e.marker().col() + 1,
-                    message: format!(
-                        "nested more than {MAX_DEPTH} levels deep; a config never needs that"
-                    ),
-                });
-            }
-        }
+        Self::of_shared(text.into())
+    }
+
+    /// [`Self::of`] for text already shared.
+    ///
+    /// # Errors
+    /// As [`Self::of`].
+    pub fn of_shared(text: Arc<str>) -> Result<Self, SourceError> {
         Ok(Self {
-            positions: walker.positions,
+            master: walk(&text, false)?,
+            text: Some(text),
+            all: OnceLock::new(),
         })
+    }
+
+    fn all(&self) -> &Positions {
+        self.all.get_or_init(|| {
+            self.text
+                .as_deref()
+                .and_then(|text| walk(text, true).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    fn get(&self, path: &str) -> Option<(usize, usize)> {
+        if path == "master" || path.starts_with("master.") {
+            return self.master.get(path).copied();
+        }
+        self.all().get(path).copied()
     }
 
     /// Whether the file writes exactly the key `path` (`master.run_directory`).
     pub fn has(&self, path: &str) -> bool {
-        self.positions.contains_key(path)
+        self.get(path).is_some()
     }
 
     /// The position of `path`, or of the nearest enclosing key that is in the file (a
@@ -78,12 +129,12 @@ impl SourceMap {
         loop {
             // A worker is where its `id` is.
             if path.ends_with(']') {
-                if let Some(p) = self.positions.get(&format!("{path}.id")) {
-                    return Some(*p);
+                if let Some(p) = self.get(&format!("{path}.id")) {
+                    return Some(p);
                 }
             }
-            if let Some(p) = self.positions.get(path) {
-                return Some(*p);
+            if let Some(p) = self.get(path) {
+                return Some(p);
             }
             let cut = path.rfind(['.', '['])?;
             path = &path[..cut];
@@ -98,8 +149,10 @@ enum Frame {
 
 #[derive(Default)]
 struct Walker {
+    /// Every key, or only those under the top-level `master:`.
+    all: bool,
     stack: Vec<Frame>,
-    positions: HashMap<String, (usize, usize)>,
+    positions: Positions,
     too_deep: Option<SourceError>,
 }
 
@@ -125,6 +178,15 @@ impl Walker {
     }
 
     fn record(&mut self, mark: Marker) {
+        if !self.all {
+            let under_master = match self.stack.first() {
+                Some(Frame::Map { key: Some(k) }) => k == "master",
+                _ => false,
+            };
+            if !under_master {
+                return;
+            }
+        }
         let path = self.path();
         self.positions
             .entry(path)
@@ -169,13 +231,7 @@ impl MarkedEventReceiver for Walker {
                 }
                 self.record(mark);
                 if self.stack.len() >= MAX_DEPTH {
-                    self.too_deep = Some(SourceError {
-                        line: mark.line(),
-                        column: mark.col() + 1,
-                        message: format!(
-                            "nested more than {MAX_DEPTH} levels deep; a config never needs that"
-                        ),
-                    });
+                    self.too_deep = Some(too_deep(mark.line(), mark.col() + 1));
                     return;
                 }
                 self.stack

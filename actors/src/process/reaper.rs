@@ -114,8 +114,8 @@ async fn run() {
             return poll_only().await;
         }
     };
-    let mut seen = HashMap::new();
-    let mut next = sweep(&mut seen);
+    let mut state = Sweep::default();
+    let mut next = sweep(&mut state);
     loop {
         match next {
             // Something is left to look at again: by the clock, so a stream of SIGCHLDs (a
@@ -125,33 +125,55 @@ async fn run() {
                 children.recv().await;
             }
         }
-        next = sweep(&mut seen);
+        next = sweep(&mut state);
     }
 }
 
 async fn poll_only() {
-    let mut seen = HashMap::new();
+    let mut state = Sweep::default();
     loop {
-        sweep(&mut seen);
+        sweep(&mut state);
         tokio::time::sleep(GRACE).await;
     }
 }
 
+/// What a sweep remembers for the next one.
+#[derive(Default)]
+struct Sweep {
+    /// When each exited, not-own child was first seen.
+    seen: HashMap<i32, Instant>,
+    /// Since when exited children of the master's own have hidden the rest, without a break.
+    hidden_since: Option<Instant>,
+}
+
 /// Reaps every exited child that is not the master's own and has been exited for [`GRACE`].
 /// Returns when to look again (none: no exited child is left, wait for the next SIGCHLD).
-/// `seen`: when each exited, not-own child was first seen.
-fn sweep(seen: &mut HashMap<i32, Instant>) -> Option<Duration> {
+fn sweep(state: &mut Sweep) -> Option<Duration> {
     let now = Instant::now();
     // The common case: no exited child at all, or only orphans (reaped one by one).
-    loop {
-        let pid = sys::peek_exited_child()?;
-        if !reapable(pid, seen, now) || !reap(pid, seen) {
-            break;
+    let hidden_by = loop {
+        let Some(pid) = sys::peek_exited_child() else {
+            state.hidden_since = None;
+            return None;
+        };
+        if !reapable(pid, &mut state.seen, now) || !reap(pid, &mut state.seen) {
+            break pid;
+        }
+    };
+    // A child of the master's own that its waiter is about to collect hides the others for a
+    // moment: look again then, without scanning /proc. A scan reads every process's stat
+    // file, milliseconds with 1,000 children, and a stop or a crash storm would pay it for
+    // every period; only own children that keep hiding the rest for a grace period do.
+    if is_own(hidden_by) {
+        let since = *state.hidden_since.get_or_insert(now);
+        if now.duration_since(since) < GRACE {
+            return Some(RETRY);
         }
     }
     // An exited child is left that must not be reaped yet; it hides any other from waitid,
     // so find the others in /proc.
     let zombies = zombie_children();
+    let seen = &mut state.seen;
     seen.retain(|pid, _| zombies.contains(pid));
     let mut next = RETRY;
     for pid in zombies {
