@@ -288,43 +288,115 @@ impl LogSink {
 /// # Errors
 /// When a file exists but cannot be read.
 pub fn tail(config: &LogsConfig, id: &WorkerId, lines: usize) -> io::Result<Vec<String>> {
-    tail_upto(config, id, lines, None)
+    let path = log_path(config, id);
+    let mut files = Snapshot::take(&path, config.max_files, None)?;
+    let current = match &mut files.current {
+        Some(file) => read_rest(file)?,
+        None => Vec::new(),
+    };
+    last_lines(&current, &mut files.rotated, lines)
 }
 
-/// [`tail`], reading the current file only up to `limit` bytes (where a follower starts).
-fn tail_upto(
-    config: &LogsConfig,
-    id: &WorkerId,
-    lines: usize,
-    limit: Option<u64>,
-) -> io::Result<Vec<String>> {
-    let current = log_path(config, id);
-    let mut files = vec![current.clone()];
-    files.extend((1..=config.max_files).map(|n| numbered(&current, n)));
-    // Newest file first; stop once enough lines are collected.
+/// The last `lines` lines of `current` (the newest bytes) and then of `rotated` (newest
+/// first), oldest first; older files are read only while more lines are wanted.
+fn last_lines(current: &[u8], rotated: &mut [File], lines: usize) -> io::Result<Vec<String>> {
     let mut newest_first: Vec<String> = Vec::new();
-    for (index, path) in files.into_iter().enumerate() {
-        if newest_first.len() >= lines {
-            break;
-        }
-        let mut bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if let (0, Some(limit)) = (index, limit) {
-            bytes.truncate(limit as usize);
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines().rev() {
+    let take = |bytes: &[u8], newest_first: &mut Vec<String>| {
+        for line in String::from_utf8_lossy(bytes).lines().rev() {
             if newest_first.len() >= lines {
                 break;
             }
             newest_first.push(line.to_string());
         }
+    };
+    take(current, &mut newest_first);
+    for file in rotated {
+        if newest_first.len() >= lines {
+            break;
+        }
+        let bytes = read_rest(file)?;
+        take(&bytes, &mut newest_first);
     }
     newest_first.reverse();
     Ok(newest_first)
+}
+
+/// The bytes of `file` from its position to its end (the position moves there).
+fn read_rest(file: &mut File) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A worker's log files opened at one moment, so that a rotation while they are looked up
+/// neither repeats nor skips a file: `<id>.log` and the rotated files newer than a given one
+/// (or all of them), each opened (a file renamed or deleted afterwards stays readable).
+///
+/// Paths move while the writer rotates (`.k` to `.k+1`, oldest first, then `<id>.log` to
+/// `.1`), so the files are looked up in ascending order (a file can then only be met twice,
+/// never missed, within one rotation: duplicates are dropped by inode), and the whole lookup
+/// is repeated if `<id>.log` changed while it ran (a second rotation could move a file past
+/// the scan).
+struct Snapshot {
+    /// `<id>.log`, when it exists.
+    current: Option<File>,
+    /// The rotated files, newest first.
+    rotated: Vec<File>,
+}
+
+type FileId = (u64, u64);
+
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+impl Snapshot {
+    /// Rotated files are taken up to (without) `newer_than` when it is met; all of them
+    /// otherwise.
+    fn take(path: &Path, max_files: u32, newer_than: Option<FileId>) -> io::Result<Snapshot> {
+        let id_at = |path: &Path| std::fs::metadata(path).ok().map(|m| file_id(&m));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = id_at(path);
+            let mut rotated = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for n in 1..=max_files {
+                let file = match File::open(numbered(path, n)) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let id = file_id(&file.metadata()?);
+                if Some(id) == newer_than {
+                    break;
+                }
+                if seen.insert(id) {
+                    rotated.push(file);
+                }
+            }
+            let current = match File::open(path) {
+                Ok(file) => Some(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            let opened = match &current {
+                Some(file) => Some(file_id(&file.metadata()?)),
+                None => None,
+            };
+            let steady = before == opened && id_at(path) == opened;
+            // A rotation takes microseconds; after many tries the writer rotates without
+            // pause (a tiny max_size): take what was seen, as it was seen.
+            if steady || attempt >= 50 {
+                return Ok(Snapshot { current, rotated });
+            }
+            if attempt > 3 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
 }
 
 fn log_path(config: &LogsConfig, id: &WorkerId) -> PathBuf {
@@ -358,18 +430,18 @@ impl LogFollower {
         id: &WorkerId,
         lines: usize,
     ) -> io::Result<(LogFollower, Vec<String>)> {
-        use std::io::Seek as _;
         let path = log_path(config, id);
-        let file = match File::open(&path) {
-            Ok(mut f) => {
-                let end = f.seek(io::SeekFrom::End(0))?;
-                Some((f, end))
+        let mut files = Snapshot::take(&path, config.max_files, None)?;
+        let (file, current) = match files.current {
+            Some(mut file) => {
+                // Read to its end: the follower goes on from exactly there.
+                let bytes = read_rest(&mut file)?;
+                let end = bytes.len() as u64;
+                (Some((file, end)), bytes)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+            None => (None, Vec::new()),
         };
-        let limit = file.as_ref().map(|(_, end)| *end).or(Some(0));
-        let before = tail_upto(config, id, lines, limit)?;
+        let before = last_lines(&current, &mut files.rotated, lines)?;
         Ok((
             LogFollower {
                 path,
@@ -400,7 +472,9 @@ impl LogFollower {
                 match &at_path {
                     // Same file, still growing or quiet: done for now.
                     Some(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {
-                        if m.len() < *offset {
+                        // Its length now (after the read: the path's was taken before it, and
+                        // lines written in between are not a truncation).
+                        if ours.len() < *offset {
                             // Truncated in place: start again from its beginning.
                             use std::io::Seek as _;
                             file.seek(io::SeekFrom::Start(0))?;
@@ -414,22 +488,13 @@ impl LogFollower {
                     // (`.k-1` … `.1`) are complete: read them whole, then go on with the new
                     // file from its start.
                     Some(_) => {
-                        let ours = (ours.dev(), ours.ino());
-                        let mut between = Vec::new();
-                        for n in 1..=self.max_files {
-                            let path = numbered(&self.path, n);
-                            match std::fs::metadata(&path) {
-                                Ok(m) if (m.dev(), m.ino()) == ours => break,
-                                Ok(_) => between.push(path),
-                                Err(_) => {}
-                            }
+                        let mut files =
+                            Snapshot::take(&self.path, self.max_files, Some(file_id(&ours)))?;
+                        for file in files.rotated.iter_mut().rev() {
+                            let bytes = read_rest(file)?;
+                            take_lines(&mut self.partial, &bytes, &mut out);
                         }
-                        for path in between.iter().rev() {
-                            if let Ok(bytes) = std::fs::read(path) {
-                                take_lines(&mut self.partial, &bytes, &mut out);
-                            }
-                        }
-                        self.file = File::open(&self.path).ok().map(|f| (f, 0));
+                        self.file = files.current.map(|f| (f, 0));
                         continue;
                     }
                     // Deleted and not recreated yet: keep ours.
@@ -698,6 +763,54 @@ mod tests {
             "every line once, in order, through many rotations"
         );
         assert!(dir.join("f.log.2").exists(), "it did rotate");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tails_and_followers_taken_while_the_writer_rotates_repeat_and_skip_nothing() {
+        // The writer rotates every 5 lines on its own thread while tails are taken and
+        // followers started: each view must be consecutive lines, and a follower's tail plus
+        // what it then reads must go on with no gap or repeat.
+        let dir = temp_dir("race");
+        let config = LogsConfig {
+            directory: dir.clone(),
+            max_size: ByteSize(60),
+            max_files: 30,
+            mirror: false,
+        };
+        let id = WorkerId::new("r").unwrap();
+        let sink = LogSink::open(&id, &config).unwrap();
+        let total = 20_000u32;
+        let writer = std::thread::spawn(move || {
+            for n in 0..total {
+                sink.write_lines(Stream::Stdout, &[format!("line {n:05}").as_bytes()]);
+                if n % 8 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                }
+            }
+        });
+        let numbers = |lines: &[String]| -> Vec<u32> {
+            lines.iter().map(|l| l[5..].parse().unwrap()).collect()
+        };
+        let consecutive = |ns: &[u32], what: &str| {
+            for pair in ns.windows(2) {
+                assert_eq!(pair[1], pair[0] + 1, "{what}: {ns:?}");
+            }
+        };
+        let mut views = 0;
+        while !writer.is_finished() {
+            let tail = numbers(&tail(&config, &id, 1000).unwrap());
+            consecutive(&tail, "a tail");
+            let (mut follower, before) = LogFollower::start(&config, &id, 1000).unwrap();
+            let mut seen = numbers(&before);
+            for _ in 0..3 {
+                seen.extend(numbers(&follower.poll().unwrap()));
+            }
+            consecutive(&seen, "a follower's tail, then what it read");
+            views += 1;
+        }
+        writer.join().unwrap();
+        assert!(views > 10, "views taken while writing: {views}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
