@@ -9,7 +9,8 @@
 //!
 //! Printed for N = 200 and 1,000 (`HSU_BLACKBOX_N=200,1000`), min / median over
 //! `HSU_BLACKBOX_REPS` (default 3): launch → first child exec'd, launch → N-th, SIGKILL of a
-//! child → its replacement exec'd (20 kills, one at a time), stop of everything (SIGTERM →
+//! child → its replacement exec'd (20 kills, one at a time; split by the kernel's exit and
+//! fork events into kill → exit, exit → the supervisor's fork, fork → exec), stop of everything (SIGTERM →
 //! every child gone and the supervisor exited), the supervisor's RSS with N children, its CPU
 //! while idle (`HSU_BLACKBOX_IDLE`, seconds, default 10; scaled to 30 s), and leftovers.
 //! `HSU_BLACKBOX_CGROUPS=false` runs hsu with `master.cgroups: false`.
@@ -79,6 +80,8 @@ struct Run {
     first: f64,
     all: f64,
     restarts: Vec<f64>,
+    /// Each restart as kill → exit, exit → fork, fork → exec (kernel timestamps).
+    split: Vec<[f64; 3]>,
     stop: f64,
     rss_kib: u64,
     idle_cpu_ms_per_30s: Option<f64>,
@@ -90,6 +93,7 @@ struct Figures {
     first: Vec<f64>,
     all: Vec<f64>,
     restart: Vec<f64>,
+    split: [Vec<f64>; 3],
     stop: Vec<f64>,
     rss: Vec<f64>,
     idle: Vec<f64>,
@@ -101,6 +105,11 @@ impl Figures {
         self.first.push(r.first);
         self.all.push(r.all);
         self.restart.extend(r.restarts);
+        for parts in r.split {
+            for (all, part) in self.split.iter_mut().zip(parts) {
+                all.push(part);
+            }
+        }
         self.stop.push(r.stop);
         self.rss.push(r.rss_kib as f64 / 1024.0);
         self.idle.extend(r.idle_cpu_ms_per_30s);
@@ -141,6 +150,9 @@ fn print_table(n: usize, floor: &Figures, hsu: &Figures) {
         &hsu.restart,
         "ms",
     );
+    row("  kill → exit (kernel)", &floor.split[0], &hsu.split[0], "ms");
+    row("  exit → fork (reaction)", &floor.split[1], &hsu.split[1], "ms");
+    row("  fork → exec (child set-up)", &floor.split[2], &hsu.split[2], "ms");
     row("stop all (SIGTERM → gone)", &floor.stop, &hsu.stop, "ms");
     row("supervisor RSS with N", &floor.rss, &hsu.rss, "MiB");
     if !hsu.idle.is_empty() {
@@ -216,8 +228,16 @@ fn run_one(events: &Events, n: usize, kind: Kind, idle_secs: u64) -> Run {
         let t = monotonic_ns();
         // SAFETY: kill with a positive PID of a child of our child; no memory is involved.
         unsafe { libc::kill(victim, libc::SIGKILL) };
+        let mut exited = None;
+        let mut forks = std::collections::HashMap::new();
         let (new, at) = loop {
-            let Some((pid, at)) = events.next_exec_of(parent) else {
+            let Some((pid, at)) = events.next_exec_seeing(parent, |ev| match ev.what {
+                What::Exit if ev.pid == victim => exited = Some(ev.ts),
+                What::Fork if ev.parent == parent => {
+                    forks.insert(ev.pid, ev.ts);
+                }
+                _ => {}
+            }) else {
                 panic!("no replacement for {victim}");
             };
             if pid != victim {
@@ -225,6 +245,11 @@ fn run_one(events: &Events, n: usize, kind: Kind, idle_secs: u64) -> Run {
             }
         };
         run.restarts.push(ms(at - t));
+        if let (Some(exit), Some(&fork)) = (exited, forks.get(&new)) {
+            if t <= exit && exit <= fork && fork <= at {
+                run.split.push([ms(exit - t), ms(fork - exit), ms(at - fork)]);
+            }
+        }
         if let Some(slot) = pids.iter_mut().find(|p| **p == victim) {
             *slot = new;
         }
@@ -357,8 +382,25 @@ fn signal_hook_flag(flag: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
 /// The kernel's process connector: a netlink socket that receives every exec with its time.
 struct Connector(i32);
 
-/// Exec events (pid, kernel monotonic ns), read on a thread of their own.
-struct Events(mpsc::Receiver<(i32, u64)>);
+/// A process event from the kernel: what, the process, the parent (forks only), kernel
+/// monotonic ns.
+#[derive(Clone, Copy)]
+struct Ev {
+    what: What,
+    pid: i32,
+    parent: i32,
+    ts: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum What {
+    Fork,
+    Exec,
+    Exit,
+}
+
+/// Process events, read on a thread of their own.
+struct Events(mpsc::Receiver<Ev>);
 
 impl Connector {
     fn open() -> std::io::Result<Self> {
@@ -419,14 +461,32 @@ impl Connector {
                 while at + 16 <= n {
                     let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
                     let event = at + 16 + 20;
-                    if event + 24 <= n {
-                        let what = u32::from_ne_bytes(buf[event..event + 4].try_into().unwrap());
+                    if event + 32 <= n {
+                        let word = |at: usize| {
+                            i32::from_ne_bytes(buf[event + at..event + at + 4].try_into().unwrap())
+                        };
+                        let what = word(0) as u32;
                         let ts = u64::from_ne_bytes(buf[event + 8..event + 16].try_into().unwrap());
-                        if what == 2 {
-                            // PROC_EVENT_EXEC: process_pid, process_tgid
-                            let pid =
-                                i32::from_ne_bytes(buf[event + 16..event + 20].try_into().unwrap());
-                            if tx.send((pid, ts)).is_err() {
+                        // PROC_EVENT_FORK: parent pid, parent tgid, child pid, child tgid;
+                        // EXEC and EXIT: pid, tgid. Threads (pid != tgid) are not processes.
+                        let ev = match what {
+                            1 if word(24) == word(28) => Some(Ev {
+                                what: What::Fork,
+                                pid: word(24),
+                                parent: word(20),
+                                ts,
+                            }),
+                            2 => Some(Ev { what: What::Exec, pid: word(16), parent: 0, ts }),
+                            0x8000_0000 if word(16) == word(20) => Some(Ev {
+                                what: What::Exit,
+                                pid: word(16),
+                                parent: 0,
+                                ts,
+                            }),
+                            _ => None,
+                        };
+                        if let Some(ev) = ev {
+                            if tx.send(ev).is_err() {
                                 return;
                             }
                         }
@@ -449,14 +509,23 @@ impl Events {
 
     /// The next exec of a `sleep` whose parent is `parent`.
     fn next_exec_of(&self, parent: i32) -> Option<(i32, u64)> {
+        self.next_exec_seeing(parent, |_| {})
+    }
+
+    /// [`Events::next_exec_of`], showing every event before it to `saw`.
+    fn next_exec_seeing(&self, parent: i32, mut saw: impl FnMut(&Ev)) -> Option<(i32, u64)> {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let (pid, ts) = self.0.recv_timeout(left).ok()?;
-            let Some(stat) = stat_of(pid) else { continue };
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let ev = self.0.recv_timeout(left).ok()?;
+            saw(&ev);
+            if ev.what != What::Exec {
+                continue;
+            }
+            let Some(stat) = stat_of(ev.pid) else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", ev.pid)).unwrap_or_default();
             if stat.ppid == parent && comm.trim() == "sleep" {
-                return Some((pid, ts));
+                return Some((ev.pid, ev.ts));
             }
         }
     }
