@@ -49,6 +49,10 @@ struct CloneArgs {
 /// the `cgroup` field): later spawns go straight to `fork`.
 static NO_CLONE3: AtomicBool = AtomicBool::new(false);
 
+/// Set once a child could not unshare the descriptor table it was cloned with
+/// (`close_range(CLOSE_RANGE_UNSHARE)` needs Linux 5.9): later clones copy the table instead.
+static NO_SHARED_FILES: AtomicBool = AtomicBool::new(false);
+
 /// The cgroup a child is created in.
 #[derive(Debug)]
 pub struct CgroupTarget {
@@ -146,6 +150,7 @@ enum Step {
     ParentDeath,
     Exec,
     Sockets,
+    Unshare,
 }
 
 impl Step {
@@ -161,6 +166,7 @@ impl Step {
             8 => Self::ParentDeath,
             9 => Self::Exec,
             10 => Self::Sockets,
+            11 => Self::Unshare,
             _ => return None,
         })
     }
@@ -174,6 +180,9 @@ struct Pointers {
     /// The `LISTEN_PID=` entry of `envp` (in `_listen_pid`), which the child completes.
     listen_pid: Option<*mut u8>,
     _listen_pid: Vec<u8>,
+    /// When above 0, the child was cloned sharing the master's descriptor table
+    /// (`CLONE_FILES`) and first takes a copy of only the descriptors below this number.
+    unshare_below: libc::c_int,
 }
 
 impl Pointers {
@@ -200,6 +209,7 @@ impl Pointers {
             envp,
             listen_pid,
             _listen_pid: room,
+            unshare_below: 0,
         }
     }
 }
@@ -223,12 +233,21 @@ pub fn spawn(plan: &Plan) -> io::Result<Started> {
     let (report_read, report_write) = pipe()?;
     // Above the descriptors the listening sockets become, so their dup2s leave it alone.
     let report_write = above(report_write, 3 + plan.listen.len() as libc::c_int)?;
-    let pointers = Pointers::of(plan);
+    let mut pointers = Pointers::of(plan);
     let parent = std::process::id() as libc::pid_t;
     let report = report_write.as_raw_fd();
+    if !NO_SHARED_FILES.load(Ordering::Relaxed) {
+        // Everything the child uses is below this; the master's long-lived descriptors are
+        // mostly above it (`sys::kept_high`), so the child's copy of the table is small.
+        let needed = plan.stdio.iter().chain(&plan.listen).map(AsRawFd::as_raw_fd);
+        pointers.unshare_below = needed.chain([report, 2]).max().unwrap_or(2) + 1;
+    }
     let (pid, mut pidfd, created_in_cgroup) = match clone3(plan, &pointers, report, parent) {
         Ok(Some(started)) => started,
-        Ok(None) => (fork(plan, &pointers, report, parent)?, None, false),
+        Ok(None) => {
+            pointers.unshare_below = 0;
+            (fork(plan, &pointers, report, parent)?, None, false)
+        }
         Err(e) => return Err(e),
     };
     // Waited for by `reap` alone: the orphan reaper leaves it alone. Claimed before anything
@@ -240,6 +259,13 @@ pub fn spawn(plan: &Plan) -> io::Result<Started> {
         Ok(Some((step, errno))) => {
             wait_blocking(pid);
             super::reaper::release(pid as u32);
+            if step == Step::Unshare as u32 {
+                // This kernel cannot unshare only part of the table: copy it whole from now on.
+                NO_SHARED_FILES.store(true, Ordering::Relaxed);
+                tracing::debug!(errno, "close_range(CLOSE_RANGE_UNSHARE) refused; children copy the descriptor table");
+                drop(report_read);
+                return spawn(plan);
+            }
             return Err(describe(step, errno, plan));
         }
         Err(e) => {
@@ -315,11 +341,18 @@ fn clone3(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = cgroup.dir.as_raw_fd() as u64;
     }
+    if pointers.unshare_below > 0 {
+        // Not copying a table of thousands of descriptors (three or four per running worker)
+        // at the clone, nor closing them all again at the exec: the child starts on the
+        // master's table and takes a copy of its few low descriptors as its first step.
+        args.flags |= libc::CLONE_FILES as u64;
+    }
     let rc = raw_clone3(&mut args, plan, pointers, report, parent)?;
     if rc > 0 {
         // SAFETY: with CLONE_PIDFD the kernel stored a fresh close-on-exec descriptor that
         // nothing else owns.
-        let pidfd = PidFd::from_owned(unsafe { OwnedFd::from_raw_fd(raw_pidfd) });
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw_pidfd) };
+        let pidfd = PidFd::from_owned(super::sys::kept_high(pidfd));
         return Ok(Some((
             rc as libc::pid_t,
             Some(pidfd),
@@ -631,6 +664,7 @@ fn describe(step: u32, errno: i32, plan: &Plan) -> io::Error {
         },
         Some(Step::ParentDeath) => "cannot set the parent-death signal".to_string(),
         Some(Step::Sockets) => "cannot hand over the listening sockets".to_string(),
+        Some(Step::Unshare) => "cannot take its own descriptor table".to_string(),
         None => format!("step {step} failed"),
     };
     io::Error::new(kind, format!("{what}: {os}"))
@@ -682,6 +716,20 @@ unsafe fn child_steps(
         libc::write(report, msg.as_ptr().cast(), msg.len());
         libc::_exit(127)
     };
+    // Its own descriptor table before anything else: until then it is the master's, which the
+    // master's other threads go on using. Only the descriptors below `unshare_below` are
+    // copied (the range closed reaches past the last open one, which is what tells the
+    // kernel to copy nothing above its start).
+    if pointers.unshare_below > 0
+        && libc::syscall(
+            libc::SYS_close_range,
+            pointers.unshare_below as u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_UNSHARE,
+        ) != 0
+    {
+        fail(Step::Unshare);
+    }
     // The cgroup first, while still root: cgroup.procs belongs to the master's user.
     if join_by_write {
         if let Some(cgroup) = &plan.cgroup {

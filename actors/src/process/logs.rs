@@ -520,7 +520,9 @@ fn take_lines(partial: &mut Vec<u8>, chunk: &[u8], out: &mut Vec<String>) {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    // Held as long as the worker writes: among the master's long-lived descriptors.
+    Ok(File::from(super::sys::kept_high(file.into())))
 }
 
 /// Splits a byte stream into lines as it arrives and writes them to a sink.

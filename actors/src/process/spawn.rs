@@ -251,7 +251,8 @@ fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, Ow
         listen,
     };
     let started = child::spawn(&plan)?;
-    Ok((started, out_read, err_read))
+    drop(plan);
+    Ok((started, sys::kept_high(out_read), sys::kept_high(err_read)))
 }
 
 fn c_string(bytes: &[u8], field: &str) -> io::Result<CString> {

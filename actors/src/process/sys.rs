@@ -184,7 +184,7 @@ impl PidFd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: fd is a fresh descriptor that nothing else owns.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        Ok(Self(kept_high(unsafe { OwnedFd::from_raw_fd(fd as i32) })))
     }
 
     /// Takes over a pidfd the kernel returned (`clone3` with `CLONE_PIDFD`).
@@ -286,6 +286,28 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 }
 
 /// The soft open-file limit the master started with, before `raise_fd_limit`.
+/// Where the master keeps the descriptors it holds for long (one pidfd and two pipe ends per
+/// running child, log files): from here up. Below it stay the few a spawn hands to its child,
+/// so a child cloned on the master's table copies only those (see `child::spawn`), however
+/// many workers run.
+pub const LONG_LIVED_FDS: libc::c_int = 512;
+
+/// `fd` renumbered to [`LONG_LIVED_FDS`] or above (close-on-exec); `fd` itself where that
+/// cannot be done (a low open-file limit, out of descriptors), which is only slower.
+pub fn kept_high(fd: OwnedFd) -> OwnedFd {
+    if fd.as_raw_fd() >= LONG_LIVED_FDS {
+        return fd;
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates our open descriptor to the lowest free number ≥ the
+    // floor and returns it (or -1); no memory is passed.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, LONG_LIVED_FDS) };
+    if new < 0 {
+        return fd;
+    }
+    // SAFETY: a fresh descriptor that nothing else owns; `fd` is closed when dropped here.
+    unsafe { OwnedFd::from_raw_fd(new) }
+}
+
 static ORIGINAL_NOFILE: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
 
 /// What switching to a user needs: its ids, supplementary groups, and what its environment
