@@ -150,9 +150,24 @@ fn print_table(n: usize, floor: &Figures, hsu: &Figures) {
         &hsu.restart,
         "ms",
     );
-    row("  kill → exit (kernel)", &floor.split[0], &hsu.split[0], "ms");
-    row("  exit → fork (reaction)", &floor.split[1], &hsu.split[1], "ms");
-    row("  fork → exec (child set-up)", &floor.split[2], &hsu.split[2], "ms");
+    row(
+        "  kill → exit (kernel)",
+        &floor.split[0],
+        &hsu.split[0],
+        "ms",
+    );
+    row(
+        "  exit → fork (reaction)",
+        &floor.split[1],
+        &hsu.split[1],
+        "ms",
+    );
+    row(
+        "  fork → exec (child set-up)",
+        &floor.split[2],
+        &hsu.split[2],
+        "ms",
+    );
     row("stop all (SIGTERM → gone)", &floor.stop, &hsu.stop, "ms");
     row("supervisor RSS with N", &floor.rss, &hsu.rss, "MiB");
     if !hsu.idle.is_empty() {
@@ -247,7 +262,8 @@ fn run_one(events: &Events, n: usize, kind: Kind, idle_secs: u64) -> Run {
         run.restarts.push(ms(at - t));
         if let (Some(exit), Some(&fork)) = (exited, forks.get(&new)) {
             if t <= exit && exit <= fork && fork <= at {
-                run.split.push([ms(exit - t), ms(fork - exit), ms(at - fork)]);
+                run.split
+                    .push([ms(exit - t), ms(fork - exit), ms(at - fork)]);
             }
         }
         if let Some(slot) = pids.iter_mut().find(|p| **p == victim) {
@@ -476,7 +492,12 @@ impl Connector {
                                 parent: word(20),
                                 ts,
                             }),
-                            2 => Some(Ev { what: What::Exec, pid: word(16), parent: 0, ts }),
+                            2 => Some(Ev {
+                                what: What::Exec,
+                                pid: word(16),
+                                parent: 0,
+                                ts,
+                            }),
                             0x8000_0000 if word(16) == word(20) => Some(Ev {
                                 what: What::Exit,
                                 pid: word(16),
@@ -522,8 +543,11 @@ impl Events {
             if ev.what != What::Exec {
                 continue;
             }
-            let Some(stat) = stat_of(ev.pid) else { continue };
-            let comm = std::fs::read_to_string(format!("/proc/{}/comm", ev.pid)).unwrap_or_default();
+            let Some(stat) = stat_of(ev.pid) else {
+                continue;
+            };
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", ev.pid)).unwrap_or_default();
             if stat.ppid == parent && comm.trim() == "sleep" {
                 return Some((ev.pid, ev.ts));
             }

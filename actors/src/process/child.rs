@@ -239,7 +239,11 @@ pub fn spawn(plan: &Plan) -> io::Result<Started> {
     if !NO_SHARED_FILES.load(Ordering::Relaxed) {
         // Everything the child uses is below this; the master's long-lived descriptors are
         // mostly above it (`sys::kept_high`), so the child's copy of the table is small.
-        let needed = plan.stdio.iter().chain(&plan.listen).map(AsRawFd::as_raw_fd);
+        let needed = plan
+            .stdio
+            .iter()
+            .chain(&plan.listen)
+            .map(AsRawFd::as_raw_fd);
         pointers.unshare_below = needed.chain([report, 2]).max().unwrap_or(2) + 1;
     }
     let (pid, mut pidfd, created_in_cgroup) = match clone3(plan, &pointers, report, parent) {
@@ -262,7 +266,10 @@ pub fn spawn(plan: &Plan) -> io::Result<Started> {
             if step == Step::Unshare as u32 {
                 // This kernel cannot unshare only part of the table: copy it whole from now on.
                 NO_SHARED_FILES.store(true, Ordering::Relaxed);
-                tracing::debug!(errno, "close_range(CLOSE_RANGE_UNSHARE) refused; children copy the descriptor table");
+                tracing::debug!(
+                    errno,
+                    "close_range(CLOSE_RANGE_UNSHARE) refused; children copy the descriptor table"
+                );
                 drop(report_read);
                 return spawn(plan);
             }

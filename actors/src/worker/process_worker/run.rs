@@ -353,13 +353,23 @@ impl ProcessWorkerActor {
     pub(super) fn stop_current_run(
         &mut self,
     ) -> impl std::future::Future<Output = Result<(), WorkerError>> + 'static {
-        stop_target(
-            self.setup.id.clone(),
+        let id = self.setup.id.clone();
+        // On the worker runtime, not this actor's thread: a stop signals the group, reads the
+        // cgroup's member list and polls it until it is empty, which for a thousand workers
+        // stopped at once was most of the shutdown, one after the other on this thread.
+        let stopping = self.setup.runtime.handle().spawn(stop_target(
+            id.clone(),
             self.run.take(),
             self.setup.spec.clone(),
             self.core.span.clone(),
             self.cgroup.clone(),
-        )
+        ));
+        async move {
+            stopping.await.unwrap_or(Err(WorkerError::Cancelled {
+                id,
+                op: Operation::Stop,
+            }))
+        }
     }
 }
 
