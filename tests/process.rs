@@ -992,6 +992,19 @@ async fn workers_inherit_no_ignored_signal_no_stray_descriptor_and_the_usual_ope
         libc::dup(leaked.as_raw_fd())
     };
     assert!(fd > 2);
+    // Many descriptors of the master's below the number where it keeps its long-lived ones
+    // (512): this spawn's own descriptors are then numbered high, and the child's partial copy
+    // of the table (`close_range(CLOSE_RANGE_UNSHARE)`) is a large one; still nothing leaks.
+    // Copies of the careless one, without close-on-exec either.
+    let crowd: Vec<std::os::fd::OwnedFd> = (0..600)
+        .map(|_| {
+            // SAFETY: dup of a descriptor we own; the copy is owned (and closed) by the Vec.
+            let copy = unsafe { libc::dup(leaked.as_raw_fd()) };
+            assert!(copy > 2);
+            // SAFETY: a fresh descriptor nothing else owns.
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) }
+        })
+        .collect();
     let (master, mut watch) = support::master_in(&dir).await;
     let report = dir.file("report");
     master
@@ -1026,6 +1039,7 @@ async fn workers_inherit_no_ignored_signal_no_stray_descriptor_and_the_usual_ope
         !text.contains(&format!("fd {fd} ")) && !text.contains("leaked"),
         "no descriptor of the master's reached the worker: {text}"
     );
+    drop(crowd);
     // The master raised its own soft limit; the worker has the one the master started with.
     let limits = std::fs::read_to_string("/proc/self/limits")?;
     let line = limits
