@@ -92,6 +92,9 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                 issues,
             }
         })?;
+        // Not needed from here on (a reload reads the file again): its memory goes to the
+        // workers added next rather than staying beside them.
+        drop(config);
         let members: std::collections::HashSet<hsu::WorkerId> =
             groups.iter().flat_map(|g| g.members.iter().cloned()).collect();
         let top: Vec<hsu::WorkerId> = groups

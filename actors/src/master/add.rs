@@ -503,7 +503,7 @@ impl Handler<FinishAdd> for MasterActor {
         entry.sockets = sockets;
         entry.cgroup = created.cgroup;
         entry.last_error = kept.clone();
-        self.workers.insert(id.clone(), entry);
+        self.workers.insert(id.clone(), Box::new(entry));
         if let Some(spec) = self.workers.get(&id).map(|e| &e.spec) {
             if spec.depends_on.iter().any(|d| d.pattern.is_some()) {
                 self.refresh_line_watches_of(&spec.clone(), ctx);

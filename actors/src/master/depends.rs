@@ -121,7 +121,7 @@ impl MasterActor {
     fn gate(&self, spec: &WorkerSpec) -> Gate {
         let mut waiting = Vec::new();
         for dep in &spec.depends_on {
-            match check(dep, self.workers.get(&dep.id)) {
+            match check(dep, self.workers.get(&dep.id).map(|e| &**e)) {
                 Check::Met => {}
                 Check::Pending(None) => waiting.push(dep.describe()),
                 Check::Pending(Some(note)) => waiting.push(format!("{}: {note}", dep.describe())),
@@ -347,7 +347,10 @@ impl MasterActor {
         let Some(dep) = entry.spec.depends_on.get(index) else {
             return;
         };
-        if matches!(check(dep, self.workers.get(&dep.id)), Check::Met) {
+        if matches!(
+            check(dep, self.workers.get(&dep.id).map(|e| &**e)),
+            Check::Met
+        ) {
             return;
         }
         let reason = format!(

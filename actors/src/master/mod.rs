@@ -75,7 +75,9 @@ pub struct MasterActor {
     pub(crate) run_table: Arc<crate::process::run_table::RunTable>,
     /// When `RefreshResources` last sampled.
     last_refresh: Option<std::time::Instant>,
-    workers: HashMap<WorkerId, Entry>,
+    /// Boxed: an entry is ~1.6 KB (two specs among it), and a table grown by doubling keeps
+    /// up to half its slots empty; boxed, an empty slot costs a pointer.
+    workers: HashMap<WorkerId, Box<Entry>>,
     /// Ids in order of addition (shutdown goes backwards).
     order: Vec<WorkerId>,
     /// Ids between validation and insertion, so two concurrent adds of one id conflict.
@@ -182,6 +184,7 @@ impl MasterActor {
     fn entry(&mut self, id: &WorkerId) -> Result<&mut Entry, MasterError> {
         self.workers
             .get_mut(id)
+            .map(|e| &mut **e)
             .ok_or_else(|| MasterError::NotFound { id: id.clone() })
     }
 
