@@ -150,24 +150,14 @@ fn print_table(n: usize, floor: &Figures, hsu: &Figures) {
         &hsu.restart,
         "ms",
     );
-    row(
+    let parts = [
         "  kill → exit (kernel)",
-        &floor.split[0],
-        &hsu.split[0],
-        "ms",
-    );
-    row(
         "  exit → fork (reaction)",
-        &floor.split[1],
-        &hsu.split[1],
-        "ms",
-    );
-    row(
         "  fork → exec (child set-up)",
-        &floor.split[2],
-        &hsu.split[2],
-        "ms",
-    );
+    ];
+    for (i, what) in parts.into_iter().enumerate() {
+        row(what, &floor.split[i], &hsu.split[i], "ms");
+    }
     row("stop all (SIGTERM → gone)", &floor.stop, &hsu.stop, "ms");
     row("supervisor RSS with N", &floor.rss, &hsu.rss, "MiB");
     if !hsu.idle.is_empty() {

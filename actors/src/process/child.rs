@@ -108,16 +108,7 @@ pub struct Plan {
 pub fn listen_copies(fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<Vec<OwnedFd>> {
     let floor = 3 + fds.len() as libc::c_int;
     fds.iter()
-        .map(|fd| {
-            // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor to the lowest free number
-            // ≥ `floor`.
-            let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
-            if new < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh descriptor that nothing else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(new) })
-        })
+        .map(|fd| super::sys::dup_at_least(*fd, floor))
         .collect()
 }
 
@@ -591,13 +582,7 @@ fn above(fd: OwnedFd, floor: libc::c_int) -> io::Result<OwnedFd> {
     if fd.as_raw_fd() >= floor {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC duplicates our open descriptor to the lowest free number ≥ floor.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    super::sys::dup_at_least(std::os::fd::AsFd::as_fd(&fd), floor)
 }
 
 /// Reads the child's report: `None` at EOF (it exec'd), or the failed step and errno.

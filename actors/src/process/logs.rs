@@ -288,13 +288,7 @@ impl LogSink {
 /// # Errors
 /// When a file exists but cannot be read.
 pub fn tail(config: &LogsConfig, id: &WorkerId, lines: usize) -> io::Result<Vec<String>> {
-    let path = log_path(config, id);
-    let mut files = Snapshot::take(&path, config.max_files, None)?;
-    let current = match &mut files.current {
-        Some(file) => read_rest(file)?,
-        None => Vec::new(),
-    };
-    last_lines(&current, &mut files.rotated, lines)
+    LogFollower::start(config, id, lines).map(|(_, before)| before)
 }
 
 /// The last `lines` lines of `current` (the newest bytes) and then of `rotated` (newest
@@ -670,6 +664,16 @@ mod tests {
     use super::*;
     use crate::config::ByteSize;
 
+    /// Logs in `dir`, rotated at `max_size` bytes, `max_files` kept, not mirrored.
+    fn logs_in(dir: &Path, max_size: u64, max_files: u32) -> LogsConfig {
+        LogsConfig {
+            directory: dir.to_path_buf(),
+            max_size: ByteSize(max_size),
+            max_files,
+            mirror: false,
+        }
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("hsu-logs-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -679,12 +683,7 @@ mod tests {
     #[test]
     fn rotates_between_lines_and_keeps_max_files() {
         let dir = temp_dir("rotate");
-        let config = LogsConfig {
-            directory: dir.clone(),
-            max_size: ByteSize(100),
-            max_files: 2,
-            mirror: false,
-        };
+        let config = logs_in(&dir, 100, 2);
         let sink = LogSink::open(&WorkerId::new("w").unwrap(), &config).unwrap();
         let lines: Vec<String> = (0..40).map(|i| format!("line {i:04}")).collect(); // 10 bytes each
         for l in &lines {
@@ -757,12 +756,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hsu-tail-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let config = LogsConfig {
-            directory: dir.clone(),
-            max_size: ByteSize(1 << 20),
-            max_files: 3,
-            mirror: false,
-        };
+        let config = logs_in(&dir, 1 << 20, 3);
         std::fs::write(dir.join("t.log.2"), "one\ntwo\n").unwrap();
         std::fs::write(dir.join("t.log.1"), "three\n").unwrap();
         std::fs::write(dir.join("t.log"), "four\nfive\n").unwrap();
@@ -781,12 +775,7 @@ mod tests {
     #[test]
     fn a_follower_sees_every_line_once_across_rotations() {
         let dir = temp_dir("follow");
-        let config = LogsConfig {
-            directory: dir.clone(),
-            max_size: ByteSize(200),
-            max_files: 2,
-            mirror: false,
-        };
+        let config = logs_in(&dir, 200, 2);
         let id = WorkerId::new("f").unwrap();
         let sink = LogSink::open(&id, &config).unwrap();
         sink.write_lines(
@@ -823,12 +812,7 @@ mod tests {
         // followers started: each view must be consecutive lines, and a follower's tail plus
         // what it then reads must go on with no gap or repeat.
         let dir = temp_dir("race");
-        let config = LogsConfig {
-            directory: dir.clone(),
-            max_size: ByteSize(60),
-            max_files: 30,
-            mirror: false,
-        };
+        let config = logs_in(&dir, 60, 30);
         let id = WorkerId::new("r").unwrap();
         let sink = LogSink::open(&id, &config).unwrap();
         let total = 8_000u32;
@@ -880,12 +864,7 @@ mod tests {
     #[test]
     fn the_file_is_created_at_the_first_line_and_an_existing_one_is_checked_at_once() {
         let dir = temp_dir("lazy");
-        let config = LogsConfig {
-            directory: dir.clone(),
-            max_size: ByteSize(1 << 20),
-            max_files: 1,
-            mirror: false,
-        };
+        let config = logs_in(&dir, 1 << 20, 1);
         let id = WorkerId::new("quiet").unwrap();
         let sink = LogSink::open(&id, &config).unwrap();
         assert!(dir.is_dir() && !dir.join("quiet.log").exists());
@@ -903,12 +882,7 @@ mod tests {
     #[test]
     fn a_full_disk_keeps_the_lines_counts_what_it_costs_and_writes_them_when_it_can() {
         let dir = temp_dir("full");
-        let config = LogsConfig {
-            directory: dir.clone(),
-            max_size: ByteSize(1 << 30),
-            max_files: 3,
-            mirror: false,
-        };
+        let config = logs_in(&dir, 1 << 30, 3);
         let id = WorkerId::new("f").unwrap();
         let sink = LogSink::open(&id, &config).unwrap();
         // The file's place taken by /dev/full: every write fails with ENOSPC.
@@ -952,12 +926,7 @@ mod tests {
     #[test]
     fn a_deleted_log_file_is_recreated_and_history_kept() {
         let dir = temp_dir("deleted");
-        let config = LogsConfig {
-            directory: dir.clone(),
-            max_size: ByteSize(60),
-            max_files: 3,
-            mirror: false,
-        };
+        let config = logs_in(&dir, 60, 3);
         let id = WorkerId::new("d").unwrap();
         let sink = LogSink::open(&id, &config).unwrap();
         for n in 0..12 {

@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Sends `signal` to every process of group `pgid`. A group that no longer exists is not an
 /// error (`Ok(false)`).
@@ -298,14 +298,23 @@ pub fn kept_high(fd: OwnedFd) -> OwnedFd {
     if fd.as_raw_fd() >= LONG_LIVED_FDS {
         return fd;
     }
-    // SAFETY: F_DUPFD_CLOEXEC duplicates our open descriptor to the lowest free number ≥ the
-    // floor and returns it (or -1); no memory is passed.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, LONG_LIVED_FDS) };
+    // `fd` is closed when the copy replaces it.
+    dup_at_least(fd.as_fd(), LONG_LIVED_FDS).unwrap_or(fd)
+}
+
+/// A close-on-exec copy of `fd` numbered `floor` or above (the lowest free such number).
+///
+/// # Errors
+/// Out of descriptors, or `floor` above the open-file limit.
+pub fn dup_at_least(fd: BorrowedFd<'_>, floor: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates an open descriptor to the lowest free number ≥ floor
+    // and returns it (or -1); no memory is passed.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
     if new < 0 {
-        return fd;
+        return Err(io::Error::last_os_error());
     }
-    // SAFETY: a fresh descriptor that nothing else owns; `fd` is closed when dropped here.
-    unsafe { OwnedFd::from_raw_fd(new) }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 static ORIGINAL_NOFILE: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
