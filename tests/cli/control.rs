@@ -1002,6 +1002,53 @@ fn what_a_master_and_its_keeper_both_killed_left_in_cgroups_is_killed_by_the_nex
     assert!(status.success(), "{text}");
 }
 
+#[test]
+fn a_master_stopped_by_sigterm_removes_its_cgroups_and_reaps_its_keeper_before_it_exits() {
+    let config = TempFile::new(
+        "keeper.yaml",
+        &format!(
+            "workers:\n{}",
+            (0..20)
+                .map(|i| format!("  - {{id: w{i}, type: process, execution: {{executable_path: /bin/sleep, args: ['300']}}}}\n"))
+                .collect::<String>()
+        ),
+    );
+    let mut master = Running::start(&["run", config.path()]);
+    master.wait_for("hsu running");
+    if !master
+        .seen
+        .iter()
+        .any(|l| l.contains("process workers are contained by cgroups"))
+    {
+        // No writable cgroup v2 here: no keeper, nothing to remove.
+        return;
+    }
+    let keeper = keeper_of(master.child.id()).expect("the master's cgroup keeper");
+    // The keeper's last argument is the master's instance cgroup.
+    let instance = std::fs::read_to_string(format!("/proc/{keeper}/cmdline"))
+        .unwrap()
+        .split('\0')
+        .rfind(|a| !a.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap();
+    assert!(instance.join("w0").is_dir(), "{}", instance.display());
+    master.signal("TERM");
+    let (status, text) = master.finish();
+    assert!(status.success(), "{text}");
+    // At the moment the master has exited: no cgroup of its left, and its keeper neither
+    // running nor a zombie waiting for init (the master reaped it).
+    assert!(
+        !instance.exists(),
+        "the instance cgroup `{}` outlived the master",
+        instance.display()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{keeper}")).exists(),
+        "the keeper {keeper} outlived the master: {:?}",
+        std::fs::read_to_string(format!("/proc/{keeper}/stat"))
+    );
+}
+
 /// The pid of the cgroup keeper `/bin/sh` started by master `pid`.
 fn keeper_of(pid: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {

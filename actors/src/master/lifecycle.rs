@@ -194,6 +194,8 @@ impl Handler<Shutdown> for MasterActor {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
+        // Rewritten once, at the end (below).
+        self.run_table.hold();
         let ids: Vec<WorkerId> = self.order.iter().rev().cloned().collect();
         for id in &ids {
             self.cancel_wait(id, "shut down", ctx);

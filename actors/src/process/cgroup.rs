@@ -14,12 +14,16 @@
 //! pipe whose other end only the master holds — kills the instance cgroup the moment the
 //! master dies, however it dies (SIGKILL included), and removes the cgroups.
 
-use std::ffi::CString;
-use std::io::{self, Write as _};
+use std::ffi::{CStr, CString};
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::sys;
 
 /// How long a kill may take to empty a cgroup.
 const EMPTY_WAIT: Duration = Duration::from_secs(5);
@@ -28,6 +32,11 @@ const EMPTY_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Cgroups {
     instance: PathBuf,
+    /// The instance cgroup's directory, open: worker cgroups are created, read and removed
+    /// relative to it (and to their own open directories), never by walking their paths, since
+    /// every open of a path on the cgroup file system takes the lock that each `rmdir` holds,
+    /// which at a thousand workers stopping at once was a sixth of the stop.
+    dir: Arc<OwnedFd>,
     /// An exclusive `flock` on the instance cgroup's directory, held for the master's life: the
     /// sign that its owner is alive, valid across PID namespaces (a pid and start time are not:
     /// a master that is PID 1 of a container names itself `1.…`, and a pid from another
@@ -79,6 +88,17 @@ impl Cgroups {
             ));
             return (None, report);
         }
+        let dir = match open_dir(&instance) {
+            Ok(dir) => Arc::new(dir),
+            Err(e) => {
+                report.push(format!(
+                    "cannot open `{}` ({e}); containment by process groups",
+                    instance.display()
+                ));
+                let _ = std::fs::remove_dir(&instance);
+                return (None, report);
+            }
+        };
         let keeper = start_keeper(&instance)
             .map_err(|e| {
                 report.push(format!(
@@ -104,6 +124,7 @@ impl Cgroups {
                     .ok();
                 Self {
                     instance,
+                    dir,
                     _alive: alive,
                     keeper,
                     removals: std::sync::Mutex::new(Some(removals)),
@@ -142,11 +163,26 @@ impl Cgroups {
     /// # Errors
     /// When it cannot be created.
     pub fn worker(&self, name: &str) -> io::Result<WorkerCgroup> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(io::Error::other(format!("`{name}` is not a cgroup name")));
+        }
+        let c_name =
+            CString::new(name).map_err(|_| io::Error::other("a cgroup name with a NUL byte"))?;
+        sys::make_dir_at(self.dir.as_fd(), &c_name)?;
+        let fd = sys::open_at(
+            self.dir.as_fd(),
+            &c_name,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+        )?;
         let dir = self.instance.join(name);
-        std::fs::create_dir_all(&dir)?;
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::other("a cgroup path with a NUL byte"))?;
-        Ok(WorkerCgroup { dir, procs })
+        Ok(WorkerCgroup {
+            procs,
+            fd: Arc::new(sys::kept_high(fd)),
+            parent: self.dir.clone(),
+            name: c_name,
+        })
     }
 }
 
@@ -159,8 +195,25 @@ impl Drop for Cgroups {
         if let Some(remover) = self.remover.lock().ok().and_then(|mut r| r.take()) {
             let _ = remover.join();
         }
-        // The keeper cleans up (what is left is killed) and exits; it is reaped off-thread.
+        // Every worker cgroup is gone now (unless something in one outlived its kill): the
+        // instance cgroup goes here, and its keeper is killed and reaped, rather than left to
+        // clean up after the master has exited (its zombie then waits for init, and at a
+        // thousand workers its `rmdir`s were a process each).
+        let removed = std::fs::remove_dir(&self.instance).is_ok();
+        if removed {
+            if let Some(root) = self.instance.parent() {
+                // Another master's instance may be there: then it stays.
+                let _ = std::fs::remove_dir(root);
+            }
+        }
         if let Some((mut child, stdin)) = self.keeper.take() {
+            if removed {
+                let _ = child.kill();
+                let _ = child.wait();
+                super::reaper::release(child.id());
+                return;
+            }
+            // What is left is the keeper's to kill; it exits when done, reaped off-thread.
             drop(stdin);
             std::thread::spawn(move || {
                 let _ = child.wait();
@@ -173,8 +226,14 @@ impl Drop for Cgroups {
 /// One worker's cgroup.
 #[derive(Debug, Clone)]
 pub struct WorkerCgroup {
-    dir: PathBuf,
+    /// Its `cgroup.procs` path, for a child joining after a plain fork.
     procs: CString,
+    /// Its directory, open for as long as the worker has the cgroup (a directory descriptor
+    /// costs the kernel a `struct file`, no buffer): its files are opened relative to it.
+    fd: Arc<OwnedFd>,
+    /// The instance cgroup's directory, and this one's name in it (for the `rmdir`).
+    parent: Arc<OwnedFd>,
+    name: CString,
 }
 
 impl WorkerCgroup {
@@ -184,26 +243,18 @@ impl WorkerCgroup {
     }
 
     /// Its directory, open, for creating a child inside it (`CLONE_INTO_CGROUP`).
-    ///
-    /// # Errors
-    /// When the directory cannot be opened (the cgroup was removed).
-    pub fn open_dir(&self) -> io::Result<std::os::fd::OwnedFd> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY)
-            .open(&self.dir)
-            .map(Into::into)
+    pub fn dir_fd(&self) -> Arc<OwnedFd> {
+        self.fd.clone()
     }
 
     /// The processes in it now.
     pub fn pids(&self) -> Vec<i32> {
-        pids_of(&self.dir)
+        pids_in(self.fd.as_fd())
     }
 
     /// Whether any process is in it (`cgroup.events`).
     pub fn populated(&self) -> bool {
-        populated(&self.dir)
+        populated_in(self.fd.as_fd())
     }
 
     /// Sends `signal` to every member; how many were signalled.
@@ -216,21 +267,22 @@ impl WorkerCgroup {
 
     /// SIGKILLs every member (`cgroup.kill`; signalling each where the kernel lacks it).
     pub fn kill(&self) {
-        kill(&self.dir);
+        kill_in(self.fd.as_fd());
     }
 
     /// Kills what is left and removes the cgroup (and the instance cgroup if that was the last).
     pub fn remove(&self) {
         // Tried first: an empty cgroup (the usual case after a stop) goes in one call, without
         // reading `cgroup.events` first; a populated one refuses with EBUSY.
-        if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-            return;
+        match sys::remove_dir_at(self.parent.as_fd(), &self.name) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {}
+            _ => return,
         }
         if self.populated() {
             self.kill();
-            wait_empty_blocking(&self.dir, EMPTY_WAIT);
+            wait_empty_blocking(self.fd.as_fd(), EMPTY_WAIT);
         }
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = sys::remove_dir_at(self.parent.as_fd(), &self.name);
     }
 }
 
@@ -260,35 +312,57 @@ fn own_cgroup_dir() -> Option<PathBuf> {
     dir.join("cgroup.procs").exists().then_some(dir)
 }
 
-fn pids_of(dir: &Path) -> Vec<i32> {
-    std::fs::read_to_string(dir.join("cgroup.procs"))
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .map(|f| sys::kept_high(f.into()))
+}
+
+/// The text of the cgroup file `name` in the open cgroup directory `dir`.
+fn read_in(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<String> {
+    let mut file = std::fs::File::from(sys::open_at(dir, name, libc::O_RDONLY)?);
+    // One read answers for a worker's cgroup; the loop is for a long member list.
+    let mut text = Vec::with_capacity(256);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk)? {
+            0 => break,
+            n => text.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8(text).map_err(io::Error::other)
+}
+
+fn pids_in(dir: BorrowedFd<'_>) -> Vec<i32> {
+    read_in(dir, c"cgroup.procs")
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
 }
 
-fn populated(dir: &Path) -> bool {
-    match std::fs::read_to_string(dir.join("cgroup.events")) {
+fn populated_in(dir: BorrowedFd<'_>) -> bool {
+    match read_in(dir, c"cgroup.events") {
         Ok(text) => text.lines().any(|l| l.trim() == "populated 1"),
         // Without cgroup.events (an old kernel): members listed here or below.
-        Err(_) => !pids_of(dir).is_empty(),
+        Err(_) => !pids_in(dir).is_empty(),
     }
 }
 
-fn kill(dir: &Path) {
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("cgroup.kill"))
-        .and_then(|mut f| f.write_all(b"1"));
+fn kill_in(dir: BorrowedFd<'_>) {
+    let written = sys::open_at(dir, c"cgroup.kill", libc::O_WRONLY)
+        .and_then(|fd| std::fs::File::from(fd).write_all(b"1"));
     if written.is_err() {
-        for pid in pids_of(dir) {
-            let _ = crate::process::sys::signal_process(pid, libc::SIGKILL);
+        for pid in pids_in(dir) {
+            let _ = sys::signal_process(pid, libc::SIGKILL);
         }
     }
 }
 
-fn wait_empty_blocking(dir: &Path, limit: Duration) -> bool {
+fn wait_empty_blocking(dir: BorrowedFd<'_>, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while populated(dir) {
+    while populated_in(dir) {
         if Instant::now() >= deadline {
             return false;
         }
@@ -335,12 +409,15 @@ fn sweep(root: &Path, report: &mut Vec<String>) {
             .map(|d| {
                 d.flatten()
                     .filter(|e| e.path().is_dir())
-                    .map(|e| pids_of(&e.path()).len())
+                    .filter_map(|e| open_dir(&e.path()).ok())
+                    .map(|dir| pids_in(dir.as_fd()).len())
                     .sum()
             })
             .unwrap_or(0);
-        kill(&path);
-        wait_empty_blocking(&path, EMPTY_WAIT);
+        if let Ok(dir) = open_dir(&path) {
+            kill_in(dir.as_fd());
+            wait_empty_blocking(dir.as_fd(), EMPTY_WAIT);
+        }
         if let Ok(children) = std::fs::read_dir(&path) {
             for child in children.flatten().filter(|e| e.path().is_dir()) {
                 let _ = std::fs::remove_dir(child.path());

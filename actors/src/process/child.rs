@@ -57,7 +57,7 @@ static NO_SHARED_FILES: AtomicBool = AtomicBool::new(false);
 #[derive(Debug)]
 pub struct CgroupTarget {
     /// The cgroup's directory, open (for `CLONE_INTO_CGROUP`).
-    pub dir: OwnedFd,
+    pub dir: std::sync::Arc<OwnedFd>,
     /// Its `cgroup.procs` (for joining after a plain fork).
     pub procs: CString,
 }

@@ -50,6 +50,8 @@ struct State {
     records: BTreeMap<WorkerId, (u32, Option<u16>)>,
     /// Changed since the last write took its snapshot.
     dirty: bool,
+    /// Not written until [`RunTable::flush`]: the master is stopping everything.
+    held: bool,
     closed: bool,
 }
 
@@ -116,12 +118,31 @@ impl RunTable {
         }
     }
 
-    /// Writes the table now.
+    /// Stops writing changes until [`RunTable::flush`]: while the master stops every worker,
+    /// a rewrite every [`BATCH`] would only drop lines of processes that are going anyway (a
+    /// sixteenth of the stop of a thousand). A master killed meanwhile leaves lines of
+    /// processes that may have ended; the next master kills only what it can tell is the
+    /// one recorded (`leftovers.rs`), as for any line written before its process ended.
+    pub fn hold(&self) {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held = true;
+    }
+
+    /// Writes the table now (and changes again within [`BATCH`] after it, if they were held).
     ///
     /// # Errors
     /// When the file cannot be written or removed.
     pub fn flush(&self) -> io::Result<()> {
-        self.shared.write_now()
+        let written = self.shared.write_now();
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .held = false;
+        written
     }
 }
 
@@ -134,6 +155,13 @@ impl Drop for RunTable {
         if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = writer.join();
         }
+    }
+}
+
+impl State {
+    /// Whether the writer has something to write now.
+    fn due(&self) -> bool {
+        self.dirty && !self.held
     }
 }
 
@@ -152,10 +180,10 @@ impl Shared {
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                while !state.dirty && !state.closed {
+                while !state.due() && !state.closed {
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
-                if state.closed && !state.dirty {
+                if state.closed && !state.due() {
                     return;
                 }
             }

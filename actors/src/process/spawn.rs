@@ -224,13 +224,10 @@ fn start(exec: &ExecutionConfig, extras: SpawnExtras) -> io::Result<(Started, Ow
     for arg in exec.args.iter().chain(&extras.args) {
         argv.push(c_string(arg.as_bytes(), "args")?);
     }
-    let cgroup = match &extras.cgroup {
-        Some(c) => Some(CgroupTarget {
-            dir: c.open_dir()?,
-            procs: c.procs_file().clone(),
-        }),
-        None => None,
-    };
+    let cgroup = extras.cgroup.as_ref().map(|c| CgroupTarget {
+        dir: c.dir_fd(),
+        procs: c.procs_file().clone(),
+    });
     let credentials = match &user {
         Some(user) => sys::credentials_for(user)?,
         None => None,

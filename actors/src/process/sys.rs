@@ -317,6 +317,54 @@ pub fn dup_at_least(fd: BorrowedFd<'_>, floor: libc::c_int) -> io::Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Opens `name` in the open directory `dir` (close-on-exec): no walk of the directory's
+/// path, which on the cgroup file system takes a lock that every `rmdir` there holds.
+///
+/// # Errors
+/// As `openat(2)`.
+pub fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a NUL-terminated string that outlives the call; openat returns a new
+    // descriptor or -1.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Creates the directory `name` in the open directory `dir` (an existing one is fine).
+///
+/// # Errors
+/// As `mkdirat(2)`, except `EEXIST`.
+pub fn make_dir_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        e => Err(e),
+    }
+}
+
+/// Removes the empty directory `name` from the open directory `dir`.
+///
+/// # Errors
+/// As `unlinkat(2)` with `AT_REMOVEDIR` (`EBUSY` for a cgroup that has members).
+pub fn remove_dir_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 static ORIGINAL_NOFILE: std::sync::OnceLock<libc::rlim_t> = std::sync::OnceLock::new();
 
 /// What switching to a user needs: its ids, supplementary groups, and what its environment
