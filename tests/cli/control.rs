@@ -864,10 +864,7 @@ fn the_next_master_kills_what_a_sigkilled_master_left_running() {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     };
-    let contained = first
-        .seen
-        .iter()
-        .any(|l| l.contains("process workers are contained by cgroups"));
+    let contained = contained_by_cgroups(&first);
     let alive = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
@@ -951,11 +948,7 @@ fn what_a_master_and_its_keeper_both_killed_left_in_cgroups_is_killed_by_the_nex
     );
     let mut first = Running::start(&["run", config.path()]);
     first.wait_for("hsu running");
-    if !first
-        .seen
-        .iter()
-        .any(|l| l.contains("process workers are contained by cgroups"))
-    {
+    if !contained_by_cgroups(&first) {
         // No writable cgroup v2 here: the process-group path is tested above.
         return;
     }
@@ -1015,11 +1008,7 @@ fn a_master_stopped_by_sigterm_removes_its_cgroups_and_reaps_its_keeper_before_i
     );
     let mut master = Running::start(&["run", config.path()]);
     master.wait_for("hsu running");
-    if !master
-        .seen
-        .iter()
-        .any(|l| l.contains("process workers are contained by cgroups"))
-    {
+    if !contained_by_cgroups(&master) {
         // No writable cgroup v2 here: no keeper, nothing to remove.
         return;
     }
@@ -1047,6 +1036,14 @@ fn a_master_stopped_by_sigterm_removes_its_cgroups_and_reaps_its_keeper_before_i
         "the keeper {keeper} outlived the master: {:?}",
         std::fs::read_to_string(format!("/proc/{keeper}/stat"))
     );
+}
+
+/// Whether the master said (so far) that it contains its process workers by cgroups.
+fn contained_by_cgroups(master: &Running) -> bool {
+    master
+        .seen
+        .iter()
+        .any(|l| l.contains("process workers are contained by cgroups"))
 }
 
 /// The pid of the cgroup keeper `/bin/sh` started by master `pid`.
@@ -1138,10 +1135,7 @@ fn a_process_that_called_setsid_is_stopped_with_its_worker_or_reported_without_s
         }
     }
     let escaped_process = KillOnDrop(pid);
-    let contained = hsu
-        .seen
-        .iter()
-        .any(|l| l.contains("process workers are contained by cgroups"));
+    let contained = contained_by_cgroups(&hsu);
     let status = client(&socket, &["status", "w", "--json"]);
     let d: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
     assert_eq!(

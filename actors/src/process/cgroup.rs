@@ -75,7 +75,7 @@ impl Cgroups {
         }
         sweep(&root, &mut report);
         let me = std::process::id();
-        let start = crate::process::sys::read_stat(me as i32)
+        let start = sys::read_stat(me as i32)
             .map(|s| s.start_time)
             .unwrap_or_default();
         static MASTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -261,7 +261,7 @@ impl WorkerCgroup {
     pub fn signal_all(&self, signal: i32) -> usize {
         self.pids()
             .into_iter()
-            .filter(|&pid| crate::process::sys::signal_process(pid, signal).unwrap_or(false))
+            .filter(|&pid| sys::signal_process(pid, signal).unwrap_or(false))
             .count()
     }
 
@@ -400,7 +400,7 @@ fn sweep(root: &Path, report: &mut Vec<String>) {
         });
         let alive = locked
             || owner.is_some_and(|(pid, start)| {
-                crate::process::sys::read_stat(pid).is_ok_and(|s| s.start_time == start)
+                sys::read_stat(pid).is_ok_and(|s| s.start_time == start)
             });
         if alive || owner.is_none() {
             continue;
