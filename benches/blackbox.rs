@@ -13,7 +13,8 @@
 //! fork events into kill → exit, exit → the supervisor's fork, fork → exec), stop of everything (SIGTERM →
 //! every child gone and the supervisor exited), the supervisor's RSS with N children, its CPU
 //! while idle (`HSU_BLACKBOX_IDLE`, seconds, default 10; scaled to 30 s), and leftovers.
-//! `HSU_BLACKBOX_CGROUPS=false` runs hsu with `master.cgroups: false`.
+//! `HSU_BLACKBOX_CGROUPS=false` runs hsu with `master.cgroups: false`; `HSU_BLACKBOX_HSU=PATH`
+//! measures another build of `hsu` (an A/B of two commits) instead of this one's.
 #![allow(unsafe_code)]
 
 use std::collections::HashSet;
@@ -194,7 +195,8 @@ fn run_one(events: &Events, n: usize, kind: Kind, idle_secs: u64) -> Run {
             }
             std::fs::write(&config, text).unwrap();
             let config_path = config.to_str().unwrap().to_string();
-            Command::new(HSU)
+            let hsu = std::env::var("HSU_BLACKBOX_HSU").unwrap_or_else(|_| HSU.into());
+            Command::new(hsu)
                 .args(["run", &config_path])
                 .current_dir(&dir)
                 .stdin(Stdio::null())

@@ -23,7 +23,13 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Still one thread: the descriptor table grows for all the workers now, not in steps
+    // that each wait for the kernel's RCU grace period once threads share it.
+    let reserved = hsu::internals::sys::reserve_fds(specs.len());
     init_tracing(config.master.log_level.as_str());
+    if let Err(e) = reserved {
+        tracing::warn!(error = %e, "cannot raise the open-file limit or size the descriptor table; many process workers may hit EMFILE");
+    }
     if !adopted.is_empty() {
         tracing::info!(sockets = ?adopted, "sockets passed by the service manager (LISTEN_FDS)");
     }

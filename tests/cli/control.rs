@@ -1038,6 +1038,39 @@ fn a_master_stopped_by_sigterm_removes_its_cgroups_and_reaps_its_keeper_before_i
     );
 }
 
+#[test]
+fn a_master_sizes_its_descriptor_table_for_its_configured_workers_at_launch() {
+    // Disabled workers are added, not started: the table is sized for what the config holds,
+    // at launch, before any thread shares it (each later growth waits for an RCU grace period).
+    let n = 300;
+    let config = TempFile::new(
+        "fds.yaml",
+        &format!(
+            "workers:\n{}",
+            (0..n)
+                .map(|i| format!("  - {{id: w{i}, type: process, enabled: false, execution: {{executable_path: /bin/sleep, args: ['300']}}}}\n"))
+                .collect::<String>()
+        ),
+    );
+    let mut master = Running::start(&["run", config.path()]);
+    master.wait_for("hsu running");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", master.child.id())).unwrap();
+    let size: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FDSize in /proc/<pid>/status");
+    let open = std::fs::read_dir(format!("/proc/{}/fd", master.child.id()))
+        .unwrap()
+        .count();
+    // What it holds now would fit a much smaller table; 512 + 6 per worker is what it reserved.
+    assert!(size >= 512 + 6 * n, "FDSize {size} with {open} open");
+    assert!(open < 200, "{open} descriptors open with no worker started");
+    master.signal("TERM");
+    let (status, text) = master.finish();
+    assert!(status.success(), "{text}");
+}
+
 /// Whether the master said (so far) that it contains its process workers by cgroups.
 fn contained_by_cgroups(master: &Running) -> bool {
     master

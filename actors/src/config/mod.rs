@@ -135,6 +135,11 @@ impl HsuConfig {
         })?;
         let mut config = parsed.map_err(|e| serde_error(&e, origin))?;
         config.source = source;
+        // It has sent its answer, so it is ending: joined, the process has one thread again
+        // (see `sys::reserve_fds`).
+        if let Ok(handle) = spawned {
+            let _ = handle.join();
+        }
         Ok(config)
     }
 

@@ -285,7 +285,32 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// The soft open-file limit the master started with, before `raise_fd_limit`.
+/// Descriptors the master may hold at once for one process worker, above [`LONG_LIVED_FDS`]: its
+/// pidfd, its two output pipes, its log files and its cgroup's directory.
+pub const FDS_PER_PROCESS_WORKER: usize = 6;
+
+/// Raises the open-file limit ([`raise_fd_limit`]) and grows the descriptor table now to hold
+/// `workers` process workers' long-lived descriptors. Called while the process has one thread
+/// (`hsu run`, before its runtime): the kernel then grows the table at once, while each growth
+/// of a table that threads share waits for an RCU grace period (`expand_fdtable`: 10–25 ms
+/// each on this machine kind), which at a thousand workers came four times on the spawning
+/// path and once before the first child. A table never shrinks; an entry costs 8 bytes of
+/// kernel memory. Returns the highest descriptor number the table now holds.
+///
+/// # Errors
+/// When the limit cannot be read or no descriptor can be had.
+pub fn reserve_fds(workers: usize) -> io::Result<libc::c_int> {
+    let limit = raise_fd_limit()?;
+    let wanted =
+        (LONG_LIVED_FDS as usize).saturating_add(workers.saturating_mul(FDS_PER_PROCESS_WORKER));
+    let top = wanted.min(limit.saturating_sub(1) as usize);
+    let top = libc::c_int::try_from(top).unwrap_or(libc::c_int::MAX);
+    let probe = std::fs::File::open("/dev/null")?;
+    // Numbered `top` or just above if it is taken (the table holds it then as well); closed
+    // at once, the table stays as large.
+    dup_at_least(probe.as_fd(), top).map(|fd| fd.as_raw_fd())
+}
+
 /// Where the master keeps the descriptors it holds for long (one pidfd and two pipe ends per
 /// running child, log files): from here up. Below it stay the few a spawn hands to its child,
 /// so a child cloned on the master's table copies only those (see `child::spawn`), however
