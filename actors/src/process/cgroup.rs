@@ -168,7 +168,7 @@ impl Cgroups {
         }
         let c_name =
             CString::new(name).map_err(|_| io::Error::other("a cgroup name with a NUL byte"))?;
-        sys::make_dir_at(self.dir.as_fd(), &c_name)?;
+        let created = sys::make_dir_at(self.dir.as_fd(), &c_name)?;
         let fd = sys::open_at(
             self.dir.as_fd(),
             &c_name,
@@ -182,6 +182,7 @@ impl Cgroups {
             fd: Arc::new(sys::kept_high(fd)),
             parent: self.dir.clone(),
             name: c_name,
+            created,
         })
     }
 }
@@ -234,6 +235,8 @@ pub struct WorkerCgroup {
     /// The instance cgroup's directory, and this one's name in it (for the `rmdir`).
     parent: Arc<OwnedFd>,
     name: CString,
+    /// Created by [`Cgroups::worker`] (so empty then), not found left by an earlier run.
+    created: bool,
 }
 
 impl WorkerCgroup {
@@ -245,6 +248,12 @@ impl WorkerCgroup {
     /// Its directory, open, for creating a child inside it (`CLONE_INTO_CGROUP`).
     pub fn dir_fd(&self) -> Arc<OwnedFd> {
         self.fd.clone()
+    }
+
+    /// Whether [`Cgroups::worker`] created it rather than found it: a cgroup made a moment ago
+    /// has no members, and its first spawn need not read `cgroup.events` to learn so.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The processes in it now.

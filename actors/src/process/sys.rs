@@ -362,17 +362,18 @@ pub fn open_at(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Creates the directory `name` in the open directory `dir` (an existing one is fine).
+/// Creates the directory `name` in the open directory `dir` (an existing one is fine): whether
+/// it was created now.
 ///
 /// # Errors
 /// As `mkdirat(2)`, except `EEXIST`.
-pub fn make_dir_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
+pub fn make_dir_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<bool> {
     // SAFETY: `name` is a NUL-terminated string that outlives the call.
     if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } == 0 {
-        return Ok(());
+        return Ok(true);
     }
     match io::Error::last_os_error() {
-        e if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        e if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
         e => Err(e),
     }
 }

@@ -156,16 +156,21 @@ impl ProcessWorkerActor {
         let sink = self.sink()?;
         let mut extras = SpawnExtras::default();
         if let Some(cgroups) = &self.setup.cgroups {
+            // Made just now, it is empty: nothing of an earlier run to look for.
+            let mut new = false;
             if self.cgroup.is_none() {
                 match cgroups.worker(&self.setup.cgroup_name) {
-                    Ok(c) => self.cgroup = Some(c),
+                    Ok(c) => {
+                        new = c.created();
+                        self.cgroup = Some(c);
+                    }
                     Err(e) => {
                         tracing::warn!(parent: &self.core.span, error = %e, "no cgroup for this worker; contained by its process group")
                     }
                 }
             }
             if let Some(c) = &self.cgroup {
-                if c.populated() {
+                if !new && c.populated() {
                     // What an earlier run left: gone before the new one starts.
                     tracing::warn!(parent: &self.core.span, left = c.pids().len(), "killing what an earlier run left in the worker's cgroup");
                     c.kill();
