@@ -158,11 +158,13 @@ impl Cgroups {
         }
     }
 
-    /// The cgroup `name` of a worker (its id, or a successor's own; created if need be, emptied if a run left something).
+    /// The cgroup `name` of a worker (its id, or a successor's own; created if need be), and
+    /// whether it was created now: then it has no members, and its first spawn need not read
+    /// `cgroup.events` to learn so (one found there is emptied by the spawn).
     ///
     /// # Errors
     /// When it cannot be created.
-    pub fn worker(&self, name: &str) -> io::Result<WorkerCgroup> {
+    pub fn worker(&self, name: &str) -> io::Result<(WorkerCgroup, bool)> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(io::Error::other(format!("`{name}` is not a cgroup name")));
         }
@@ -177,13 +179,13 @@ impl Cgroups {
         let dir = self.instance.join(name);
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
             .map_err(|_| io::Error::other("a cgroup path with a NUL byte"))?;
-        Ok(WorkerCgroup {
+        let cgroup = WorkerCgroup {
             procs,
             fd: Arc::new(sys::kept_high(fd)),
             parent: self.dir.clone(),
             name: c_name,
-            created,
-        })
+        };
+        Ok((cgroup, created))
     }
 }
 
@@ -235,8 +237,6 @@ pub struct WorkerCgroup {
     /// The instance cgroup's directory, and this one's name in it (for the `rmdir`).
     parent: Arc<OwnedFd>,
     name: CString,
-    /// Created by [`Cgroups::worker`] (so empty then), not found left by an earlier run.
-    created: bool,
 }
 
 impl WorkerCgroup {
@@ -248,12 +248,6 @@ impl WorkerCgroup {
     /// Its directory, open, for creating a child inside it (`CLONE_INTO_CGROUP`).
     pub fn dir_fd(&self) -> Arc<OwnedFd> {
         self.fd.clone()
-    }
-
-    /// Whether [`Cgroups::worker`] created it rather than found it: a cgroup made a moment ago
-    /// has no members, and its first spawn need not read `cgroup.events` to learn so.
-    pub fn created(&self) -> bool {
-        self.created
     }
 
     /// The processes in it now.

@@ -160,8 +160,8 @@ impl ProcessWorkerActor {
             let mut new = false;
             if self.cgroup.is_none() {
                 match cgroups.worker(&self.setup.cgroup_name) {
-                    Ok(c) => {
-                        new = c.created();
+                    Ok((c, created)) => {
+                        new = created;
                         self.cgroup = Some(c);
                     }
                     Err(e) => {
