@@ -946,10 +946,18 @@ fn what_a_master_and_its_keeper_both_killed_left_in_cgroups_is_killed_by_the_nex
             grandchild_file.path()
         ),
     );
-    let mut first = Running::start(&["run", config.path()]);
+    // Both masters run in a cgroup of this test's own: a master sweeps the `hsu` cgroup beside
+    // itself, so any other test's master started in the shared one could otherwise sweep the
+    // leftover first (and report it in its own log).
+    let Some(own) = TestCgroup::new("swept") else {
+        // No writable cgroup v2 here: the process-group path is tested above.
+        return;
+    };
+    let wrapper = own.wrapper();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let mut first = Running::start_via(&wrapper, &["run", config.path()]);
     first.wait_for("hsu running");
     if !contained_by_cgroups(&first) {
-        // No writable cgroup v2 here: the process-group path is tested above.
         return;
     }
     let start = std::time::Instant::now();
@@ -978,7 +986,7 @@ fn what_a_master_and_its_keeper_both_killed_left_in_cgroups_is_killed_by_the_nex
         alive(grandchild),
         "nobody was left to kill the setsid grandchild"
     );
-    let mut second = Running::start(&["run", config.path()]);
+    let mut second = Running::start_via(&wrapper, &["run", config.path()]);
     let line = second.wait_for("a master that is gone");
     assert!(
         line.contains(&format!("(pid {})", first.child.id())),
@@ -1077,6 +1085,71 @@ fn contained_by_cgroups(master: &Running) -> bool {
         .seen
         .iter()
         .any(|l| l.contains("process workers are contained by cgroups"))
+}
+
+/// A cgroup v2 directory of one test's own, at the top of the hierarchy, removed (with what
+/// masters made in it) when dropped.
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn new(name: &str) -> Option<Self> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let point = mountinfo.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+        })?;
+        let dir = point.join(format!("hsu-test-{}-{name}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let me = Self(dir);
+        // Only where a process can be moved in (root, no controllers in the way).
+        let probe = Command::new("/bin/sh")
+            .args(["-c", r#"echo $$ > "$0/cgroup.procs""#])
+            .arg(&me.0)
+            .status()
+            .ok()?;
+        probe.success().then_some(me)
+    }
+
+    /// `sh -c` that moves itself into the cgroup, then execs the program given after it.
+    fn wrapper(&self) -> Vec<String> {
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                r#"echo $$ > '{}/cgroup.procs' && exec "$0" "$@""#,
+                self.0.display()
+            ),
+        ]
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Whatever a failed test left running goes first; masters remove their own instance
+        // cgroups, and the `hsu` one beside them may be left.
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(self.0.join("cgroup.events"))
+            .is_ok_and(|e| e.contains("populated 1"))
+            && start.elapsed() < DEADLINE
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let hsu = self.0.join("hsu");
+        if let Ok(entries) = std::fs::read_dir(&hsu) {
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                if let Ok(inner) = std::fs::read_dir(e.path()) {
+                    for i in inner.flatten().filter(|i| i.path().is_dir()) {
+                        let _ = std::fs::remove_dir(i.path());
+                    }
+                }
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&hsu);
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 /// The pid of the cgroup keeper `/bin/sh` started by master `pid`.
