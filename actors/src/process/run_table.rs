@@ -137,11 +137,14 @@ impl RunTable {
     /// When the file cannot be written or removed.
     pub fn flush(&self) -> io::Result<()> {
         let written = self.shared.write_now();
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .held = false;
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.held = false;
+        // Changes made between the write and now were held: they are the writer's.
+        let due = state.due();
+        drop(state);
+        if due {
+            self.shared.wake.notify_one();
+        }
         written
     }
 }
@@ -168,10 +171,18 @@ impl State {
 impl Shared {
     fn change(&self, f: impl FnOnce(&mut BTreeMap<WorkerId, (u32, Option<u16>)>)) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let was_due = state.due();
         f(&mut state.records);
         state.dirty = true;
+        // The writer is told only when there is newly something for it: a change while it
+        // gathers a batch is in that batch, and one while the table is held waits for the
+        // flush. (Told of every change, it woke a thousand times in the stop of a thousand
+        // workers to find the table held.)
+        let wake = !was_due && state.due();
         drop(state);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// The writer thread: waits for a change, gathers more for [`BATCH`], writes; after the

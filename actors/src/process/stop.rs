@@ -36,7 +36,8 @@ pub(crate) async fn group(
         tracing::warn!(parent: span, error = %e, "cannot send SIG{signal} to the process group");
     }
     if let Some(c) = &cgroup {
-        c.signal_all(signal.number());
+        // What left the group (setsid) gets the signal at the same time.
+        c.signal_others(signal.number(), pgid);
     }
     let cg = cgroup.as_ref();
     if gone(pgid, exited.clone(), spec.stop.timeout, cg).await {

@@ -46,6 +46,13 @@ fn check_signal_result(rc: i32) -> io::Result<bool> {
     }
 }
 
+/// The process group of `pid` (`None`: it is gone).
+pub fn process_group_of(pid: i32) -> Option<i32> {
+    // SAFETY: getpgid takes a plain integer and has no memory effects.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid >= 0).then_some(pgid)
+}
+
 /// Whether any live (non-zombie) process remains in group `pgid`.
 pub fn group_alive(pgid: i32) -> bool {
     match signal_group(pgid, 0) {
@@ -286,8 +293,9 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 }
 
 /// Descriptors the master may hold at once for one process worker, above [`LONG_LIVED_FDS`]: its
-/// pidfd, its two output pipes, its log files and its cgroup's directory.
-pub const FDS_PER_PROCESS_WORKER: usize = 6;
+/// pidfd, its two output pipes, its log files, and its cgroup's directory with the two files of
+/// it that stay open (`cgroup.procs`, `cgroup.events`).
+pub const FDS_PER_PROCESS_WORKER: usize = 8;
 
 /// Raises the open-file limit ([`raise_fd_limit`]) and grows the descriptor table now to hold
 /// `workers` process workers' long-lived descriptors. Called while the process has one thread
