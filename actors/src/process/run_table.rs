@@ -306,4 +306,34 @@ mod tests {
         assert!(!table.path().exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_held_table_waits_for_the_flush_and_the_writer_goes_on_after_it() {
+        let dir = std::env::temp_dir().join(format!("hsu-run-table-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let table = RunTable::new(&dir);
+        let on_disk = || std::fs::read_to_string(table.path()).unwrap_or_default();
+        let a = table.record(&WorkerId::new("a").unwrap(), 100, None);
+        table.flush().unwrap();
+        table.hold();
+        let b = table.record(&WorkerId::new("b").unwrap(), 200, None);
+        std::thread::sleep(BATCH * 10);
+        assert_eq!(on_disk(), "a 100\n", "written while held");
+        table.flush().unwrap();
+        assert_eq!(on_disk(), "a 100\nb 200\n");
+        // After the flush the writer is told of changes again: no flush needed.
+        drop(b);
+        let start = std::time::Instant::now();
+        while on_disk() != "a 100\n" {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never written after the flush"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(a);
+        table.flush().unwrap();
+        assert!(!table.path().exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
