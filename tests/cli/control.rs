@@ -1071,8 +1071,8 @@ fn a_master_sizes_its_descriptor_table_for_its_configured_workers_at_launch() {
     let open = std::fs::read_dir(format!("/proc/{}/fd", master.child.id()))
         .unwrap()
         .count();
-    // What it holds now would fit a much smaller table; 512 + 6 per worker is what it reserved.
-    assert!(size >= 512 + 6 * n, "FDSize {size} with {open} open");
+    // What it holds now would fit a much smaller table; 512 + 8 per worker (`sys::FDS_PER_PROCESS_WORKER`) is what it reserved.
+    assert!(size >= 512 + 8 * n, "FDSize {size} with {open} open");
     assert!(open < 200, "{open} descriptors open with no worker started");
     master.signal("TERM");
     let (status, text) = master.finish();
