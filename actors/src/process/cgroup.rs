@@ -520,3 +520,57 @@ exit 0"#;
         .ok_or_else(|| io::Error::other("no keeper pipe"))?;
     Ok((child, stdin))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    #[test]
+    fn the_stop_signal_goes_once_to_each_member_the_group_signal_missed() {
+        let (Some(cgroups), _) = Cgroups::set_up() else {
+            // No writable cgroup v2 here.
+            return;
+        };
+        let (cgroup, created) = cgroups.worker("signal-once").expect("a worker cgroup");
+        assert!(created);
+        let procs = String::from_utf8(cgroup.procs_file().as_bytes().to_vec()).unwrap();
+        // The leader leads its own group, as a worker's child does; one member stays in its
+        // group, one leaves it with setsid. All three are in the cgroup.
+        let mut leader = Command::new("/bin/sh")
+            .args([
+                "-c",
+                r#"echo $$ > "$0" || exit 1; sleep 30 & setsid sleep 30 & exec sleep 30"#,
+            ])
+            .arg(&procs)
+            .process_group(0)
+            .spawn()
+            .expect("the leader");
+        let pgid = leader.id() as i32;
+        // Until all three are there, and the setsid one has left the group.
+        let outside = || {
+            cgroup
+                .pids()
+                .into_iter()
+                .filter(|&p| sys::process_group_of(p) != Some(pgid))
+                .count()
+        };
+        let start = Instant::now();
+        while cgroup.pids().len() < 3 || outside() != 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "members: {:?}",
+                cgroup.pids()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Signal 0 counts whom a signal would reach: only the one outside the group, which
+        // the group signal cannot reach; the leader and its group's member got that one.
+        assert_eq!(cgroup.signal_others(0, pgid), 1);
+        cgroup.kill();
+        let _ = leader.wait();
+        assert!(wait_empty_blocking(cgroup.fd.as_fd(), EMPTY_WAIT));
+        cgroups.remove_later(cgroup);
+        drop(cgroups);
+    }
+}
