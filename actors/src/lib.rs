@@ -70,5 +70,5 @@ pub use worker::{
 #[doc(hidden)]
 pub mod internals {
     pub use crate::plugin::{inspect_bytes, PluginLibrary, PluginModule};
-    pub use crate::process::{child, run_table, sys};
+    pub use crate::process::{cgroup, child, run_table, sys};
 }

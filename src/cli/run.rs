@@ -25,7 +25,16 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
     };
     // Still one thread: the descriptor table grows for all the workers now, not in steps
     // that each wait for the kernel's RCU grace period once threads share it.
-    let reserved = hsu::internals::sys::reserve_fds(specs.len());
+    let processes = specs
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s.deployment.deployment(),
+                hsu::Deployment::Native | hsu::Deployment::Plugin
+            )
+        })
+        .count();
+    let reserved = hsu::internals::sys::reserve_fds(processes);
     init_tracing(config.master.log_level.as_str());
     if let Err(e) = reserved {
         tracing::warn!(error = %e, "cannot raise the open-file limit or size the descriptor table; many process workers may hit EMFILE");

@@ -1093,12 +1093,7 @@ struct TestCgroup(std::path::PathBuf);
 
 impl TestCgroup {
     fn new(name: &str) -> Option<Self> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let point = mountinfo.lines().find_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
-        })?;
+        let point = hsu::internals::cgroup::hierarchy_mount_point()?;
         let dir = point.join(format!("hsu-test-{}-{name}", std::process::id()));
         std::fs::create_dir(&dir).ok()?;
         let me = Self(dir);

@@ -274,20 +274,25 @@ impl WorkerCgroup {
 
     /// The processes in it now.
     pub fn pids(&self) -> Vec<i32> {
-        match &self.files.procs {
-            Some(file) => read_kept(file).map(|t| pids_of(&t)).unwrap_or_default(),
-            None => pids_in(self.fd.as_fd()),
-        }
+        self.read(self.files.procs.as_deref(), c"cgroup.procs")
+            .map(|t| pids_of(&t))
+            .unwrap_or_default()
     }
 
     /// Whether any process is in it (`cgroup.events`).
     pub fn populated(&self) -> bool {
-        match &self.files.events {
-            Some(file) => match read_kept(file) {
-                Ok(text) => populated_of(&text),
-                Err(_) => !self.pids().is_empty(),
-            },
-            None => populated_in(self.fd.as_fd()),
+        match self.read(self.files.events.as_deref(), c"cgroup.events") {
+            Ok(text) => populated_of(&text),
+            // Without cgroup.events (an old kernel): members listed here or below.
+            Err(_) => !self.pids().is_empty(),
+        }
+    }
+
+    /// The text of its file `name`: through the descriptor kept open, or opened now.
+    fn read(&self, kept: Option<&std::fs::File>, name: &CStr) -> io::Result<String> {
+        match kept {
+            Some(file) => read_kept(file),
+            None => read_in(self.fd.as_fd(), name),
         }
     }
 
@@ -325,10 +330,12 @@ impl WorkerCgroup {
 }
 
 /// The master's own cgroup directory in the cgroup v2 hierarchy, if one is mounted.
-fn own_cgroup_dir() -> Option<PathBuf> {
+/// Where the cgroup v2 hierarchy is mounted, and the part of it the mount shows (`/` but in a
+/// container's namespace).
+fn cgroup2_mount() -> Option<(String, PathBuf)> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     // Fields: id parent major:minor root mount-point options … - fstype source super-options
-    let mount = mountinfo.lines().find_map(|line| {
+    mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         if right.split_whitespace().next()? != "cgroup2" {
             return None;
@@ -337,7 +344,16 @@ fn own_cgroup_dir() -> Option<PathBuf> {
         let root = fields.get(3)?;
         let point = fields.get(4)?;
         Some((root.to_string(), PathBuf::from(point)))
-    })?;
+    })
+}
+
+/// The mount point of the cgroup v2 hierarchy, if one is mounted.
+pub fn hierarchy_mount_point() -> Option<PathBuf> {
+    cgroup2_mount().map(|(_, point)| point)
+}
+
+fn own_cgroup_dir() -> Option<PathBuf> {
+    let mount = cgroup2_mount()?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
     // The mount may show a subtree (a container's namespace): the path is relative to it.
