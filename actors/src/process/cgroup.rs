@@ -314,7 +314,16 @@ impl WorkerCgroup {
     }
 
     /// Kills what is left and removes the cgroup (and the instance cgroup if that was the last).
-    pub fn remove(&self) {
+    pub fn remove(mut self) {
+        // Its files are closed before the `rmdir` (read again below only if it is still
+        // populated, then by opening them). A file still open when its cgroup goes leaves a
+        // dentry behind in the instance cgroup, which the instance's own `rmdir` then has to
+        // walk at the master's exit: 4 to 12 ms after a thousand workers, against 0.2 ms with
+        // them closed first (the directory itself may stay open: it is dropped at once).
+        self.files = KeptFiles {
+            procs: None,
+            events: None,
+        };
         // Tried first: an empty cgroup (the usual case after a stop) goes in one call, without
         // reading `cgroup.events` first; a populated one refuses with EBUSY.
         match sys::remove_dir_at(self.parent.as_fd(), &self.name) {
