@@ -15,6 +15,10 @@
 //! while idle (`HSU_BLACKBOX_IDLE`, seconds, default 10; scaled to 30 s), and leftovers.
 //! `HSU_BLACKBOX_CGROUPS=false` runs hsu with `master.cgroups: false`; `HSU_BLACKBOX_HSU=PATH`
 //! measures another build of `hsu` (an A/B of two commits) instead of this one's.
+//!
+//! The `hsu` measured is the one `cargo build --release` makes, built first into
+//! `target/blackbox` (not the `bench` profile's: its names differ, so `src/hsu.order` would
+//! not lay out its code, see `build.rs`, and its memory would not be a user's).
 #![allow(unsafe_code)]
 
 use std::collections::HashSet;
@@ -23,9 +27,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const HSU: &str = env!("CARGO_BIN_EXE_hsu");
 const KILLS: usize = 20;
 const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Builds `hsu` as `cargo build --release` does (in a target directory of its own: this
+/// bench's cargo may still hold the default one) and returns its path.
+fn release_build() -> Option<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let target = format!("{root}/target/blackbox");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "hsu",
+            "--target-dir",
+            &target,
+        ])
+        .current_dir(root)
+        .status();
+    match built {
+        Ok(status) if status.success() => Some(format!("{target}/release/hsu")),
+        other => {
+            eprintln!("blackbox bench: `cargo build --release --bin hsu` failed ({other:?})");
+            None
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -50,14 +79,20 @@ fn main() {
             return;
         }
     };
-    println!("blackbox bench: launch → exec, kill → exec, stop; {reps} reps; release build of hsu; times from kernel exec events");
+    let Some(binary) = std::env::var("HSU_BLACKBOX_HSU")
+        .ok()
+        .or_else(release_build)
+    else {
+        return;
+    };
+    println!("blackbox bench: launch → exec, kill → exec, stop; {reps} reps; {binary}; times from kernel exec events");
     for &n in &sizes {
         let mut floor = Figures::default();
         let mut hsu = Figures::default();
         for rep in 0..reps {
             let measure_idle = if rep == 0 { idle } else { 0 };
-            floor.add(run_one(&events, n, Kind::Floor, measure_idle));
-            hsu.add(run_one(&events, n, Kind::Hsu, measure_idle));
+            floor.add(run_one(&events, &binary, n, Kind::Floor, measure_idle));
+            hsu.add(run_one(&events, &binary, n, Kind::Hsu, measure_idle));
         }
         print_table(n, &floor, &hsu);
     }
@@ -171,7 +206,7 @@ fn print_table(n: usize, floor: &Figures, hsu: &Figures) {
 }
 
 /// One supervisor with `n` children: start, 20 kills, idle, stop.
-fn run_one(events: &Events, n: usize, kind: Kind, idle_secs: u64) -> Run {
+fn run_one(events: &Events, hsu: &str, n: usize, kind: Kind, idle_secs: u64) -> Run {
     let dir = std::env::temp_dir().join(format!("hsu-blackbox-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -195,7 +230,6 @@ fn run_one(events: &Events, n: usize, kind: Kind, idle_secs: u64) -> Run {
             }
             std::fs::write(&config, text).unwrap();
             let config_path = config.to_str().unwrap().to_string();
-            let hsu = std::env::var("HSU_BLACKBOX_HSU").unwrap_or_else(|_| HSU.into());
             Command::new(hsu)
                 .args(["run", &config_path])
                 .current_dir(&dir)
