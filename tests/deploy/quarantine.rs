@@ -25,7 +25,7 @@ async fn quarantine_moves_a_module_that_keeps_panicking_to_its_process_form() ->
             "{{executable_path: {}}}",
             env!("CARGO_BIN_EXE_hsu-test-module")
         ))?);
-        master.send(AddWorker(config)).await??;
+        master.send(AddWorker(config.clone())).await??;
         let err = master
             .send(StartWorker(support::id(id)))
             .await?
@@ -52,6 +52,40 @@ async fn quarantine_moves_a_module_that_keeps_panicking_to_its_process_form() ->
         let was = serde_yaml::to_string(&q.was)?;
         assert_eq!(was.trim(), id);
         assert!(q.last_panic.contains("scripted panic in start"), "{q:?}");
+
+        // `apply` compares the spec as configured, not the quarantined one: the same config
+        // again changes nothing (the master keeps the configured spec beside the one it runs).
+        let configured = hsu::HsuConfig {
+            workers: vec![config.clone()],
+            ..Default::default()
+        }
+        .validate(&|_| true, None)?;
+        let report = master
+            .send(hsu::Apply {
+                specs: configured,
+                dry_run: true,
+            })
+            .await??;
+        assert!(
+            report.unchanged.contains(&support::id(id)) && report.changed.is_empty(),
+            "{report:?}"
+        );
+        let mut edited = config.clone();
+        edited.restart = Some(serde_yaml::from_str(
+            "{policy: on_failure, max_restarts: 6}",
+        )?);
+        let specs = hsu::HsuConfig {
+            workers: vec![edited],
+            ..Default::default()
+        }
+        .validate(&|_| true, None)?;
+        let report = master
+            .send(hsu::Apply {
+                specs,
+                dry_run: true,
+            })
+            .await??;
+        assert_eq!(report.changed, [support::id(id)], "{report:?}");
 
         // It is an ordinary process worker now: stop and start work, the pid goes away.
         master.send(StopWorker(support::id(id))).await??;

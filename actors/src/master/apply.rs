@@ -110,7 +110,7 @@ impl Handler<Apply> for MasterActor {
         let current: Vec<(WorkerId, &WorkerSpec)> = self
             .order
             .iter()
-            .filter_map(|id| self.workers.get(id).map(|e| (id.clone(), &e.configured)))
+            .filter_map(|id| self.workers.get(id).map(|e| (id.clone(), e.configured())))
             .collect();
         let mut report = plan(&current, &msg.specs);
         report.dry_run = msg.dry_run;

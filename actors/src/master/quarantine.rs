@@ -62,7 +62,9 @@ impl MasterActor {
             executable_path: executable,
             was: entry.deployment,
         });
-        entry.spec = spec;
+        // The configured spec is kept beside the quarantined one (`apply` compares it).
+        let configured = std::mem::replace(&mut entry.spec, spec);
+        entry.configured.get_or_insert_with(|| Box::new(configured));
         entry.deployment = kind;
         entry.addr = addr.clone();
         entry.instance = instance;

@@ -281,11 +281,14 @@ impl Handler<Promote> for MasterActor {
         entry.deployment = view.kind;
         entry.sockets = view.sockets;
         entry.cgroup = view.cgroup;
+        let before = std::mem::replace(&mut entry.spec, msg.spec);
         if msg.configured {
-            entry.configured = msg.spec.clone();
+            // The new spec is the configured one.
+            entry.configured = None;
             entry.quarantine = Default::default();
+        } else if entry.configured.is_none() && before != entry.spec {
+            entry.configured = Some(Box::new(before));
         }
-        entry.spec = msg.spec;
         // A restart of the old instance scheduled meanwhile (it crashed during the replace)
         // is void: the worker runs.
         entry.supervision.next_restart = None;

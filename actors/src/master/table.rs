@@ -37,8 +37,9 @@ pub(super) struct Entry {
     /// The worker actor's instance number: events of an older actor under this id are
     /// ignored.
     pub instance: u64,
-    /// The spec as configured (before a quarantine changed `spec`): what `apply` compares.
-    pub configured: WorkerSpec,
+    /// The spec as configured, where it differs from `spec` (a quarantine changed `spec`):
+    /// what `apply` compares. `None`: `spec` is it (one copy per worker instead of two).
+    pub configured: Option<Box<WorkerSpec>>,
     /// How its process last ended (from the events).
     pub last_exit: Option<crate::process::ExitInfo>,
     /// What its current (or last) run reached, for the `depends_on:` of others.
@@ -70,7 +71,7 @@ impl Entry {
         let cgroup = spec.id.to_string();
         Self {
             addr,
-            configured: spec.clone(),
+            configured: None,
             spec,
             deployment,
             state: WorkerState::Idle,
@@ -89,6 +90,11 @@ impl Entry {
             cgroup,
             successor: None,
         }
+    }
+
+    /// The spec as configured (see `configured`).
+    pub fn configured(&self) -> &WorkerSpec {
+        self.configured.as_deref().unwrap_or(&self.spec)
     }
 
     /// The row `hsu ls` shows, from the master's records alone (no worker is asked, so a
