@@ -1,11 +1,11 @@
 //! Links the `hsu` binary with the functions a running master uses placed together, in the
-//! order of `src/hsu.order` (made by `benches/symbol-order.sh`).
+//! order of `src/hsu.order` (made by `benches/symbol_order.py`).
 //!
 //! Why: a master maps its code page by page as it first runs it, and the kernel maps 64 KiB
-//! around each page it faults in. Scattered over the 10 MB of code, the ~1.9 MB a master
-//! runs (start-up, supervision, the control API, stop) left 8 MB of the binary resident in
-//! every master; placed together, about 3 MB. That is most of a master's memory at 200
-//! workers (see the README's performance table).
+//! around each page it faults in. Scattered over the ~9 MB of code, the ~2 MB a master of
+//! process workers runs (start-up, supervision, the control API, stop) left 7 MB of the
+//! binary's code resident in every master; placed together, about 2.3 MB. That was half of a
+//! master's memory at 200 workers (see the README's performance table).
 //!
 //! Only where the link is sure to go through LLD, which reads `--symbol-ordering-file`:
 //! release builds for `x86_64-unknown-linux-gnu` with Rust 1.90 or later (whose default

@@ -12,7 +12,7 @@ the binary is linked again, until no such function is left.
 8 MB. Run this again after a dependency or toolchain update (the names carry a hash of the
 crate's build, so an update renames them and the old file matches less and less; the
 script says how many of the old file's names the binary still has). Needs valgrind
-(`apt-get install valgrind`), Linux, and about two minutes.
+(`apt-get install valgrind`), Linux, and about five minutes.
 
     python3 benches/symbol_order.py [--keep DIR]
 
