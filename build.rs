@@ -7,11 +7,13 @@
 //! binary's code resident in every master; placed together, about 2.3 MB. That was half of a
 //! master's memory at 200 workers (see the README's performance table).
 //!
-//! Only where the link is sure to go through LLD, which reads `--symbol-ordering-file`:
-//! release builds for `x86_64-unknown-linux-gnu` with Rust 1.90 or later (whose default
-//! linker it is), no linker chosen in the environment or the flags, and `HSU_SYMBOL_ORDER`
-//! not `0`. Elsewhere the binary is the same, only laid out as the compiler left it. Names
-//! the binary no longer has (after a dependency or toolchain update) are skipped.
+//! Only where the link goes through LLD, which reads `--symbol-ordering-file`: release builds
+//! for `x86_64-unknown-linux-gnu` with Rust 1.90 or later (whose default linker it is), no
+//! linker chosen in the environment or the flags, `HSU_SYMBOL_ORDER` not `0`, and a probe
+//! program linked here with the same compiler, target and flags accepts LLD's option (a
+//! distribution's compiler may link with GNU ld, which would refuse it). Elsewhere the binary
+//! is the same, only laid out as the compiler left it. Names the binary no longer has (after a
+//! dependency or toolchain update) are skipped.
 
 use std::path::Path;
 use std::process::Command;
@@ -58,7 +60,33 @@ fn ordered_link() -> bool {
     {
         return false;
     }
-    rustc_minor().is_some_and(|minor| minor >= 90)
+    rustc_minor().is_some_and(|minor| minor >= 90) && links_with_lld(&flags)
+}
+
+/// Whether a program linked by this compiler, for this target and with these flags, takes an
+/// option only LLD knows.
+fn links_with_lld(flags: &str) -> bool {
+    let out = std::path::PathBuf::from(env("OUT_DIR"));
+    let source = out.join("lld_probe.rs");
+    if std::fs::write(&source, "fn main() {}\n").is_err() {
+        return false;
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    Command::new(rustc)
+        .args(flags.split('\x1f').filter(|f| !f.is_empty()))
+        .args(["--edition", "2021", "--target", &env("TARGET"), "-o"])
+        .arg(out.join("lld_probe"))
+        .args([
+            "-C",
+            "link-arg=-Xlinker",
+            "-C",
+            "link-arg=--no-warn-symbol-ordering",
+        ])
+        .arg(&source)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The minor version of the compiler building this (`rustc 1.95.0 (…)` → 95).
