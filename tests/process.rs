@@ -275,6 +275,41 @@ async fn a_hundred_thousand_lines_survive_rotation_without_gap_duplicate_or_spli
 }
 
 #[actix_rt::test]
+async fn stdout_and_stderr_flooding_at_once_both_reach_the_log_whole_and_in_order() -> TestResult {
+    // One task pumps both pipes: neither may starve the other or lose a line.
+    let dir = TempDir::new("two-floods");
+    let mut config = hsu::MasterConfig::default();
+    config.logs.directory = dir.0.join("logs");
+    config.logs.mirror = false;
+    config.run_directory = dir.0.join("run");
+    let master = hsu::MasterActor::launch(config)?;
+    let mut events = master.send(hsu::Subscribe).await?;
+    let worker = WorkerConfig::from_yaml(
+        r#"{id: floods, type: process, execution: {executable_path: /bin/sh, args: ['-c', 'seq -f "out %06g" 1 50000 & seq -f "err %06g" 1 50000 >&2; wait']}}"#,
+    )?;
+    master.send(AddWorker(worker)).await??;
+    master.send(StartWorker(id("floods"))).await??;
+    loop {
+        let e = tokio::time::timeout(support::DEADLINE, events.recv())
+            .await?
+            .unwrap();
+        if e.to == WorkerState::Stopped {
+            break;
+        }
+    }
+    let text = std::fs::read_to_string(dir.0.join("logs").join("floods.log"))?;
+    for stream in ["out", "err"] {
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(stream)).collect();
+        assert_eq!(lines.len(), 50_000, "{stream}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(*line, format!("{stream} {:06}", i + 1));
+        }
+    }
+    assert_eq!(text.lines().count(), 100_000, "nothing else, nothing split");
+    Ok(())
+}
+
+#[actix_rt::test]
 async fn a_missing_executable_is_a_clear_error_and_the_master_keeps_answering() -> TestResult {
     let dir = TempDir::new("missing");
     let (master, _watch) = support::master_in(&dir).await;
