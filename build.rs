@@ -8,10 +8,10 @@
 //! master's memory at 200 workers (see the README's performance table).
 //!
 //! Only where the link goes through LLD, which reads `--symbol-ordering-file`: release builds
-//! for `x86_64-unknown-linux-gnu` with Rust 1.90 or later (whose default linker it is), no
-//! linker chosen in the environment or the flags, `HSU_SYMBOL_ORDER` not `0`, and a probe
-//! program linked here with the same compiler, target and flags accepts LLD's option (a
-//! distribution's compiler may link with GNU ld, which would refuse it). Elsewhere the binary
+//! for `x86_64-unknown-linux-gnu` (LLD is rustup's default linker there since Rust 1.90),
+//! `HSU_SYMBOL_ORDER` not `0`, where a probe program linked here as this build links (the same
+//! compiler, target, flags and configured linker) accepts LLD's option: an older compiler, a
+//! distribution's that links with GNU ld, or a linker chosen by hand may refuse it. Elsewhere the binary
 //! is the same, only laid out as the compiler left it. Names the binary no longer has (after a
 //! dependency or toolchain update) are skipped.
 
@@ -44,36 +44,35 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_default()
 }
 
-/// Whether this build links through LLD as rustc chose it.
+/// Whether this build links through LLD: the cheap refusals first, then a probe.
 fn ordered_link() -> bool {
-    if env("HSU_SYMBOL_ORDER") == "0" || env("PROFILE") != "release" {
-        return false;
-    }
-    if env("TARGET") != "x86_64-unknown-linux-gnu" || !env("RUSTC_LINKER").is_empty() {
-        return false;
-    }
-    // A linker, its flavour or its self-contained parts set by hand: it may not be LLD.
-    let flags = env("CARGO_ENCODED_RUSTFLAGS");
-    if flags
-        .split('\x1f')
-        .any(|f| f.contains("linker") || f.contains("link-self-contained") || f.contains("fuse-ld"))
-    {
-        return false;
-    }
-    rustc_minor().is_some_and(|minor| minor >= 90) && links_with_lld(&flags)
+    env("HSU_SYMBOL_ORDER") != "0"
+        && env("PROFILE") == "release"
+        && env("TARGET") == "x86_64-unknown-linux-gnu"
+        && links_with_lld()
 }
 
-/// Whether a program linked by this compiler, for this target and with these flags, takes an
-/// option only LLD knows.
-fn links_with_lld(flags: &str) -> bool {
+/// Whether a program linked as this build links (this compiler, target, flags and configured
+/// linker) takes an option only LLD knows. Compilers before 1.90 and distributions' compilers
+/// that link with GNU ld fail it.
+fn links_with_lld() -> bool {
     let out = std::path::PathBuf::from(env("OUT_DIR"));
     let source = out.join("lld_probe.rs");
     if std::fs::write(&source, "fn main() {}\n").is_err() {
         return false;
     }
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    Command::new(rustc)
-        .args(flags.split('\x1f').filter(|f| !f.is_empty()))
+    let mut probe = Command::new(rustc);
+    probe.args(
+        env("CARGO_ENCODED_RUSTFLAGS")
+            .split('\x1f')
+            .filter(|f| !f.is_empty()),
+    );
+    let linker = env("RUSTC_LINKER");
+    if !linker.is_empty() {
+        probe.arg(format!("-Clinker={linker}"));
+    }
+    probe
         .args(["--edition", "2021", "--target", &env("TARGET"), "-o"])
         .arg(out.join("lld_probe"))
         .args([
@@ -87,15 +86,4 @@ fn links_with_lld(flags: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// The minor version of the compiler building this (`rustc 1.95.0 (…)` → 95).
-fn rustc_minor() -> Option<u32> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let out = Command::new(rustc).arg("--version").output().ok()?;
-    let text = String::from_utf8(out.stdout).ok()?;
-    let version = text.split_whitespace().nth(1)?;
-    let mut parts = version.split('.');
-    (parts.next()? == "1").then_some(())?;
-    parts.next()?.parse().ok()
 }

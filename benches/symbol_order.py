@@ -155,14 +155,19 @@ def callgrind_functions(path, binary):
     return order
 
 
-def text_symbols(binary):
+def text_functions(binary):
+    """The functions of `binary`: (address, size, name), by address."""
     out = subprocess.run(["nm", "-S", "--defined-only", binary], capture_output=True, text=True, check=True)
-    sizes = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[2] in "tTwW":
-            sizes[parts[3]] = int(parts[1], 16)
-    return sizes
+    return sorted(
+        (int(p[0], 16), int(p[1], 16), p[3])
+        for p in (line.split() for line in out.stdout.splitlines())
+        if len(p) == 4 and p[2] in "tTwW"
+    )
+
+
+def text_symbols(binary):
+    """The size of each function of `binary`, by name."""
+    return {name: size for _, size, name in text_functions(binary)}
 
 
 def profile(work, config_text, running, operate):
@@ -252,11 +257,7 @@ def code_faults(work, ordered):
     segment = next(
         (int(p[1], 16), int(p[2], 16)) for p in (l.split() for l in headers.splitlines()) if p and p[0] == "LOAD" and "E" in p[6:8]
     )
-    symbols = sorted(
-        (int(p[0], 16), int(p[1], 16), p[3])
-        for p in (l.split() for l in subprocess.run(["nm", "-S", "--defined-only", HSU], capture_output=True, text=True, check=True).stdout.splitlines())
-        if len(p) == 4 and p[2] in "tTwW"
-    )
+    symbols = text_functions(HSU)
     starts = [s[0] for s in symbols]
     found = []
     for line in events.splitlines():

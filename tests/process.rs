@@ -219,28 +219,17 @@ async fn a_child_ignoring_sigterm_is_killed_after_the_grace_period() -> TestResu
 #[actix_rt::test]
 async fn a_hundred_thousand_lines_survive_rotation_without_gap_duplicate_or_split() -> TestResult {
     let dir = TempDir::new("flood");
-    let mut config = hsu::MasterConfig::default();
-    config.logs.directory = dir.0.join("logs");
-    config.logs.mirror = false;
+    let mut config = support::config_in(&dir);
     config.logs.max_size = hsu::config::ByteSize(200 * 1024);
     config.logs.max_files = 20;
-    config.run_directory = dir.0.join("run");
-    let master = hsu::MasterActor::launch(config)?;
-    let mut events = master.send(hsu::Subscribe).await?;
+    let (master, mut watch) = support::launch(config).await;
     let worker = process_worker(
         "flood",
         &["--flood", "100000", "--last-line", "the end", "--exit", "0"],
     );
     master.send(AddWorker(worker)).await??;
     master.send(StartWorker(id("flood"))).await??;
-    loop {
-        let e = tokio::time::timeout(support::DEADLINE, events.recv())
-            .await?
-            .unwrap();
-        if e.to == WorkerState::Stopped {
-            break;
-        }
-    }
+    watch.until("flood", WorkerState::Stopped).await;
     let logs = dir.0.join("logs");
     let mut files: Vec<u32> = std::fs::read_dir(&logs)?
         .filter_map(|e| {
@@ -278,25 +267,13 @@ async fn a_hundred_thousand_lines_survive_rotation_without_gap_duplicate_or_spli
 async fn stdout_and_stderr_flooding_at_once_both_reach_the_log_whole_and_in_order() -> TestResult {
     // One task pumps both pipes: neither may starve the other or lose a line.
     let dir = TempDir::new("two-floods");
-    let mut config = hsu::MasterConfig::default();
-    config.logs.directory = dir.0.join("logs");
-    config.logs.mirror = false;
-    config.run_directory = dir.0.join("run");
-    let master = hsu::MasterActor::launch(config)?;
-    let mut events = master.send(hsu::Subscribe).await?;
+    let (master, mut watch) = support::master_in(&dir).await;
     let worker = WorkerConfig::from_yaml(
         r#"{id: floods, type: process, execution: {executable_path: /bin/sh, args: ['-c', 'seq -f "out %06g" 1 50000 & seq -f "err %06g" 1 50000 >&2; wait']}}"#,
     )?;
     master.send(AddWorker(worker)).await??;
     master.send(StartWorker(id("floods"))).await??;
-    loop {
-        let e = tokio::time::timeout(support::DEADLINE, events.recv())
-            .await?
-            .unwrap();
-        if e.to == WorkerState::Stopped {
-            break;
-        }
-    }
+    watch.until("floods", WorkerState::Stopped).await;
     let text = std::fs::read_to_string(dir.0.join("logs").join("floods.log"))?;
     for stream in ["out", "err"] {
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(stream)).collect();
