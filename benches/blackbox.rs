@@ -9,7 +9,7 @@
 //!
 //! Printed for N = 200 and 1,000 (`HSU_BLACKBOX_N=200,1000`), min / median over
 //! `HSU_BLACKBOX_REPS` (default 3): launch → first child exec'd, launch → N-th, SIGKILL of a
-//! child → its replacement exec'd (20 kills, one at a time; split by the kernel's exit and
+//! child → its replacement exec'd (`HSU_BLACKBOX_KILLS`, default 20, one at a time; split by the kernel's exit and
 //! fork events into kill → exit, exit → the supervisor's fork, fork → exec), stop of everything (SIGTERM →
 //! every child gone and the supervisor exited), the supervisor's RSS with N children, its CPU
 //! while idle (`HSU_BLACKBOX_IDLE`, seconds, default 10; scaled to 30 s), and leftovers.
@@ -27,7 +27,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const KILLS: usize = 20;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Builds `hsu` as `cargo build --release` does (in a target directory of its own: this
@@ -119,6 +118,8 @@ struct Run {
     /// Each restart as kill → exit, exit → fork, fork → exec (kernel timestamps).
     split: Vec<[f64; 3]>,
     stop: f64,
+    /// The stop as SIGTERM → first child's exit, → last child's exit, → the supervisor's exit.
+    stop_split: Option<[f64; 3]>,
     rss_kib: u64,
     idle_cpu_ms_per_30s: Option<f64>,
     leftovers: usize,
@@ -131,6 +132,7 @@ struct Figures {
     restart: Vec<f64>,
     split: [Vec<f64>; 3],
     stop: Vec<f64>,
+    stop_split: [Vec<f64>; 3],
     rss: Vec<f64>,
     idle: Vec<f64>,
     leftovers: usize,
@@ -147,6 +149,13 @@ impl Figures {
             }
         }
         self.stop.push(r.stop);
+        for (all, part) in self
+            .stop_split
+            .iter_mut()
+            .zip(r.stop_split.into_iter().flatten())
+        {
+            all.push(part);
+        }
         self.rss.push(r.rss_kib as f64 / 1024.0);
         self.idle.extend(r.idle_cpu_ms_per_30s);
         self.leftovers += r.leftovers;
@@ -195,6 +204,14 @@ fn print_table(n: usize, floor: &Figures, hsu: &Figures) {
         row(what, &floor.split[i], &hsu.split[i], "ms");
     }
     row("stop all (SIGTERM → gone)", &floor.stop, &hsu.stop, "ms");
+    let parts = [
+        "  → first child exit",
+        "  → last child exit",
+        "  → supervisor exit",
+    ];
+    for (i, what) in parts.into_iter().enumerate() {
+        row(what, &floor.stop_split[i], &hsu.stop_split[i], "ms");
+    }
     row("supervisor RSS with N", &floor.rss, &hsu.rss, "MiB");
     if !hsu.idle.is_empty() {
         row("idle CPU per 30 s", &floor.idle, &hsu.idle, "ms");
@@ -263,7 +280,7 @@ fn run_one(events: &Events, hsu: &str, n: usize, kind: Kind, idle_secs: u64) -> 
     // Restarts: SIGKILL one child, time until a new child of the supervisor exec'd.
     let mut pids: Vec<i32> = kids.iter().copied().collect();
     pids.sort_unstable();
-    for k in 0..KILLS {
+    for k in 0..env_or("HSU_BLACKBOX_KILLS", 20) {
         let victim = pids[k * 7 % pids.len()];
         events.drain();
         let t = monotonic_ns();
@@ -305,10 +322,12 @@ fn run_one(events: &Events, hsu: &str, n: usize, kind: Kind, idle_secs: u64) -> 
         let tick_ms = 1000.0 / hsu::internals::sys::clock_ticks() as f64;
         run.idle_cpu_ms_per_30s = Some(used as f64 * tick_ms * 30.0 / idle_secs as f64);
     }
+    events.drain();
     let t = monotonic_ns();
     // SAFETY: kill with our own child's positive PID.
     unsafe { libc::kill(parent, libc::SIGTERM) };
     wait_exit(&mut child);
+    run.stop_split = events.stop_split(t, parent, &pids);
     let mut left: Vec<i32> = pids.clone();
     let start = std::time::Instant::now();
     while !left.is_empty() && start.elapsed() < Duration::from_secs(10) {
@@ -552,6 +571,27 @@ impl Connector {
 impl Events {
     fn drain(&self) {
         while self.0.try_recv().is_ok() {}
+    }
+
+    /// From the exit events after a stop at `t`: → first of `children` exited, → last, →
+    /// `parent` exited (`None` if an exit was not seen within a second).
+    fn stop_split(&self, t: u64, parent: i32, children: &[i32]) -> Option<[f64; 3]> {
+        let mut left: HashSet<i32> = children.iter().copied().collect();
+        let (mut first, mut last, mut gone) = (None, None, None);
+        while !left.is_empty() || gone.is_none() {
+            let ev = self.0.recv_timeout(Duration::from_secs(1)).ok()?;
+            if ev.what != What::Exit {
+                continue;
+            }
+            if ev.pid == parent {
+                gone = Some(ev.ts);
+            } else if left.remove(&ev.pid) {
+                first.get_or_insert(ev.ts);
+                last = Some(ev.ts);
+            }
+        }
+        let since = |at: u64| ms(at.saturating_sub(t));
+        Some([since(first?), since(last?), since(gone?)])
     }
 
     /// The next exec of a `sleep` whose parent is `parent`.
