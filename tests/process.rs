@@ -1315,6 +1315,36 @@ async fn a_memory_limit_counts_the_whole_tree_not_only_the_top_process() -> Test
     Ok(())
 }
 
+/// The exit is reaped while the output is pumped (one task does both): what a background
+/// process of the child writes just after the child exited, into the pipe it inherited,
+/// still reaches the log, and the exit is reported once it is in (not only after the
+/// drain wait).
+#[actix_rt::test]
+async fn output_written_just_after_the_exit_by_what_inherited_the_pipe_reaches_the_log(
+) -> TestResult {
+    let dir = TempDir::new("late-output");
+    let (master, mut watch) = support::master_in(&dir).await;
+    master
+        .send(AddWorker(
+            WorkerConfig::process(
+                "late",
+                "/bin/sh",
+                &["-c", "echo early; (sleep 0.3; echo late) & exit 3"],
+            )
+            .with_restart("{policy: never}"),
+        ))
+        .await??;
+    master.send(StartWorker(id("late"))).await??;
+    let failed = watch.until("late", WorkerState::Failed).await;
+    let log = std::fs::read_to_string(dir.0.join("logs/late.log"))?;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines, ["early", "late"], "{log:?} {failed:?}");
+    let d = master.send(GetWorkerState(id("late"))).await??;
+    assert_eq!(d.last_exit.as_ref().and_then(|e| e.code), Some(3), "{d:?}");
+    master.send(Shutdown).await?;
+    Ok(())
+}
+
 #[actix_rt::test]
 async fn what_a_worker_left_behind_with_setsid_goes_when_it_ends_and_when_it_is_stopped(
 ) -> TestResult {

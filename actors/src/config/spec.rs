@@ -66,7 +66,7 @@ pub struct QuarantineSpec {
     /// Window in which panics are counted.
     pub within: Duration,
     /// The module as an integrated process: the worker's `execution:` and `config:`.
-    pub process: Box<ProcessSpec>,
+    pub process: std::sync::Arc<ProcessSpec>,
 }
 
 /// The deployment-specific part of a [`WorkerSpec`]: what runs, in the master or as a
@@ -83,7 +83,7 @@ pub enum DeploymentSpec {
         config: ModuleConfig,
     },
     /// An OS process.
-    Process(Box<ProcessSpec>),
+    Process(std::sync::Arc<ProcessSpec>),
 }
 
 impl DeploymentSpec {

@@ -792,7 +792,7 @@ fn check_quarantine(
     Some(QuarantineSpec {
         after_panics: q.after_panics,
         within: q.within,
-        process: Box::new(ProcessSpec {
+        process: std::sync::Arc::new(ProcessSpec {
             process_type: ProcessType::Integrated,
             execution: Some(execution),
             config: module_config.clone(),
@@ -872,7 +872,7 @@ fn check_process(
     if stop.timeout.is_zero() {
         issues.add("stop.timeout", "must be greater than 0s");
     }
-    DeploymentSpec::Process(Box::new(ProcessSpec {
+    DeploymentSpec::Process(std::sync::Arc::new(ProcessSpec {
         process_type,
         execution: config.execution.clone(),
         config: module_config,

@@ -79,7 +79,7 @@ impl MasterActor {
             (DeploymentSpec::Process(process), _) => {
                 let setup = ProcessWorkerSetup {
                     id: spec.id.clone(),
-                    spec: (**process).clone(),
+                    spec: process.clone(),
                     runtime: self.runtime.clone(),
                     spawner: self.spawner.clone(),
                     instance,

@@ -12,15 +12,12 @@ use std::process::ExitStatus;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-
 use super::cgroup::WorkerCgroup;
 use super::child::{self, CgroupTarget, Plan, Started};
 use super::logs::{pump, LogSink, Stream};
 use super::sys::{self, PidFd};
 use super::ExitInfo;
 use crate::config::ExecutionConfig;
-use crate::runtime::WorkerRuntime;
 
 /// A child of the master's own: its PID and a pidfd on it. [`reap`] is the only place it is
 /// waited for.
@@ -30,15 +27,15 @@ pub struct Child {
     pidfd: Option<PidFd>,
 }
 
-/// A started child and the tasks draining its output.
+/// A started child and its output pipes.
 #[derive(Debug)]
 pub struct Spawned {
     /// The child.
     pub child: Child,
     /// Its PID, which is also its process group id.
     pub pid: u32,
-    /// Pumps of stdout and stderr; they end at EOF.
-    pub pumps: Vec<JoinHandle<u64>>,
+    /// Its stdout and stderr, to pump into its log ([`Output::pump`]).
+    pub output: Output,
     /// Whether it was created inside its cgroup (rather than moved in after the fork).
     pub created_in_cgroup: bool,
 }
@@ -126,8 +123,7 @@ impl std::fmt::Debug for Spawner {
 }
 
 /// Spawns `exec` in a new process group (and in its cgroup), with stdin on /dev/null and
-/// stdout/stderr piped into `sink`, on a thread of `spawner`; the output pumps run on
-/// `runtime`.
+/// stdout/stderr piped (for [`Output::pump`] into `sink`), on a thread of `spawner`.
 ///
 /// # Errors
 /// The OS error of the spawn (not found, permission denied, EMFILE, EAGAIN…) naming the step
@@ -137,18 +133,16 @@ pub async fn spawn(
     extras: SpawnExtras,
     sink: Arc<LogSink>,
     spawner: &Spawner,
-    runtime: &WorkerRuntime,
 ) -> io::Result<Spawned> {
     let (started, out, err) = spawner.run(move || start(&exec, extras)).await??;
     let pid = started.pid;
-    let pumps = vec![start_pumps(out, err, sink, runtime)];
     Ok(Spawned {
         child: Child {
             pid,
             pidfd: started.pidfd,
         },
         pid,
-        pumps,
+        output: Output { out, err, sink },
         created_in_cgroup: started.created_in_cgroup,
     })
 }
@@ -371,31 +365,35 @@ pub async fn reap(child: Child) -> ExitInfo {
     info
 }
 
-/// Moves the child's two output pipes to the worker runtime, so a child flooding its output
-/// loads those threads and never the master's: one task for both (a task per pipe was 0.5 KB
-/// more per worker, and one more task to end at every stop); the lines it read.
-fn start_pumps(
-    out: std::os::fd::OwnedFd,
-    err: std::os::fd::OwnedFd,
+/// A child's two output pipes and the log they go to.
+#[derive(Debug)]
+pub struct Output {
+    out: OwnedFd,
+    err: OwnedFd,
     sink: Arc<LogSink>,
-    runtime: &WorkerRuntime,
-) -> JoinHandle<u64> {
-    async fn one(fd: std::os::fd::OwnedFd, sink: &LogSink, stream: Stream) -> u64 {
-        match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-            Ok(pipe) => pump(pipe, sink, stream).await,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read worker output");
-                0
+}
+
+impl Output {
+    /// Pumps both pipes into the log until both are at EOF; the lines it read. Polled by the
+    /// task that reaps the child, on the worker runtime (so a child flooding its output loads
+    /// those threads and never the master's): one task a child, not one per pipe and one to
+    /// reap (each task was 0.5-0.9 KB more per worker, and one more to end at every stop).
+    pub async fn pump(self) -> u64 {
+        async fn one(fd: OwnedFd, sink: &LogSink, stream: Stream) -> u64 {
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                Ok(pipe) => pump(pipe, sink, stream).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read worker output");
+                    0
+                }
             }
         }
-    }
-    runtime.handle().spawn(async move {
         // Both polled in turn; a pipe that is always readable still yields to the other when
         // tokio's cooperative budget runs out.
         let (stdout, stderr) = tokio::join!(
-            one(out, &sink, Stream::Stdout),
-            one(err, &sink, Stream::Stderr)
+            one(self.out, &self.sink, Stream::Stdout),
+            one(self.err, &self.sink, Stream::Stderr)
         );
         stdout + stderr
-    })
+    }
 }

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::attach::Attached;
 use super::cgroup::WorkerCgroup;
@@ -123,19 +122,32 @@ pub(crate) async fn attached(
     }
 }
 
-/// Reaps the child (the only `wait` on it), then lets its output drain, then publishes the
-/// exit.
+/// Reaps the child (the only `wait` on it) while pumping its output, then lets the output
+/// drain, then publishes the exit; the task it is ends when the output pipes close.
 pub(crate) async fn wait_child(
     child: spawn::Child,
-    pumps: Vec<JoinHandle<u64>>,
+    output: spawn::Output,
     tx: watch::Sender<Option<ExitInfo>>,
-) -> ExitInfo {
-    let info = spawn::reap(child).await;
+) {
+    use futures::future::Either;
+    let mut pumping = std::pin::pin!(output.pump());
+    let reaping = std::pin::pin!(spawn::reap(child));
+    let (info, drained) = match futures::future::select(reaping, pumping.as_mut()).await {
+        Either::Left((info, _)) => (info, false),
+        // The pipes closed first (the child closed them, or they went to a grandchild that
+        // did): only the exit is left.
+        Either::Right((_, reaping)) => (reaping.await, true),
+    };
     // Output written just before the exit is still in the pipe; a grandchild that inherited
-    // the pipe may keep it open, so the wait is bounded (its pump keeps running).
-    let _ = tokio::time::timeout(DRAIN_WAIT, futures::future::join_all(pumps)).await;
-    let _ = tx.send(Some(info.clone()));
-    info
+    // the pipe may keep it open, so the wait is bounded (and the pumping goes on after it).
+    let drained = drained
+        || tokio::time::timeout(DRAIN_WAIT, pumping.as_mut())
+            .await
+            .is_ok();
+    let _ = tx.send(Some(info));
+    if !drained {
+        pumping.await;
+    }
 }
 
 /// Resolves when the attached process has exited: at once through the pidfd, or by polling

@@ -51,7 +51,7 @@ pub struct ProcessWorkerSetup {
     /// The worker.
     pub id: WorkerId,
     /// What to run and how.
-    pub spec: ProcessSpec,
+    pub spec: std::sync::Arc<ProcessSpec>,
     /// Where output pumps, exit waits and control calls run.
     pub runtime: WorkerRuntime,
     /// The long-lived threads that fork children (shared by all process workers).

@@ -109,18 +109,17 @@ impl ProcessWorkerActor {
             Ok(p) => p,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let runtime = self.setup.runtime.clone();
         let spawner = self.setup.spawner.clone();
         let path = exec.executable_path.clone();
         let id_for_files = id.clone();
         let run_table = self.setup.run_table.clone();
         let span = self.core.span.clone();
         let spawning = self.setup.runtime.handle().spawn(async move {
-            let spawned = spawn::spawn(exec, extras, sink, &spawner, &runtime).await?;
+            let spawned = spawn::spawn(exec, extras, sink, &spawner).await?;
             let (tx, rx) = watch::channel(None);
             let pid = spawned.pid;
             tracing::debug!(parent: &span, pid, created_in_cgroup = spawned.created_in_cgroup, "spawned");
-            tokio::spawn(wait_child(spawned.child, spawned.pumps, tx));
+            tokio::spawn(wait_child(spawned.child, spawned.output, tx));
             // Written here, off the actor's thread.
             let record = run_table.record(&id_for_files, pid, port);
             Ok::<_, std::io::Error>((pid, rx, record))
@@ -382,7 +381,7 @@ impl ProcessWorkerActor {
 async fn stop_target(
     id: WorkerId,
     run: Option<Run>,
-    spec: ProcessSpec,
+    spec: std::sync::Arc<ProcessSpec>,
     span: tracing::Span,
     cgroup: Option<crate::process::cgroup::WorkerCgroup>,
 ) -> Result<(), WorkerError> {
