@@ -624,39 +624,97 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
 }
 
-/// Reads `pipe` to its end and writes every line to `sink`. A last line without `\n` is
-/// written too. Returns the number of lines.
-pub async fn pump(pipe: tokio::net::unix::pipe::Receiver, sink: &LogSink, stream: Stream) -> u64 {
-    let mut lines = LineSplitter::default();
-    loop {
-        if let Err(e) = pipe.readable().await {
-            tracing::warn!(error = %e, "output pipe failed");
-            break;
-        }
-        let read = READ_BUFFER.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let read = pipe.try_read(&mut buf[..]);
-            if let Ok(n) = read {
-                lines.feed(&buf[..n], sink, stream);
-            }
-            read
-        });
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "output pipe read failed");
-                break;
-            }
+/// Reads a child's stdout and stderr to their ends and writes every line to `sink` (a last
+/// line without `\n` too); the number of lines. One future for both: each is read as it becomes
+/// readable, and a pipe that is always readable still yields to the other (and to the other
+/// tasks) when tokio's cooperative budget runs out. Polled for readiness rather than through
+/// tokio's `readable()` futures, it is ~280 bytes instead of ~700 in every child's task (0.4
+/// MB at a thousand workers).
+pub async fn pump_both(
+    stdout: Option<tokio::net::unix::pipe::Receiver>,
+    stderr: Option<tokio::net::unix::pipe::Receiver>,
+    sink: &LogSink,
+) -> u64 {
+    let mut pipes = [
+        Pipe::new(stdout, Stream::Stdout),
+        Pipe::new(stderr, Stream::Stderr),
+    ];
+    std::future::poll_fn(|cx| poll_pipes(&mut pipes, sink, cx)).await
+}
+
+/// One output pipe being pumped; `pipe` is `None` once it has ended (closed at once).
+struct Pipe {
+    pipe: Option<tokio::net::unix::pipe::Receiver>,
+    lines: LineSplitter,
+    stream: Stream,
+}
+
+impl Pipe {
+    fn new(pipe: Option<tokio::net::unix::pipe::Receiver>, stream: Stream) -> Self {
+        Self {
+            pipe,
+            lines: LineSplitter::default(),
+            stream,
         }
     }
-    lines.finish(sink, stream);
-    lines.count
+}
+
+/// Reads every open pipe of `pipes` until it would block; a pipe at its end (or failed) gets
+/// its last line written and is closed. Ready with the lines of all once none is open.
+fn poll_pipes(
+    pipes: &mut [Pipe],
+    sink: &LogSink,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<u64> {
+    use std::task::Poll;
+    let mut open = false;
+    for p in pipes.iter_mut() {
+        let Some(pipe) = &p.pipe else { continue };
+        let ended = loop {
+            // Takes a unit of the task's cooperative budget: Pending (and woken) when spent.
+            match pipe.poll_read_ready(cx) {
+                Poll::Pending => break false,
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!(error = %e, "output pipe failed");
+                    break true;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = READ_BUFFER.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                let read = pipe.try_read(&mut buf[..]);
+                if let Ok(n) = read {
+                    p.lines.feed(&buf[..n], sink, p.stream);
+                }
+                read
+            });
+            match read {
+                Ok(0) => break true,
+                Ok(_) => {}
+                // Not readable after all: the readiness is cleared, so the next poll waits.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "output pipe read failed");
+                    break true;
+                }
+            }
+        };
+        if ended {
+            p.lines.finish(sink, p.stream);
+            p.pipe = None;
+        } else {
+            open = true;
+        }
+    }
+    if open {
+        Poll::Pending
+    } else {
+        Poll::Ready(pipes.iter().map(|p| p.lines.count).sum())
+    }
 }
 
 #[cfg(test)]
@@ -721,7 +779,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             tx.write_all(b"avo\n\xff\xfe bytes\nlast").await.unwrap();
         });
-        let n = pump(rx, &sink, Stream::Stdout).await;
+        let n = pump_both(Some(rx), None, &sink).await;
         writer.await.unwrap();
         assert_eq!(n, 4);
         assert_eq!(

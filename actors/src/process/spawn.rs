@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::cgroup::WorkerCgroup;
 use super::child::{self, CgroupTarget, Plan, Started};
-use super::logs::{pump, LogSink, Stream};
+use super::logs::LogSink;
 use super::sys::{self, PidFd};
 use super::ExitInfo;
 use crate::config::ExecutionConfig;
@@ -345,12 +345,14 @@ impl Environment {
 pub async fn reap(child: Child) -> ExitInfo {
     let info = loop {
         match &child.pidfd {
+            // The timer boxed: only where there is no pidfd (or it failed) does a reap poll,
+            // and a timer kept in every child's task was ~100 bytes a worker.
             Some(fd) => {
                 if fd.exited().await.is_err() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Box::pin(tokio::time::sleep(Duration::from_millis(20))).await;
                 }
             }
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
+            None => Box::pin(tokio::time::sleep(Duration::from_millis(20))).await,
         }
         match sys::try_wait(child.pid) {
             Ok(Some(status)) => break ExitInfo::from_status(ExitStatus::from_raw(status)),
@@ -379,21 +381,14 @@ impl Output {
     /// those threads and never the master's): one task a child, not one per pipe and one to
     /// reap (each task was 0.5-0.9 KB more per worker, and one more to end at every stop).
     pub async fn pump(self) -> u64 {
-        async fn one(fd: OwnedFd, sink: &LogSink, stream: Stream) -> u64 {
-            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-                Ok(pipe) => pump(pipe, sink, stream).await,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read worker output");
-                    0
-                }
+        let open = |fd: OwnedFd| match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(pipe) => Some(pipe),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read worker output");
+                None
             }
-        }
-        // Both polled in turn; a pipe that is always readable still yields to the other when
-        // tokio's cooperative budget runs out.
-        let (stdout, stderr) = tokio::join!(
-            one(self.out, &self.sink, Stream::Stdout),
-            one(self.err, &self.sink, Stream::Stderr)
-        );
-        stdout + stderr
+        };
+        let (stdout, stderr) = (open(self.out), open(self.err));
+        super::logs::pump_both(stdout, stderr, &self.sink).await
     }
 }

@@ -131,12 +131,16 @@ pub(crate) async fn wait_child(
 ) {
     use futures::future::Either;
     let mut pumping = std::pin::pin!(output.pump());
-    let reaping = std::pin::pin!(spawn::reap(child));
-    let (info, drained) = match futures::future::select(reaping, pumping.as_mut()).await {
-        Either::Left((info, _)) => (info, false),
-        // The pipes closed first (the child closed them, or they went to a grandchild that
-        // did): only the exit is left.
-        Either::Right((_, reaping)) => (reaping.await, true),
+    // In a block of its own, so the task keeps the reap's state and the drain's timer in the
+    // same bytes.
+    let (info, drained) = {
+        let reaping = std::pin::pin!(spawn::reap(child));
+        match futures::future::select(reaping, pumping.as_mut()).await {
+            Either::Left((info, _)) => (info, false),
+            // The pipes closed first (the child closed them, or they went to a grandchild
+            // that did): only the exit is left.
+            Either::Right((_, reaping)) => (reaping.await, true),
+        }
     };
     // Output written just before the exit is still in the pipe; a grandchild that inherited
     // the pipe may keep it open, so the wait is bounded (and the pumping goes on after it).
