@@ -48,7 +48,11 @@ type Numbered = (u64, Arc<str>);
 /// The numbered history and the live fan-out.
 pub struct EventHub {
     history: Mutex<VecDeque<Numbered>>,
-    live: broadcast::Sender<Numbered>,
+    /// Made for the first subscriber: the channel's `lag` slots (4,096 by default, ~200 KB)
+    /// are allocated and written when it is made, which a master nobody follows need not pay.
+    /// Events before it are in the history, which every subscriber reads after subscribing.
+    live: std::sync::OnceLock<broadcast::Sender<Numbered>>,
+    lag: usize,
     /// The number of the newest event: anything cached from before it may be stale.
     newest: std::sync::atomic::AtomicU64,
 }
@@ -60,10 +64,10 @@ impl EventHub {
         mut events: mpsc::UnboundedReceiver<WorkerStateChanged>,
         lag: usize,
     ) -> Arc<EventHub> {
-        let (live, _) = broadcast::channel(lag.max(1));
         let hub = Arc::new(EventHub {
             history: Mutex::new(VecDeque::with_capacity(1024)),
-            live,
+            live: std::sync::OnceLock::new(),
+            lag: lag.max(1),
             newest: std::sync::atomic::AtomicU64::new(0),
         });
         let feeding = hub.clone();
@@ -96,8 +100,11 @@ impl EventHub {
                 feeding
                     .newest
                     .store(seq, std::sync::atomic::Ordering::SeqCst);
-                // No receiver is fine: the history keeps it.
-                let _ = feeding.live.send((seq, json));
+                // No receiver (or no channel yet) is fine: the history keeps it, and it was
+                // pushed there before this looks for the channel.
+                if let Some(live) = feeding.live.get() {
+                    let _ = live.send((seq, json));
+                }
             }
         });
         hub
@@ -122,7 +129,10 @@ impl EventHub {
         live_only: bool,
     ) -> impl futures::Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
         // Subscribe before reading the history, so nothing falls between the two.
-        let live = self.live.subscribe();
+        let live = self
+            .live
+            .get_or_init(|| broadcast::channel(self.lag).0)
+            .subscribe();
         let (backlog, missed, last_seen) = {
             let history = self.lock();
             let newest = history.back().map(|(s, _)| *s).unwrap_or(0);
