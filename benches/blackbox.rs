@@ -195,23 +195,31 @@ fn print_table(n: usize, floor: &Figures, hsu: &Figures) {
         &hsu.restart,
         "ms",
     );
-    let parts = [
-        "  kill → exit (kernel)",
-        "  exit → fork (reaction)",
-        "  fork → exec (child set-up)",
-    ];
-    for (i, what) in parts.into_iter().enumerate() {
-        row(what, &floor.split[i], &hsu.split[i], "ms");
-    }
+    // A figure's parts, one row each.
+    let parts = |names: [&str; 3], f: &[Vec<f64>; 3], h: &[Vec<f64>; 3]| {
+        for (i, what) in names.into_iter().enumerate() {
+            row(what, &f[i], &h[i], "ms");
+        }
+    };
+    parts(
+        [
+            "  kill → exit (kernel)",
+            "  exit → fork (reaction)",
+            "  fork → exec (child set-up)",
+        ],
+        &floor.split,
+        &hsu.split,
+    );
     row("stop all (SIGTERM → gone)", &floor.stop, &hsu.stop, "ms");
-    let parts = [
-        "  → first child exit",
-        "  → last child exit",
-        "  → supervisor exit",
-    ];
-    for (i, what) in parts.into_iter().enumerate() {
-        row(what, &floor.stop_split[i], &hsu.stop_split[i], "ms");
-    }
+    parts(
+        [
+            "  → first child exit",
+            "  → last child exit",
+            "  → supervisor exit",
+        ],
+        &floor.stop_split,
+        &hsu.stop_split,
+    );
     row("supervisor RSS with N", &floor.rss, &hsu.rss, "MiB");
     if !hsu.idle.is_empty() {
         row("idle CPU per 30 s", &floor.idle, &hsu.idle, "ms");
