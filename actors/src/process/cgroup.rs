@@ -398,13 +398,17 @@ fn read_in(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<String> {
 fn read_kept(file: &std::fs::File) -> io::Result<String> {
     use std::os::unix::fs::FileExt as _;
     // One read answers for a worker's cgroup; the loop is for a long member list. A cgroup
-    // file fills the buffer while it has text (seq_file), so a short read is its end.
+    // file is a seq_file: a read returns at most one page of it, cut at a line's end (4,092
+    // bytes of `cgroup.procs`, not 4,096), so a read short by less than a line may not be
+    // the end (taken for it, a list of more than ~700 members was cut to its first page).
+    // Short by more than any line of these files can be: that was the end.
+    const LONGEST_LINE: usize = 64;
     let mut text = Vec::with_capacity(256);
     let mut chunk = [0u8; 4096];
     loop {
         let n = file.read_at(&mut chunk, text.len() as u64)?;
         text.extend_from_slice(&chunk[..n]);
-        if n < chunk.len() {
+        if n == 0 || n + LONGEST_LINE <= chunk.len() {
             break;
         }
     }
@@ -597,5 +601,65 @@ mod tests {
         assert!(wait_empty_blocking(cgroup.fd.as_fd(), EMPTY_WAIT));
         cgroups.remove_later(cgroup);
         drop(cgroups);
+    }
+
+    /// A member list longer than one read (`cgroup.procs` of 1,200 processes is 6 KB or more;
+    /// a read gets 4 KB): every member is found through the kept descriptor, so the stop
+    /// signal reaches them all, not only those on the first page.
+    #[test]
+    fn a_member_list_longer_than_a_read_is_read_whole() {
+        let (Some(cgroups), _) = Cgroups::set_up() else {
+            return;
+        };
+        let (cgroup, _) = cgroups.worker("many-members").expect("a worker cgroup");
+        let procs = String::from_utf8(cgroup.procs_file().as_bytes().to_vec()).unwrap();
+        const MEMBERS: usize = 1200;
+        let mut leader = Command::new("/bin/sh")
+            .args([
+                "-c",
+                &format!(
+                    r#"echo $$ > "$0" || exit 1; i=0; while [ $i -lt {MEMBERS} ]; do setsid sleep 300 & i=$((i+1)); done; exec sleep 300"#
+                ),
+            ])
+            .arg(&procs)
+            .process_group(0)
+            .spawn()
+            .expect("the leader");
+        let pgid = leader.id() as i32;
+        let start = Instant::now();
+        let mut text = String::new();
+        // Until the last has started (counted by std's read to the end: not the code under
+        // test).
+        let count = || {
+            std::fs::read_to_string(&procs)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        while count() < MEMBERS + 1 {
+            if start.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(file) = cgroup.files.procs.as_deref() {
+            text = read_kept(file).unwrap_or_default();
+        }
+        let kept = cgroup.files.procs.is_some();
+        let members = cgroup.pids();
+        let others = cgroup.signal_others(0, pgid);
+        cgroup.kill();
+        let _ = leader.wait();
+        assert!(wait_empty_blocking(cgroup.fd.as_fd(), EMPTY_WAIT));
+        cgroups.remove_later(cgroup);
+        drop(cgroups);
+        assert!(kept, "the member list is read through a kept descriptor");
+        assert_eq!(members.len(), MEMBERS + 1, "the leader and every member");
+        assert!(
+            text.len() > 4096,
+            "the list fits one read: {} bytes",
+            text.len()
+        );
+        // The setsid'd ones left the leader's group: each is signalled by pid.
+        assert_eq!(others, MEMBERS);
     }
 }
