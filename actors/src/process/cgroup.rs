@@ -627,7 +627,6 @@ mod tests {
             .expect("the leader");
         let pgid = leader.id() as i32;
         let start = Instant::now();
-        let mut text = String::new();
         // Until the last has started and left the leader's group (the list read by std's read
         // to the end: not the code under test).
         let outside = || {
@@ -646,10 +645,8 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if let Some(file) = cgroup.files.procs.as_deref() {
-            text = read_kept(file).unwrap_or_default();
-        }
-        let kept = cgroup.files.procs.is_some();
+        // Read through the kept descriptor, as every stop reads it.
+        let text = cgroup.files.procs.as_deref().map(read_kept);
         let members = cgroup.pids();
         let others = cgroup.signal_others(0, pgid);
         cgroup.kill();
@@ -657,7 +654,9 @@ mod tests {
         assert!(wait_empty_blocking(cgroup.fd.as_fd(), EMPTY_WAIT));
         cgroups.remove_later(cgroup);
         drop(cgroups);
-        assert!(kept, "the member list is read through a kept descriptor");
+        let text = text
+            .expect("the member list is read through a kept descriptor")
+            .expect("the member list is readable");
         assert_eq!(members.len(), MEMBERS + 1, "the leader and every member");
         assert!(
             text.len() > 4096,
