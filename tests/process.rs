@@ -990,17 +990,22 @@ async fn an_integrated_worker_ready_just_before_its_startup_timeout_is_running()
 
 #[actix_rt::test]
 #[allow(unsafe_code)]
-async fn workers_inherit_no_ignored_signal_no_stray_descriptor_and_the_usual_open_file_limit(
+async fn workers_inherit_no_ignored_or_blocked_signal_no_stray_descriptor_and_the_usual_open_file_limit(
 ) -> TestResult {
     use std::os::fd::AsRawFd;
     let dir = TempDir::new("hygiene");
-    // What a careless starter leaves behind: SIGQUIT ignored (`nohup`, a shell's `&`) and a
-    // descriptor without close-on-exec.
+    // What a careless starter leaves behind: SIGQUIT ignored (`nohup`, a shell's `&`), SIGUSR2
+    // blocked (inherited by the master's threads started below) and a descriptor without
+    // close-on-exec.
     let leaked = std::fs::File::create(dir.0.join("leaked"))?;
-    // SAFETY: plain syscalls on a descriptor we own and on the process's signal table; the
-    // duplicate is closed below.
+    // SAFETY: plain syscalls on a descriptor we own, on the process's signal table and on this
+    // thread's signal mask (a local set); the duplicate is closed and the mask restored below.
     let fd = unsafe {
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::dup(leaked.as_raw_fd())
     };
     assert!(fd > 2);
@@ -1032,10 +1037,14 @@ async fn workers_inherit_no_ignored_signal_no_stray_descriptor_and_the_usual_ope
     })
     .await;
     let text = std::fs::read_to_string(&report)?;
-    // SAFETY: closes the duplicate made above.
+    // SAFETY: closes the duplicate made above; restores the signal table and the mask.
     unsafe {
         libc::close(fd);
         libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
     let sigign = text
         .lines()
@@ -1047,6 +1056,14 @@ async fn workers_inherit_no_ignored_signal_no_stray_descriptor_and_the_usual_ope
         0,
         "SIGQUIT is not ignored: {text}"
     );
+    // The master's spawning threads block SIGCHLD, and SIGUSR2 from this thread: the worker
+    // starts with no signal blocked.
+    let sigblk = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sigblk "))
+        .map(|h| u64::from_str_radix(h, 16).unwrap())
+        .unwrap();
+    assert_eq!(sigblk, 0, "no signal is blocked in the worker: {text}");
     // By what it opens (the worker's own descriptors may have the same numbers as the
     // master's copies: the number tells nothing).
     let leaked_path = dir.0.join("leaked").display().to_string();

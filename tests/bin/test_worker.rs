@@ -171,7 +171,8 @@ fn main() {
         .block_on(run(flags));
 }
 
-/// What this process inherited: ignored signals, the open-file limit, descriptors above 2.
+/// What this process inherited: ignored and blocked signals, the open-file limit, descriptors
+/// above 2.
 fn report_self(path: &str) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let sigign = status
@@ -197,7 +198,8 @@ fn report_self(path: &str) {
             .join(",")
     };
     let mut out = format!(
-        "sigign {sigign}\nnofile {nofile}\nuid {}\ngid {}\ngroups {}\n",
+        "sigign {sigign}\nsigblk {}\nnofile {nofile}\nuid {}\ngid {}\ngroups {}\n",
+        field("SigBlk:"),
         field("Uid:"),
         field("Gid:"),
         field("Groups:")

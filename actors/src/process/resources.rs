@@ -68,7 +68,10 @@ impl ResourceMonitor {
         let (commands, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("hsu-resources".into())
-            .spawn(move || run(rx, interval, reports))?;
+            .spawn(move || {
+                let _ = super::sys::block_sigchld();
+                run(rx, interval, reports);
+            })?;
         Ok(Self { commands })
     }
 

@@ -90,7 +90,10 @@ impl RunTable {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("hsu-run-table".into())
-                .spawn(move || shared.run())
+                .spawn(move || {
+                    let _ = super::sys::block_sigchld();
+                    shared.run();
+                })
                 .map_err(|e| tracing::warn!(error = %e, "no run-table writer thread; the table is written at shutdown only"))
                 .ok()
         };
