@@ -1056,8 +1056,8 @@ async fn workers_inherit_no_ignored_or_blocked_signal_no_stray_descriptor_and_th
         0,
         "SIGQUIT is not ignored: {text}"
     );
-    // The master's spawning threads block SIGCHLD, and SIGUSR2 from this thread: the worker
-    // starts with no signal blocked.
+    // The master's spawning threads block SIGUSR2 (from this thread), and all signals around a
+    // clone: the worker starts with no signal blocked.
     let sigblk = text
         .lines()
         .find_map(|l| l.strip_prefix("sigblk "))

@@ -120,10 +120,7 @@ impl Cgroups {
                 let (removals, queue) = std::sync::mpsc::channel::<WorkerCgroup>();
                 let remover = std::thread::Builder::new()
                     .name("hsu-cgroup-rm".into())
-                    .spawn(move || {
-                        let _ = sys::block_sigchld();
-                        queue.iter().for_each(|c| c.remove());
-                    })
+                    .spawn(move || queue.iter().for_each(|c| c.remove()))
                     .ok();
                 Self {
                     instance,

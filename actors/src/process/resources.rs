@@ -68,10 +68,7 @@ impl ResourceMonitor {
         let (commands, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("hsu-resources".into())
-            .spawn(move || {
-                let _ = super::sys::block_sigchld();
-                run(rx, interval, reports);
-            })?;
+            .spawn(move || run(rx, interval, reports))?;
         Ok(Self { commands })
     }
 

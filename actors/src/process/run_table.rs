@@ -90,10 +90,7 @@ impl RunTable {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("hsu-run-table".into())
-                .spawn(move || {
-                    let _ = super::sys::block_sigchld();
-                    shared.run();
-                })
+                .spawn(move || shared.run())
                 .map_err(|e| tracing::warn!(error = %e, "no run-table writer thread; the table is written at shutdown only"))
                 .ok()
         };

@@ -79,20 +79,14 @@ impl Spawner {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("hsu-spawn-{n}"))
-                .spawn(move || {
-                    // A child's exit interrupted these threads' waits (with tokio's SIGCHLD
-                    // handler) more than any other's: see `block_sigchld`. The children they
-                    // make clear the mask before their exec.
-                    let _ = sys::block_sigchld();
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
                     }
                 })?;
         }

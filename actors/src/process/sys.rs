@@ -576,29 +576,6 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
     unsafe { std::mem::zeroed() }
 }
 
-/// Blocks SIGCHLD in the calling thread (and in threads it starts): for the master's own
-/// threads that never run a handler's worth of work, so the kernel gives each child's exit to
-/// a thread that waits on tokio's reactor instead. Such a thread must not start a process
-/// that keeps the mask: hsu's own spawns clear it in the child before the exec.
-///
-/// # Errors
-/// When the kernel refuses the mask.
-pub fn block_sigchld() -> io::Result<()> {
-    // SAFETY: sigset_t is plain data; sigemptyset, sigaddset and pthread_sigmask only write
-    // the local set and this thread's mask.
-    let rc = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
-    }
-}
-
 /// Makes this process a child subreaper: orphaned descendants are re-parented to it instead of
 /// to init, so it sees (and must reap) them.
 ///
