@@ -179,7 +179,12 @@ pub(crate) fn probe_once(
         }
         Probe::Http(url) => off_thread(runtime, timeout, probe_http(url.clone())),
         Probe::Tcp(address) => off_thread(runtime, timeout, probe_tcp(address.clone())),
-        Probe::Exec(command) => off_thread(runtime, timeout, probe_exec(command.clone())),
+        // Its own timeout first: the probe kills and reaps its child itself (see `probe_exec`).
+        Probe::Exec(command) => off_thread(
+            runtime,
+            timeout + EXEC_KILL_WAIT,
+            probe_exec(command.clone(), timeout),
+        ),
     }
 }
 
@@ -271,8 +276,15 @@ async fn probe_tcp(address: String) -> Result<(), String> {
         .map_err(|e| format!("cannot connect to {address}: {e}"))
 }
 
-/// Runs `command`; passes on exit status 0.
-async fn probe_exec(command: Vec<String>) -> Result<(), String> {
+/// How long an exec probe that timed out may take to be killed and reaped before the probe
+/// task itself is dropped.
+const EXEC_KILL_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs `command`; passes on exit status 0. One still running after `timeout` is killed and
+/// reaped here: dropped running, tokio would put it in its queue of orphans, which it reaps on
+/// SIGCHLD, and so install a SIGCHLD handler for good (which the master does without: see
+/// `process::reaper`).
+async fn probe_exec(command: Vec<String>, timeout: Duration) -> Result<(), String> {
     let (program, args) = command.split_first().ok_or("empty command")?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
@@ -284,10 +296,13 @@ async fn probe_exec(command: Vec<String>) -> Result<(), String> {
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     // Waited for here: the orphan reaper leaves it alone.
     let _own = child.id().map(crate::process::reaper::Claimed::new);
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => status.map_err(|e| format!("cannot run `{program}`: {e}"))?,
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(format!("timed out after {timeout:?}"));
+        }
+    };
     if status.success() {
         Ok(())
     } else {

@@ -152,21 +152,80 @@ fn as_pid_1_hsu_reaps_every_orphan_and_stops_on_sigterm() {
 fn children_of(parent: u32) -> Vec<u32> {
     let start = Instant::now();
     loop {
-        let found: Vec<u32> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-                    rest.split_whitespace().nth(1) == Some(parent.to_string().as_str())
-                })
-            })
-            .collect();
+        let found = children_of_now(parent);
         if !found.is_empty() || start.elapsed() > DEADLINE {
             return found;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// An exec probe that outlives its timeout is killed and reaped by the probe itself: no zombie
+/// and no `sleep` of it is left, and hsu still catches no SIGCHLD (dropped running, tokio would
+/// have queued the child as an orphan and installed a SIGCHLD handler to reap it).
+#[test]
+fn an_exec_probe_that_times_out_is_killed_and_reaped_and_hsu_still_takes_no_sigchld() {
+    let config = TempFile::new(
+        "slow-probe.yaml",
+        r#"
+workers:
+  - id: probed
+    type: process
+    execution: {executable_path: /bin/sleep, args: ['600']}
+    health_check: {type: exec, command: [/bin/sleep, '7'], interval: 100ms, timeout: 100ms, failure_threshold: 1000000}
+"#,
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    let pid = hsu.child.id();
+    let probes = || {
+        children_of_now(pid)
+            .into_iter()
+            .filter(|c| {
+                std::fs::read_to_string(format!("/proc/{c}/cmdline"))
+                    .is_ok_and(|cmd| cmd == "/bin/sleep\u{0}7\u{0}")
+            })
+            .count()
+    };
+    // Several probes have run and timed out.
+    let start = Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        seen = seen.max(probes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(seen >= 1, "no probe was seen running");
+    // At most the one running now is left; none waits as a zombie for longer than a probe.
+    let left = probes();
+    assert!(left <= 1, "{left} probe processes left running or unreaped");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let caught = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        caught & (1 << (libc::SIGCHLD - 1)),
+        0,
+        "hsu catches SIGCHLD after a probe timed out: {status}"
+    );
+    hsu.signal("TERM");
+    let (status, stderr) = hsu.finish();
+    assert!(status.success(), "{status:?}\n{stderr}");
+}
+
+/// `parent`'s children (as /proc sees them) at this moment, zombies included.
+fn children_of_now(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+                rest.split_whitespace().nth(1) == Some(parent.to_string().as_str())
+            })
+        })
+        .collect()
 }
