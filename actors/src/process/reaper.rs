@@ -25,7 +25,10 @@ use super::sys;
 pub const GRACE: Duration = Duration::from_secs(1);
 
 /// How often to look for exited orphans: one is reaped at most `PERIOD + GRACE` after its exit.
-const PERIOD: Duration = Duration::from_millis(500);
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// How often the full sweep runs when no orphan is seen (see `run`).
+const FULL_PERIOD: Duration = Duration::from_secs(30);
 
 /// How soon to look again while a child of the master's own has exited but is not reaped yet
 /// (its waiter is about to): it hides the others from `waitid`.
@@ -114,9 +117,35 @@ fn start_once() -> io::Result<()> {
 /// master's CPU, for nothing, since the reaper waits a [`GRACE`] before it reaps anyway.
 fn run() {
     let mut state = Sweep::default();
+    let mut pending = true;
+    let mut last_full = Instant::now();
     loop {
-        let next = sweep(&mut state).unwrap_or(PERIOD);
-        std::thread::sleep(next.min(PERIOD));
+        // A sweep's `waitid` walks every child of every thread (270 µs with 1,000 workers, 5
+        // ms of every 10 s idle at twice a second): only when something may be there to reap.
+        // Orphans are re-parented to the main thread, whose children are few (the workers are
+        // the spawner threads'); a child another thread made and left is found by the full
+        // sweep every `FULL_PERIOD`.
+        let next = if pending || last_full.elapsed() >= FULL_PERIOD || orphans_may_be_there() {
+            last_full = Instant::now();
+            sweep(&mut state)
+        } else {
+            None
+        };
+        pending = next.is_some();
+        std::thread::sleep(next.unwrap_or(PERIOD).min(PERIOD));
+    }
+}
+
+/// Whether the main thread has a child that is not the master's own (an orphan given to this
+/// subreaper, alive or not); true when its list cannot be read.
+fn orphans_may_be_there() -> bool {
+    let me = std::process::id();
+    match std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) {
+        Ok(list) => list
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .any(|pid| !is_own(pid)),
+        Err(_) => true,
     }
 }
 
