@@ -2,7 +2,7 @@
 //!
 //! A descendant whose parent exits (a daemon's double fork, a `sh -c "x &"`) is re-parented to
 //! the nearest subreaper, or to PID 1. `hsu run` makes itself a subreaper, so those orphans stay
-//! inside the tree it supervises, and reaps them after they exit (it looks twice a second): no
+//! inside the tree it supervises, and reaps them after they exit (it looks every second): no
 //! `<defunct>` entries pile up, even when hsu is PID 1 and every orphan of the namespace comes
 //! to it.
 //!
