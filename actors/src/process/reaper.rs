@@ -109,7 +109,7 @@ fn start_once() -> io::Result<()> {
     Ok(())
 }
 
-/// Sweeps by the clock: every [`PERIOD`] while no exited child is left, sooner while one waits
+/// Looks by the clock: every [`PERIOD`] while no exited child is left, sooner while one waits
 /// for its grace. Not on SIGCHLD: with no handler for it, the kernel drops a child's SIGCHLD
 /// where it is made (its default is to be ignored), whereas a handler ran in whichever of the
 /// master's threads the kernel picked and woke every tokio runtime of the process (each has the
@@ -120,8 +120,8 @@ fn run() {
     let mut pending = true;
     let mut last_full = Instant::now();
     loop {
-        // A sweep's `waitid` walks every child of every thread (270 µs with 1,000 workers, 5
-        // ms of every 10 s idle at twice a second): only when something may be there to reap.
+        // A sweep's `waitid` walks every child of every thread (270 µs with 1,000 workers;
+        // twice a second that was 5.4 ms of every 10 s idle): only when something may be there.
         // Orphans are re-parented to the main thread, whose children are few (the workers are
         // the spawner threads'); a child another thread made and left is found by the full
         // sweep every `FULL_PERIOD`.
