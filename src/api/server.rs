@@ -259,6 +259,9 @@ fn write_private(path: &Path, text: &str) -> io::Result<()> {
 pub struct RunLock {
     file: std::fs::File,
     path: PathBuf,
+    /// The run directory, when this master created it: removed at the end if it is empty
+    /// then, so a stopped master leaves nothing behind where nothing was before.
+    created: Option<PathBuf>,
 }
 
 impl RunLock {
@@ -269,15 +272,28 @@ impl RunLock {
     pub fn acquire(run_directory: &Path) -> io::Result<RunLock> {
         use std::io::{Read as _, Seek as _, Write as _};
         use std::os::unix::fs::MetadataExt;
+        let created = (!run_directory.exists()).then(|| run_directory.to_path_buf());
         std::fs::create_dir_all(run_directory)?;
         let path = run_directory.join(LOCK);
+        let mut tries = 0;
         loop {
-            let mut file = std::fs::OpenOptions::new()
+            let mut file = match std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .open(&path)?;
+                .open(&path)
+            {
+                Ok(file) => file,
+                // A master that is exiting removed the (empty) directory it had created
+                // between our `create_dir_all` and this open: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => {
+                    tries += 1;
+                    std::fs::create_dir_all(run_directory)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
@@ -307,15 +323,31 @@ impl RunLock {
             file.set_len(0)?;
             file.rewind()?;
             writeln!(file, "{}", std::process::id())?;
-            return Ok(RunLock { file, path });
+            return Ok(RunLock {
+                file,
+                path,
+                created,
+            });
+        }
+    }
+}
+
+impl RunLock {
+    /// Removes the lock file (while still locked, so the next master creates a fresh one),
+    /// unlocks, and removes the run directory if this master created it and it is empty now
+    /// (it is left when anything is still in it). What dropping the lock does, for an exit
+    /// that runs no destructor.
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+        if let Some(dir) = &self.created {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        // Removed while still locked, so the next master creates a fresh file.
-        let _ = std::fs::remove_file(&self.path);
-        let _ = self.file.unlock();
+        self.release();
     }
 }

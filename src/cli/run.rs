@@ -66,6 +66,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
     for line in hsu::clean_up_run_directory(&run_directory) {
         tracing::warn!("{line}");
     }
+    let lock = &_lock;
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         // Installed first, so a signal during start-up also stops gracefully, and SIGHUP
@@ -228,7 +229,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         notifier.stopping();
         let report = tokio::select! {
             report = master.send(Shutdown) => report?,
-            _ = signals.next() => force(&master, &run_directory).await,
+            _ = signals.next() => force(&master, &run_directory, lock).await,
         };
         for (id, error) in &report.errors {
             tracing::warn!(worker = %id, %error, "stop failed");
@@ -292,7 +293,11 @@ impl StopSignals {
 
 /// A second stop signal while the graceful stop runs: no more waiting. Every worker process
 /// group gets SIGKILL, the run files are removed, and the master exits 130.
-async fn force(master: &actix::Addr<MasterActor>, run_directory: &std::path::Path) -> ! {
+async fn force(
+    master: &actix::Addr<MasterActor>,
+    run_directory: &std::path::Path,
+    lock: &RunLock,
+) -> ! {
     tracing::warn!("second stop signal: forcing, killing every worker process now");
     if let Ok(rows) = master.send(hsu::GetAllWorkerStates).await {
         for row in rows {
@@ -302,13 +307,10 @@ async fn force(master: &actix::Addr<MasterActor>, run_directory: &std::path::Pat
         }
     }
     let _ = std::fs::remove_file(run_directory.join(hsu::internals::run_table::FILE));
-    for file in [
-        hsu::api::server::SOCKET,
-        hsu::api::server::TOKEN,
-        hsu::api::server::LOCK,
-    ] {
+    for file in [hsu::api::server::SOCKET, hsu::api::server::TOKEN] {
         let _ = std::fs::remove_file(run_directory.join(file));
     }
+    lock.release();
     std::process::exit(130)
 }
 

@@ -217,14 +217,19 @@ workers:
     // `hsu shutdown` ends the master like a signal: exit 0, nothing left behind.
     let out = client(&socket, &["shutdown"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let (status, log) = hsu.exited();
     let cwd = hsu.cwd.clone();
-    let (status, log) = hsu.finish();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(log.contains("reason=\"a shutdown request\""), "{log}");
+    // The master made its run directory, so it removes it too.
     let left: Vec<_> = std::fs::read_dir(cwd.join("hsu-run"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "run directory left: {left:?}");
+    assert!(
+        !cwd.join("hsu-run").exists(),
+        "the empty run directory it created is left"
+    );
 
     // Nobody listens now: exit 3 and the socket named.
     let out = client(&socket, &["ls"]);
@@ -263,6 +268,33 @@ fn a_second_master_on_the_same_run_directory_is_refused_naming_the_first() {
     first.signal("TERM");
     let (status, _) = first.finish();
     assert!(status.success());
+}
+
+#[test]
+fn a_run_directory_that_was_there_before_the_master_is_kept_and_emptied() {
+    let dir = std::env::temp_dir().join(format!("hsu-test-{}-kept-run", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = TempFile::new(
+        "kept-run.yaml",
+        &format!(
+            "master: {{run_directory: {d}}}\nworkers:\n  - {{id: s, type: process, execution: {{executable_path: {WORKER}}}}}\n",
+            d = dir.display()
+        ),
+    );
+    let mut hsu = Running::start(&["run", config.path()]);
+    hsu.wait_for("hsu running");
+    assert_eq!(row(&dir.join("hsu.sock"), "s")["state"], "running");
+    hsu.signal("TERM");
+    let (status, log) = hsu.finish();
+    assert!(status.success(), "{log}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the run directory the user made is still there")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "run directory left: {left:?}");
+    std::fs::remove_dir(&dir).unwrap();
 }
 
 #[test]
@@ -325,11 +357,10 @@ fn the_tcp_listener_needs_the_token_and_read_only_refuses_writes() {
     assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
 
     hsu.signal("TERM");
-    let cwd = hsu.cwd.clone();
-    let (status, _) = hsu.finish();
+    let (status, _) = hsu.exited();
     assert!(status.success());
     assert!(
-        !cwd.join("hsu-run/api.token").exists(),
+        !hsu.cwd.join("hsu-run/api.token").exists(),
         "the generated token is removed"
     );
 }
@@ -756,8 +787,8 @@ fn a_second_stop_signal_forces_the_stop_and_kills_at_once() {
     hsu.signal("INT");
     hsu.wait_for("a second Ctrl-C forces");
     hsu.signal("INT");
+    let (status, log) = hsu.exited();
     let cwd = hsu.cwd.clone();
-    let (status, log) = hsu.finish();
     assert_eq!(status.code(), Some(130), "{log}");
     assert!(log.contains("second stop signal: forcing"), "{log}");
     let gone = std::time::Instant::now();
@@ -770,10 +801,15 @@ fn a_second_stop_signal_forces_the_stop_and_kills_at_once() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    // The master made its run directory, so it removes it too.
     let left: Vec<_> = std::fs::read_dir(cwd.join("hsu-run"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "run directory left: {left:?}");
+    assert!(
+        !cwd.join("hsu-run").exists(),
+        "the empty run directory it created is left"
+    );
 }
 
 #[test]

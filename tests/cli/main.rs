@@ -113,6 +113,12 @@ impl Running {
 
     /// Waits for the exit; returns the status and the rest of stderr.
     fn finish(mut self) -> (std::process::ExitStatus, String) {
+        self.exited()
+    }
+
+    /// As [`finish`](Self::finish), keeping `cwd` (which dropping `self` removes) to look at
+    /// what the master left in it.
+    fn exited(&mut self) -> (std::process::ExitStatus, String) {
         let start = std::time::Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -71,7 +71,8 @@ fn relative_paths_mean_the_config_files_directory_not_the_current_one() {
     hsu.wait_for("hsu running");
     let recorded = dir.0.join("data/where-i-ran");
     let start = std::time::Instant::now();
-    while !recorded.exists() {
+    // The shell creates the file before `pwd` writes the line: wait for the whole line.
+    while !std::fs::read_to_string(&recorded).is_ok_and(|t| t.ends_with('\n')) {
         assert!(start.elapsed() < super::DEADLINE, "the script never ran");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
