@@ -600,6 +600,70 @@ async fn a_removed_workers_cgroup_is_removed_with_it() -> TestResult {
 }
 
 #[actix_rt::test]
+async fn shutdown_removes_the_instance_cgroup_and_reaps_its_keeper_before_it_replies() -> TestResult
+{
+    let dir = TempDir::new("cgroup-shutdown");
+    let (master, mut watch) = support::master_in(&dir).await;
+    master
+        .send(AddWorker(process_worker("last", &[])))
+        .await??;
+    master.send(StartWorker(id("last"))).await??;
+    watch.until("last", WorkerState::Running).await;
+    let d = master.send(GetWorkerState(id("last"))).await??;
+    if d.containment != Some("cgroup") {
+        return Ok(()); // process groups only on this machine: nothing to remove
+    }
+    let pid = d.pid.expect("a pid");
+    let relative = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .expect("a cgroup v2 line");
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_string))?
+        })
+        .expect("a cgroup2 mount");
+    let worker_cgroup = std::path::Path::new(&mount).join(relative.trim_start_matches('/'));
+    let instance = worker_cgroup
+        .parent()
+        .expect("an instance cgroup")
+        .to_path_buf();
+    // This master's keeper: the shell whose last argument is its instance cgroup.
+    let keeper = std::fs::read_dir("/proc")?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.iter().any(|a| *a == b"hsu-cgroup-keeper")
+                    && args
+                        .iter()
+                        .any(|a| *a == instance.as_os_str().as_encoded_bytes())
+            })
+        })
+        .expect("the master's cgroup keeper");
+    let report = master.send(Shutdown).await?;
+    assert_eq!(report.stopped, vec![id("last")]);
+    // At the reply, with the master still alive (not dropped): nothing of its containment is
+    // left, and the keeper is reaped, not a zombie.
+    assert!(
+        !instance.exists(),
+        "{} outlived the shutdown",
+        instance.display()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{keeper}")).exists(),
+        "the keeper {keeper} outlived the shutdown"
+    );
+    assert!(!alive(pid));
+    drop(master);
+    Ok(())
+}
+
+#[actix_rt::test]
 async fn workers_without_limits_are_sampled_when_asked_not_every_interval() -> TestResult {
     let dir = TempDir::new("sample-on-demand");
     let mut config = support::config_in(&dir);

@@ -241,6 +241,17 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     });
+    // After a shutdown, everything the master ran is stopped and cleaned up (workers, plugins'
+    // `destroy`, sockets, cgroups and their keeper, the run table). What is left is memory:
+    // the worker table, the event history, the actors' queues. Freeing it piece by piece was
+    // the last 5–7 ms of a stop of 1,000 workers (most of it in glibc's `free`) and changes
+    // nothing the exit does not, so it is left to the exit. A run that failed before its
+    // shutdown is dropped: that is what cleans up after it.
+    if result.is_ok() {
+        std::mem::forget(system);
+    } else {
+        drop(system);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -275,6 +275,11 @@ impl Handler<Shutdown> for MasterActor {
             if let Err(e) = act.run_table.flush() {
                 tracing::warn!(error = %e, path = %act.run_table.path().display(), "cannot write the run table");
             }
+            // And so does containment: the last cgroups removed, the instance cgroup and its
+            // keeper gone, before the reply rather than whenever the master is dropped.
+            if let Some(cgroups) = &act.cgroups {
+                cgroups.finish();
+            }
             tracing::info!(
                 stopped = report.stopped.len(),
                 failed = report.errors.len(),

@@ -43,7 +43,7 @@ pub struct Cgroups {
     /// namespace is not in this one's /proc). Released by the kernel however the master ends.
     _alive: Option<std::fs::File>,
     /// The keeper's stdin: when it closes (the master is gone), the keeper cleans up.
-    keeper: Option<(Child, std::process::ChildStdin)>,
+    keeper: std::sync::Mutex<Option<(Child, std::process::ChildStdin)>>,
     /// Worker cgroups to remove, on a thread of their own: removing one may wait (up to
     /// `EMPTY_WAIT`) for what is left in it to die, and a thousand `rmdir`s at shutdown are
     /// tens of milliseconds; neither may hold an actor's thread.
@@ -126,7 +126,7 @@ impl Cgroups {
                     instance,
                     dir,
                     _alive: alive,
-                    keeper,
+                    keeper: std::sync::Mutex::new(keeper),
                     removals: std::sync::Mutex::new(Some(removals)),
                     remover: std::sync::Mutex::new(remover),
                 }
@@ -202,8 +202,12 @@ impl Cgroups {
     }
 }
 
-impl Drop for Cgroups {
-    fn drop(&mut self) {
+impl Cgroups {
+    /// The end of containment, once every worker is stopped: the pending removals are done,
+    /// then the instance cgroup is removed and its keeper killed and reaped. What dropping
+    /// does, callable earlier (a master's shutdown, so that nothing depends on the master's
+    /// memory being freed); a second call does nothing more.
+    pub fn finish(&self) {
         // Pending removals first, then the keeper is told.
         if let Ok(mut tx) = self.removals.lock() {
             tx.take();
@@ -222,7 +226,8 @@ impl Drop for Cgroups {
                 let _ = std::fs::remove_dir(root);
             }
         }
-        if let Some((mut child, stdin)) = self.keeper.take() {
+        let keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some((mut child, stdin)) = keeper {
             if removed {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -236,6 +241,12 @@ impl Drop for Cgroups {
                 super::reaper::release(child.id());
             });
         }
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
