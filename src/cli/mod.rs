@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 pub mod control;
 pub mod import;
+pub mod launch;
 pub mod package;
 pub mod run;
 pub mod systemd;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use hsu::api::server::{ControlServer, RunLock};
 use hsu::api::ApiState;
-use hsu::{AddConfigured, MasterActor, Shutdown, StartWorker};
+use hsu::{AddConfigured, MasterActor, Shutdown};
 
 /// Runs until a signal; exit 0 after a graceful stop, 1 on a failure to start the master, 2 on
 /// a bad config.
@@ -129,17 +129,9 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         for spec in specs.iter().filter(|s| !s.enabled) {
             tracing::info!(worker = %spec.id, "disabled (enabled: false): added, not started; `hsu start {}` starts it", spec.id);
         }
-        let start = |id: hsu::WorkerId| {
-            // Sent now (queued behind the add), answered whenever the start is done: the
-            // first worker runs while the others are still being added.
-            let request = master.send(StartWorker(id.clone()));
-            actix_rt::spawn(async move {
-                if let Ok(Err(e)) = request.await {
-                    tracing::error!(worker = %id, error = %hsu::error_chain(&e), "start failed");
-                }
-            })
-        };
-        let mut starts = Vec::new();
+        // Each started as soon as it is added (queued behind the add), answered whenever its
+        // start is done: the first worker runs while the others are still being added.
+        let launcher = super::launch::Launcher::new(master.clone());
         let mut failed_at_add = Vec::new();
         let mut workers = 0;
         let mut failures = Vec::new();
@@ -150,6 +142,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         // added yet is waited for like one not running yet).
         for spec in specs {
             let id = spec.id.clone();
+            let can_wait = !spec.depends_on.is_empty();
             match master.send(AddConfigured(spec)).await? {
                 Ok(done) => {
                     if let Some(e) = &done.error {
@@ -158,7 +151,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
                     workers += 1;
                     if !members.contains(&done.id) && !scheduled.contains(&done.id) {
                         if done.error.is_none() {
-                            starts.push(start(done.id));
+                            launcher.start(done.id, can_wait);
                         } else {
                             // Tried once more with the others, unless nothing can run.
                             failed_at_add.push(done.id);
@@ -181,7 +174,13 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
             )
             .into());
         }
-        starts.extend(failed_at_add.into_iter().chain(top).map(start));
+        for id in failed_at_add {
+            launcher.start(id, true);
+        }
+        // A group starts its members in order, waiting for each.
+        for id in top {
+            launcher.start(id, true);
+        }
         let unclaimed = hsu::sockets::unclaimed_inherited();
         if !unclaimed.is_empty() {
             tracing::warn!(sockets = ?unclaimed, "sockets passed by the service manager that no worker's `sockets:` names (FileDescriptorName= <worker>.<socket>); closed");
@@ -189,7 +188,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
         }
         // Started all at once, each as soon as its `depends_on:` allows; signals are
         // answered meanwhile (a worker may wait long for what it depends on).
-        let starting = futures::future::join_all(starts);
+        let starting = launcher.finish();
         tokio::pin!(starting);
         let mut started = false;
         let mut failed = None;

@@ -378,3 +378,91 @@ fn a_paused_master_reports_the_scheduled_runs_it_missed_and_runs_once() {
     let (status, text) = hsu.finish();
     assert!(status.success(), "{text}");
 }
+
+/// `hsu ls --json` rows of `socket` whose state is `running`.
+fn running(socket: &std::path::Path) -> usize {
+    super::control::rows(socket)
+        .iter()
+        .filter(|r| r["state"] == "running")
+        .count()
+}
+
+#[test]
+fn more_workers_than_the_launch_window_waiting_for_one_listed_after_them_all_start() {
+    // Starts that wait for a dependency take no slot of the launch window: with 80 of them
+    // ahead of their dependency in a window of 64, the dependency would never be reached.
+    let mut config = String::from("workers:\n");
+    for n in 0..80 {
+        config.push_str(&format!("  - {{id: dep{n}, type: process, execution: {{executable_path: /bin/sleep, args: ['600']}}, depends_on: {{base: started}}}}\n"));
+    }
+    config.push_str(
+        "  - {id: base, type: process, execution: {executable_path: /bin/sleep, args: ['600']}}\n",
+    );
+    let dir = Dir::new("window-deps");
+    let path = dir.write("app.yaml", &config);
+    let mut hsu = Running::start(&["run", &path]);
+    hsu.wait_for("hsu running");
+    let socket = socket_of(&hsu);
+    assert_eq!(running(&socket), 81);
+    hsu.signal("TERM");
+    let (status, text) = hsu.finish();
+    assert!(status.success(), "{text}");
+}
+
+#[test]
+fn starts_that_do_not_finish_do_not_hold_back_the_workers_after_them() {
+    // 70 plugin workers whose `start` never returns, more than the launch window, then 10
+    // processes: each slow start leaves the window after its hold, so the processes run.
+    let exe = std::env::current_exe().unwrap();
+    let plugin = [
+        exe.parent().unwrap(),
+        exe.parent().unwrap().parent().unwrap(),
+    ]
+    .iter()
+    .map(|d| d.join("libhsu_test_plugin.so"))
+    .find(|p| p.exists())
+    .expect("the test plugin is built by cargo test --workspace");
+    // A start may take an hour here.
+    let mut config = String::from("master: {start_timeout: 1h}\nworkers:\n");
+    for n in 0..70 {
+        config.push_str(&format!(
+            "  - {{id: hang{n}, type: module, module_type: plugin, module_name: {}, config: {{start: hang}}}}\n",
+            plugin.display()
+        ));
+    }
+    for n in 0..10 {
+        config.push_str(&format!("  - {{id: p{n}, type: process, execution: {{executable_path: /bin/sleep, args: ['600']}}}}\n"));
+    }
+    let dir = Dir::new("window-hang");
+    let path = dir.write("app.yaml", &config);
+    let mut hsu = Running::start(&["run", &path]);
+    let socket = socket_of(&hsu);
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < super::DEADLINE, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Long before any start could time out: all ten processes run.
+    let start = std::time::Instant::now();
+    while running(&socket) < 10 {
+        assert!(
+            start.elapsed() < super::DEADLINE,
+            "the processes are held back: {:?}",
+            super::control::rows(&socket)
+                .iter()
+                .map(|r| format!("{} {}", r["id"], r["state"]))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(super::control::rows(&socket)
+        .iter()
+        .filter(|r| r["id"].as_str().unwrap().starts_with('p'))
+        .all(|r| r["state"] == "running"));
+    // A stop waits for the starts in progress; the second signal forces it.
+    hsu.signal("TERM");
+    hsu.wait_for("a second Ctrl-C forces");
+    hsu.signal("TERM");
+    let (status, text) = hsu.finish();
+    assert_eq!(status.code(), Some(130), "{text}");
+}
