@@ -563,6 +563,23 @@ async fn shutdown_stops_every_process_and_leaves_none() -> TestResult {
     Ok(())
 }
 
+/// Process `pid`'s cgroup, from its own /proc entry and the cgroup2 mount.
+fn cgroup_of(pid: u32) -> std::io::Result<std::path::PathBuf> {
+    let relative = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .expect("a cgroup v2 line");
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_string))?
+        })
+        .expect("a cgroup2 mount");
+    Ok(std::path::Path::new(&mount).join(relative.trim_start_matches('/')))
+}
+
 #[actix_rt::test]
 async fn a_removed_workers_cgroup_is_removed_with_it() -> TestResult {
     let dir = TempDir::new("cgroup-removed");
@@ -577,20 +594,7 @@ async fn a_removed_workers_cgroup_is_removed_with_it() -> TestResult {
         return Ok(()); // process groups only on this machine: nothing to remove
     }
     let pid = d.pid.expect("a pid");
-    // The worker's cgroup, from its own /proc entry and the cgroup2 mount.
-    let relative = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        .expect("a cgroup v2 line");
-    let mount = std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(str::to_string))?
-        })
-        .expect("a cgroup2 mount");
-    let cgroup = std::path::Path::new(&mount).join(relative.trim_start_matches('/'));
+    let cgroup = cgroup_of(pid)?;
     assert!(cgroup.is_dir(), "{}", cgroup.display());
     master.send(hsu::RemoveWorker(id("gone"))).await??;
     eventually("the worker's cgroup removed", || !cgroup.exists()).await;
@@ -614,19 +618,7 @@ async fn shutdown_removes_the_instance_cgroup_and_reaps_its_keeper_before_it_rep
         return Ok(()); // process groups only on this machine: nothing to remove
     }
     let pid = d.pid.expect("a pid");
-    let relative = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        .expect("a cgroup v2 line");
-    let mount = std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(str::to_string))?
-        })
-        .expect("a cgroup2 mount");
-    let worker_cgroup = std::path::Path::new(&mount).join(relative.trim_start_matches('/'));
+    let worker_cgroup = cgroup_of(pid)?;
     let instance = worker_cgroup
         .parent()
         .expect("an instance cgroup")
