@@ -54,7 +54,7 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
     let run_directory = config.master.run_directory.clone();
     // Before anything is spawned or written: a second master here would take over the first
     // one's pid files and socket.
-    let _lock = match RunLock::acquire(&run_directory) {
+    let run_lock = match RunLock::acquire(&run_directory) {
         Ok(lock) => lock,
         Err(e) => {
             super::print_error(&e);
@@ -66,7 +66,8 @@ pub fn main(path: Option<PathBuf>) -> ExitCode {
     for line in hsu::clean_up_run_directory(&run_directory) {
         tracing::warn!("{line}");
     }
-    let lock = &_lock;
+    // Held until `main` returns; the forced stop releases it itself (it exits at once).
+    let lock = &run_lock;
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         // Installed first, so a signal during start-up also stops gracefully, and SIGHUP
